@@ -1,0 +1,77 @@
+"""relink: load, link and rewrite ELF files at runtime, from Python.
+
+The front door. Names are imported lazily so ``import relink`` stays cheap (no ctypes
+work, no numpy) until something is used:
+
+    >>> import relink, ctypes
+    >>> with relink.load("libz.so.1-path") as z:            # doctest: +SKIP
+    ...     z.function("zlibVersion", ctypes.c_char_p)()
+
+Pipeline: input -> elf -> arch -> memory -> loader -> relocation -> image -> linker ->
+runtime -> plan (see docs in the README and each subpackage's docstring).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from relink.errors import (
+    ArchMismatchError,
+    DependencyError,
+    ElfParseError,
+    InitializerError,
+    LinkerError,
+    MappingError,
+    RelinkError,
+    RelocationError,
+    RelocationOverflowError,
+    SymbolNotFoundError,
+    TlsError,
+    UnknownSymbolError,
+    UnresolvedDependencyError,
+    UnsupportedError,
+    UnsupportedRelocationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchMismatchError", "BufferMapper", "DependencyError", "ElfFile", "ElfParseError",
+    "HostMapper", "HostPolicy", "InitializerError", "LinkerError", "MappingError", "Module",
+    "RelinkError", "RelocationError", "RelocationOverflowError", "SearchPathResolver",
+    "SymbolNotFoundError", "SyntheticModule", "TlsError", "UnknownSymbolError",
+    "UnresolvedDependencyError", "UnsupportedError", "UnsupportedRelocationError",
+    "__version__", "host_module", "load",
+]
+
+_LAZY = {
+    "load": ("relink.api", "load"),
+    "host_module": ("relink.api", "host_module"),
+    "Module": ("relink.module", "Module"),
+    "SyntheticModule": ("relink.module", "SyntheticModule"),
+    "ElfFile": ("relink.elf", "ElfFile"),
+    "HostPolicy": ("relink.runtime.host", "HostPolicy"),
+    "HostMapper": ("relink.memory.host", "HostMapper"),
+    "BufferMapper": ("relink.memory.buffer", "BufferMapper"),
+    "SearchPathResolver": ("relink.linker.search", "SearchPathResolver"),
+}
+
+if TYPE_CHECKING:
+    from relink.api import host_module, load
+    from relink.elf import ElfFile
+    from relink.linker.search import SearchPathResolver
+    from relink.memory.buffer import BufferMapper
+    from relink.memory.host import HostMapper
+    from relink.module import Module, SyntheticModule
+    from relink.runtime.host import HostPolicy
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'relink' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value

@@ -1,0 +1,247 @@
+"""The dynamic section (PT_DYNAMIC): what a module needs, exports and asks of the loader.
+
+Elf layer. `parse_dynamic` decodes the tag list once into a `DynamicInfo` record of
+plain ints and strings: DT_NEEDED / SONAME / RPATH / RUNPATH, table addresses and sizes
+(symbols, strings, hashes, relocations, versions), init/fini, flags. Strings are read
+through the `AddressView`, so a malformed offset is an `ElfParseError`, not a crash.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from relink.elf.view import AddressView
+from relink.errors import ElfParseError
+
+__all__ = ["DynamicInfo", "parse_dynamic", "read_cstr"]
+
+DT_NULL, DT_NEEDED, DT_PLTRELSZ, DT_PLTGOT, DT_HASH, DT_STRTAB, DT_SYMTAB = 0, 1, 2, 3, 4, 5, 6
+DT_RELA, DT_RELASZ, DT_RELAENT, DT_STRSZ, DT_SYMENT, DT_INIT, DT_FINI = 7, 8, 9, 10, 11, 12, 13
+DT_SONAME, DT_RPATH, DT_SYMBOLIC, DT_REL, DT_RELSZ, DT_RELENT, DT_PLTREL = 14, 15, 16, 17, 18, 19, 20
+DT_DEBUG, DT_TEXTREL, DT_JMPREL, DT_BIND_NOW, DT_INIT_ARRAY, DT_FINI_ARRAY = 21, 22, 23, 24, 25, 26
+DT_INIT_ARRAYSZ, DT_FINI_ARRAYSZ, DT_RUNPATH, DT_FLAGS = 27, 28, 29, 30
+DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ, DT_RELRSZ, DT_RELR, DT_RELRENT = 32, 33, 35, 36, 37
+DT_GNU_HASH, DT_TLSDESC_PLT, DT_TLSDESC_GOT = 0x6FFFFEF5, 0x6FFFFEF6, 0x6FFFFEF7
+DT_VERSYM, DT_RELACOUNT, DT_RELCOUNT, DT_FLAGS_1 = 0x6FFFFFF0, 0x6FFFFFF9, 0x6FFFFFFA, 0x6FFFFFFB
+DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = (0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE,
+                                                      0x6FFFFFFF)
+DF_SYMBOLIC, DF_TEXTREL, DF_BIND_NOW, DF_STATIC_TLS = 0x2, 0x4, 0x8, 0x10
+DF_1_NOW, DF_1_NODELETE, DF_1_PIE = 0x1, 0x8, 0x08000000
+
+_DYN = {32: struct.Struct("<iI"), 64: struct.Struct("<qQ")}
+# Tags whose value is an address (relocated by ld.so in glibc's l_info); used by tools.
+ADDRESS_TAGS = frozenset({DT_PLTGOT, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_RELA, DT_INIT,
+                          DT_FINI, DT_REL, DT_JMPREL, DT_INIT_ARRAY, DT_FINI_ARRAY,
+                          DT_PREINIT_ARRAY, DT_RELR, DT_GNU_HASH, DT_VERSYM, DT_VERDEF,
+                          DT_VERNEED, DT_DEBUG})
+
+
+@dataclass(slots=True)
+class DynamicInfo:
+    """Decoded PT_DYNAMIC. Addresses are link-time virtual addresses (vaddr)."""
+
+    entries: list[tuple[int, int]] = field(default_factory=list)
+    needed: list[str] = field(default_factory=list)
+    soname: str | None = None
+    rpath: str | None = None
+    runpath: str | None = None
+    strtab: int = 0
+    strsz: int = 0
+    symtab: int = 0
+    syment: int = 0
+    hash: int = 0
+    gnu_hash: int = 0
+    rela: int = 0
+    relasz: int = 0
+    relaent: int = 0
+    rel: int = 0
+    relsz: int = 0
+    relent: int = 0
+    relr: int = 0
+    relrsz: int = 0
+    relrent: int = 0
+    jmprel: int = 0
+    pltrelsz: int = 0
+    pltrel: int = 0
+    relcount: int = 0
+    pltgot: int = 0
+    init: int = 0
+    fini: int = 0
+    init_array: int = 0
+    init_arraysz: int = 0
+    fini_array: int = 0
+    fini_arraysz: int = 0
+    preinit_array: int = 0
+    preinit_arraysz: int = 0
+    versym: int = 0
+    verdef: int = 0
+    verdefnum: int = 0
+    verneed: int = 0
+    verneednum: int = 0
+    flags: int = 0
+    flags_1: int = 0
+    symbolic: bool = False
+    textrel: bool = False
+    bind_now: bool = False
+    debug_slot: int | None = None  # vaddr of the DT_DEBUG value word, if any
+    strings: memoryview | None = None
+
+    @property
+    def static_tls(self) -> bool:
+        return bool(self.flags & DF_STATIC_TLS)
+
+    @property
+    def nodelete(self) -> bool:
+        return bool(self.flags_1 & DF_1_NODELETE)
+
+
+def read_cstr(table: memoryview, offset: int, label: str, what: str) -> str:
+    """Read a NUL-terminated string at `offset` of a string table view."""
+    if offset < 0 or offset >= len(table):
+        raise ElfParseError(f"string offset {offset:#x} is past the string table "
+                            f"({len(table)} bytes)", file=label, what=what)
+    raw = table[offset:].tobytes() if len(table) - offset < 4096 else \
+        table[offset:offset + 4096].tobytes()
+    end = raw.find(b"\0")
+    if end < 0:
+        if len(raw) == 4096:
+            raise ElfParseError("string longer than 4096 bytes", file=label, what=what)
+        raise ElfParseError("string table is not NUL-terminated", file=label, what=what)
+    return raw[:end].decode("utf-8", "surrogateescape")
+
+
+def parse_dynamic(view: AddressView, vaddr: int, size: int, elf_class: int) -> DynamicInfo:
+    """Decode the dynamic section at link-time address `vaddr` (`size` bytes max).
+
+    Raises:
+        ElfParseError: the section lies outside the segments, has no DT_NULL, a string
+            tag without DT_STRTAB/DT_STRSZ, or a string offset past the table.
+    """
+    layout = _DYN[elf_class]
+    label = view.label
+    count = size // layout.size
+    if count == 0:
+        raise ElfParseError("PT_DYNAMIC is empty", file=label, what="dynamic section")
+    raw = view.get(vaddr, count * layout.size, "dynamic section")
+    info = DynamicInfo()
+    entries = info.entries
+    needed_offs: list[int] = []
+    soname = rpath = runpath = None
+    index = 0
+    for tag, value in layout.iter_unpack(raw):
+        if tag == DT_NULL:
+            break
+        entries.append((tag, value))
+        if tag == DT_NEEDED:
+            needed_offs.append(value)
+        elif tag == DT_STRTAB:
+            info.strtab = value
+        elif tag == DT_STRSZ:
+            info.strsz = value
+        elif tag == DT_SYMTAB:
+            info.symtab = value
+        elif tag == DT_SYMENT:
+            info.syment = value
+        elif tag == DT_HASH:
+            info.hash = value
+        elif tag == DT_GNU_HASH:
+            info.gnu_hash = value
+        elif tag == DT_RELA:
+            info.rela = value
+        elif tag == DT_RELASZ:
+            info.relasz = value
+        elif tag == DT_RELAENT:
+            info.relaent = value
+        elif tag == DT_REL:
+            info.rel = value
+        elif tag == DT_RELSZ:
+            info.relsz = value
+        elif tag == DT_RELENT:
+            info.relent = value
+        elif tag == DT_RELR:
+            info.relr = value
+        elif tag == DT_RELRSZ:
+            info.relrsz = value
+        elif tag == DT_RELRENT:
+            info.relrent = value
+        elif tag == DT_JMPREL:
+            info.jmprel = value
+        elif tag == DT_PLTRELSZ:
+            info.pltrelsz = value
+        elif tag == DT_PLTREL:
+            info.pltrel = value
+        elif tag in (DT_RELACOUNT, DT_RELCOUNT):
+            info.relcount = value
+        elif tag == DT_PLTGOT:
+            info.pltgot = value
+        elif tag == DT_INIT:
+            info.init = value
+        elif tag == DT_FINI:
+            info.fini = value
+        elif tag == DT_INIT_ARRAY:
+            info.init_array = value
+        elif tag == DT_INIT_ARRAYSZ:
+            info.init_arraysz = value
+        elif tag == DT_FINI_ARRAY:
+            info.fini_array = value
+        elif tag == DT_FINI_ARRAYSZ:
+            info.fini_arraysz = value
+        elif tag == DT_PREINIT_ARRAY:
+            info.preinit_array = value
+        elif tag == DT_PREINIT_ARRAYSZ:
+            info.preinit_arraysz = value
+        elif tag == DT_SONAME:
+            soname = value
+        elif tag == DT_RPATH:
+            rpath = value
+        elif tag == DT_RUNPATH:
+            runpath = value
+        elif tag == DT_SYMBOLIC:
+            info.symbolic = True
+        elif tag == DT_TEXTREL:
+            info.textrel = True
+        elif tag == DT_BIND_NOW:
+            info.bind_now = True
+        elif tag == DT_FLAGS:
+            info.flags = value
+        elif tag == DT_FLAGS_1:
+            info.flags_1 = value
+        elif tag == DT_VERSYM:
+            info.versym = value
+        elif tag == DT_VERDEF:
+            info.verdef = value
+        elif tag == DT_VERDEFNUM:
+            info.verdefnum = value
+        elif tag == DT_VERNEED:
+            info.verneed = value
+        elif tag == DT_VERNEEDNUM:
+            info.verneednum = value
+        elif tag == DT_DEBUG:
+            info.debug_slot = vaddr + index * layout.size + layout.size // 2
+        index += 1
+    else:
+        raise ElfParseError("dynamic section has no DT_NULL terminator", file=label,
+                            what="dynamic section", offset=vaddr)
+    if info.flags & DF_SYMBOLIC:
+        info.symbolic = True
+    if info.flags & DF_TEXTREL:
+        info.textrel = True
+    if info.flags & DF_BIND_NOW or info.flags_1 & DF_1_NOW:
+        info.bind_now = True
+    if needed_offs or soname is not None or rpath is not None or runpath is not None:
+        if not info.strtab or not info.strsz:
+            raise ElfParseError("string tags present but DT_STRTAB/DT_STRSZ missing",
+                                file=label, what="dynamic section")
+    if info.strtab and info.strsz:
+        strings = view.get(info.strtab, info.strsz, "dynamic string table")
+        info.strings = strings
+        what = "dynamic string table"
+        info.needed = [read_cstr(strings, off, label, what) for off in needed_offs]
+        if soname is not None:
+            info.soname = read_cstr(strings, soname, label, what)
+        if rpath is not None:
+            info.rpath = read_cstr(strings, rpath, label, what)
+        if runpath is not None:
+            info.runpath = read_cstr(strings, runpath, label, what)
+    return info

@@ -1,0 +1,188 @@
+"""Inputs: where the bytes of an ELF file come from, and the file's identity.
+
+First stage of the pipeline (input -> elf -> arch -> memory -> loader -> relocation).
+An `ElfSource` wraps a path, an open file or fd, or bytes in memory. Paths and fds keep
+an fd so the loader can map segments straight from the file; memory inputs are copied
+into anonymous memory and nothing is ever written to disk. Every source has an
+identity: ``(st_dev, st_ino)`` for files (so a hard link or another path to the same file
+is the same module) and a fresh process-unique token for memory inputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+from dataclasses import dataclass
+from typing import IO, Union
+
+from relink.errors import ElfParseError, MappingError
+
+__all__ = ["ElfSource", "SourceIdentity", "SourceLike", "open_source"]
+
+SourceLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, int, IO[bytes],
+                   "ElfSource"]
+
+_fresh = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceIdentity:
+    """Identity of an input: ``("file", dev, ino)`` or ``("memory", n, 0)``.
+
+    `stamp` (size, mtime_ns) is not part of equality; caches use it to notice that a
+    file was rewritten in place.
+    """
+
+    kind: str
+    a: int
+    b: int
+
+    @staticmethod
+    def fresh() -> SourceIdentity:
+        return SourceIdentity("memory", next(_fresh), 0)
+
+
+class ElfSource:
+    """One ELF input: a name, an identity and a way to read it.
+
+    Attributes:
+        name: last path component (or the name given for memory inputs).
+        path: the file path, or None for memory inputs.
+        fd: an open fd the loader may mmap from, or None for memory inputs.
+        size: size of the input in bytes.
+        identity: the `SourceIdentity`.
+        stamp: (size, mtime_ns) for files, None for memory inputs.
+    """
+
+    __slots__ = ("name", "path", "fd", "size", "identity", "stamp", "_data", "_owns_fd")
+
+    def __init__(self, *, name: str, path: str | None, fd: int | None, size: int,
+                 identity: SourceIdentity, data: memoryview | None,
+                 stamp: tuple[int, int] | None = None, owns_fd: bool = False) -> None:
+        self.name = name
+        self.path = path
+        self.fd = fd
+        self.size = size
+        self.identity = identity
+        self.stamp = stamp
+        self._data = data
+        self._owns_fd = owns_fd
+
+    @property
+    def label(self) -> str:
+        """The name to show in messages: the path if there is one, else the name."""
+        return self.path or self.name
+
+    @property
+    def data(self) -> memoryview:
+        """The whole input as a read-only memoryview (read from the fd on first use)."""
+        if self._data is None:
+            assert self.fd is not None
+            chunks = []
+            offset = 0
+            while offset < self.size:
+                try:
+                    chunk = os.pread(self.fd, self.size - offset, offset)
+                except OSError as exc:
+                    raise MappingError(f"cannot read: {exc.strerror}", file=self.label,
+                                       op="pread", errno=exc.errno) from exc
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                offset += len(chunk)
+            self._data = memoryview(b"".join(chunks)).toreadonly()
+        return self._data
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Read exactly `size` bytes at `offset` or raise `ElfParseError`."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ElfParseError(f"read of {size} bytes at offset {offset:#x} is past the end "
+                                f"of the file ({self.size} bytes)", file=self.label,
+                                offset=offset)
+        if self._data is not None:
+            return bytes(self._data[offset:offset + size])
+        assert self.fd is not None
+        try:
+            out = os.pread(self.fd, size, offset)
+        except OSError as exc:
+            raise MappingError(f"cannot read: {exc.strerror}", file=self.label, op="pread",
+                               errno=exc.errno) from exc
+        if len(out) != size:
+            raise ElfParseError("short read", file=self.label, offset=offset)
+        return out
+
+    def close(self) -> None:
+        """Close the fd if this source opened it (idempotent)."""
+        if self._owns_fd and self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<ElfSource {self.label!r} {self.size} bytes>"
+
+
+def _from_fd(fd: int, path: str | None, owns: bool) -> ElfSource:
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        raise MappingError(f"cannot stat: {exc.strerror}", file=path, op="fstat",
+                           errno=exc.errno) from exc
+    if not stat.S_ISREG(st.st_mode):
+        if owns:
+            os.close(fd)
+        raise ElfParseError("not a regular file", file=path)
+    name = os.path.basename(path) if path else f"fd:{fd}"
+    return ElfSource(name=name, path=path, fd=fd, size=st.st_size,
+                     identity=SourceIdentity("file", st.st_dev, st.st_ino),
+                     data=None, stamp=(st.st_size, st.st_mtime_ns), owns_fd=owns)
+
+
+def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
+    """Turn anything relink accepts as input into an `ElfSource`.
+
+    Args:
+        source: a path (str / PathLike), bytes / bytearray / memoryview, an fd (int),
+            an open binary file, or an `ElfSource` (returned unchanged).
+        name: the name to give a memory input (default ``"<memory>"``).
+
+    Raises:
+        MappingError: the file cannot be opened or read (carries errno).
+        ElfParseError: the input is not a regular file.
+    """
+    if isinstance(source, ElfSource):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        view = memoryview(source).cast("B") if isinstance(source, memoryview) else \
+            memoryview(source)
+        if isinstance(source, bytearray):
+            # Snapshot: the caller may mutate its bytearray after the call.
+            view = memoryview(bytes(source))
+        return ElfSource(name=name or "<memory>", path=None, fd=None, size=len(view),
+                         identity=SourceIdentity.fresh(), data=view.toreadonly())
+    if isinstance(source, int):
+        return _from_fd(source, name, owns=False)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise MappingError(f"cannot open: {exc.strerror}", file=path, op="open",
+                               errno=exc.errno) from exc
+        return _from_fd(fd, path, owns=True)
+    fileno = getattr(source, "fileno", None)
+    if fileno is not None:
+        try:
+            fd = fileno()
+        except (OSError, ValueError):
+            fd = None
+        if isinstance(fd, int):
+            path = getattr(source, "name", None)
+            return _from_fd(fd, path if isinstance(path, str) else name, owns=False)
+    read = getattr(source, "read", None)
+    if read is not None:
+        data = read()
+        if isinstance(data, (bytes, bytearray)):
+            return open_source(bytes(data), name=name)
+    raise TypeError(f"cannot load from {type(source).__name__}: pass a path, bytes, "
+                    "an fd or a binary file")

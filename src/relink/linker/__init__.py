@@ -1,0 +1,1 @@
+"""Linker layer: dependency resolution, search paths, contexts."""

@@ -1,0 +1,552 @@
+"""Library search-path logic of ``ld.so``, as data and pure functions.
+
+Part of the *linker* layer of relink (input -> elf -> arch -> memory -> loader
+-> relocation -> linker).  Given a ``DT_NEEDED`` (or ``dlopen``) name, the
+module that asked for it and the chain of modules that loaded that module,
+:class:`SearchPathResolver` computes the ordered list of candidate paths that
+glibc's ``_dl_map_object`` would try, each tagged with a short human-readable
+reason.  Nothing here opens a library: :meth:`SearchPathResolver.resolve`
+delegates every check (existence, ELF class / machine match) to a caller
+supplied ``accept`` callable.  The only file this module reads is
+``/etc/ld.so.cache`` (through :mod:`relink.linker.ldcache`), and only when
+the cache is enabled and not injected.
+
+Search order for a name without ``/`` (glibc ``elf/dl-load.c``):
+
+1. ``DT_RPATH`` of the requesting module, then of each module up its loader
+   chain (each expanded with *its own* ``$ORIGIN``) -- skipped entirely when
+   the requesting module has a ``DT_RUNPATH`` (even an empty one).  A module
+   in the chain that has ``DT_RUNPATH`` contributes no ``DT_RPATH`` (glibc
+   drops ``DT_RPATH`` when both are present).
+2. ``LD_LIBRARY_PATH`` (opt-in here; ``:`` or ``;`` separated; ``$ORIGIN`` is
+   the executable's directory).
+3. ``DT_RUNPATH`` of the requesting module only (never inherited).
+4. relink's *fixed* directories.  This step does not exist in ``ld.so``; we
+   put it after everything the binaries and the environment ask for and
+   before the system-wide sources (cache, default dirs), so a fixed directory
+   can supply a library the system lacks, or shadow a system copy, without
+   overriding an explicit RPATH/RUNPATH/LD_LIBRARY_PATH.
+5. ``ld.so.cache`` entries for the name (filtered to the host's ELF flavour).
+6. The default system directories.
+
+When the requesting module is marked ``DF_1_NODEFLIB``, step 6 is skipped and
+cache hits located in (or below) a default directory are dropped.  A name
+containing ``/`` is used as is (after dynamic string token expansion with the
+requester's ``$ORIGIN``) and is the only candidate.  Duplicate paths are
+removed, keeping the first occurrence and its reason.
+
+Not modelled: glibc-hwcaps / legacy hwcap subdirectories that ``ld.so`` also
+probes below each directory, and secure-mode (setuid) restrictions.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import platform as _platform
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final, Literal, TypeAlias
+
+from relink.linker.ldcache import DEFAULT_LD_SO_CACHE, LdCache
+
+__all__ = [
+    "HOST_DEFAULT",
+    "Candidate",
+    "ModuleSearchInfo",
+    "SearchPathResolver",
+    "TokenValue",
+    "default_system_dirs",
+    "expand_tokens",
+    "host_lib_token",
+    "host_multiarch_triplet",
+    "host_platform",
+    "normalize_dir",
+    "split_search_list",
+]
+
+
+class _HostDefault(enum.Enum):
+    HOST_DEFAULT = "host default"
+
+
+#: Sentinel: "use the value ``ld.so`` on this host would use".
+HOST_DEFAULT: Final = _HostDefault.HOST_DEFAULT
+
+#: A ``$LIB`` / ``$PLATFORM`` value: a string, ``None`` (unset) or :data:`HOST_DEFAULT`.
+TokenValue: TypeAlias = "str | Literal[_HostDefault.HOST_DEFAULT] | None"
+
+# -- host facts -------------------------------------------------------------
+
+_TRIPLETS: Final[dict[tuple[str, bool], str]] = {
+    ("x86_64", True): "x86_64-linux-gnu",
+    ("amd64", True): "x86_64-linux-gnu",
+    ("x86_64", False): "i386-linux-gnu",
+    ("i386", False): "i386-linux-gnu",
+    ("i486", False): "i386-linux-gnu",
+    ("i586", False): "i386-linux-gnu",
+    ("i686", False): "i386-linux-gnu",
+    ("aarch64", True): "aarch64-linux-gnu",
+    ("arm64", True): "aarch64-linux-gnu",
+    ("aarch64", False): "arm-linux-gnueabihf",
+    ("armv7l", False): "arm-linux-gnueabihf",
+    ("armv8l", False): "arm-linux-gnueabihf",
+    ("armv6l", False): "arm-linux-gnueabihf",
+    ("ppc64le", True): "powerpc64le-linux-gnu",
+    ("ppc64", True): "powerpc64-linux-gnu",
+    ("ppc", False): "powerpc-linux-gnu",
+    ("s390x", True): "s390x-linux-gnu",
+    ("riscv64", True): "riscv64-linux-gnu",
+    ("loongarch64", True): "loongarch64-linux-gnu",
+    ("mips64", True): "mips64el-linux-gnuabi64",
+    ("sparc64", True): "sparc64-linux-gnu",
+}
+
+
+def _is64() -> bool:
+    return sys.maxsize > 2**32
+
+
+@lru_cache(maxsize=1)
+def host_multiarch_triplet() -> str:
+    """Debian multiarch triplet of this process, e.g. ``"x86_64-linux-gnu"``.
+
+    Taken from the interpreter's build (``sys.implementation._multiarch``)
+    when available, else derived from the machine name and pointer size.
+    """
+    multiarch = getattr(sys.implementation, "_multiarch", None)
+    if isinstance(multiarch, str) and multiarch:
+        return multiarch
+    machine = _platform.machine().lower()
+    return _TRIPLETS.get((machine, _is64()), f"{machine}-linux-gnu")
+
+
+@lru_cache(maxsize=1)
+def host_platform() -> str:
+    """Default ``$PLATFORM`` value: the machine name (``AT_PLATFORM``-like).
+
+    glibc may report a more specific value on some CPUs (e.g. ``"haswell"``
+    on recent Intel x86-64 with glibc <= 2.36); pass ``platform=`` explicitly
+    when that matters.
+    """
+    machine = _platform.machine()
+    if machine in ("x86_64", "amd64") and not _is64():
+        return "i686"
+    return machine or "unknown"
+
+
+@lru_cache(maxsize=1)
+def host_lib_token() -> str:
+    """Default ``$LIB`` value, guessed from where the host's libc lives.
+
+    Debian-style multiarch systems give ``"lib/<triplet>"``, lib64 systems
+    (Fedora, SUSE) ``"lib64"``, others ``"lib"``.
+    """
+    triplet = host_multiarch_triplet()
+    for prefix in ("/lib", "/usr/lib"):
+        if os.path.exists(f"{prefix}/{triplet}/libc.so.6"):
+            return f"lib/{triplet}"
+    for candidate in ("/usr/lib64/libc.so.6", "/lib64/libc.so.6"):
+        if _is64() and os.path.exists(candidate):
+            real = os.path.realpath(candidate)
+            if os.path.basename(os.path.dirname(real)) == "lib64":
+                return "lib64"
+    return "lib"
+
+
+def default_system_dirs(triplet: str | None = None, *, is64: bool | None = None) -> tuple[str, ...]:
+    """Default library directories, most specific first.
+
+    ``/lib/<triplet>``, ``/usr/lib/<triplet>``, then (64-bit only)
+    ``/lib64``, ``/usr/lib64``, then ``/lib``, ``/usr/lib``.
+    """
+    triplet = triplet if triplet is not None else host_multiarch_triplet()
+    wide = _is64() if is64 is None else is64
+    dirs = [f"/lib/{triplet}", f"/usr/lib/{triplet}"]
+    if wide:
+        dirs += ["/lib64", "/usr/lib64"]
+    dirs += ["/lib", "/usr/lib"]
+    return tuple(dirs)
+
+
+# -- pure string helpers ----------------------------------------------------
+
+_TOKENS: Final = ("ORIGIN", "PLATFORM", "LIB")
+
+
+def _ident_char(ch: str) -> bool:
+    return ch.isascii() and (ch.isalnum() or ch == "_")
+
+
+def _match_token(text: str, pos: int) -> tuple[str, int] | None:
+    """Match a DST name at ``text[pos:]`` (just after ``$``), like glibc's ``is_dst``.
+
+    Returns ``(name, length consumed)`` or ``None``.
+    """
+    curly = text.startswith("{", pos)
+    start = pos + 1 if curly else pos
+    for name in _TOKENS:
+        if not text.startswith(name, start):
+            continue
+        end = start + len(name)
+        if curly:
+            if text.startswith("}", end):
+                return name, end + 1 - pos
+            continue
+        if end < len(text) and _ident_char(text[end]):
+            continue
+        return name, end - pos
+    return None
+
+
+def _resolve_value(value: TokenValue, default: Callable[[], str]) -> str | None:
+    if value is HOST_DEFAULT:
+        return default()
+    if isinstance(value, str):
+        return value or None
+    return None
+
+
+def expand_tokens(
+    path: str,
+    *,
+    origin: str | None,
+    lib: TokenValue = HOST_DEFAULT,
+    platform: TokenValue = HOST_DEFAULT,
+) -> str | None:
+    """Expand ``$ORIGIN``, ``$LIB``, ``$PLATFORM`` (and the ``${...}`` forms).
+
+    ``lib`` / ``platform`` default to the host's values
+    (:func:`host_lib_token`, :func:`host_platform`).  A recognised token whose
+    value is unknown (``None`` or empty, e.g. ``origin=None``) discards the
+    whole path: the result is ``None``.  A ``$`` not followed by a recognised
+    token name -- ``$ORIGIN_SUFFIX``, ``$FOO``, ``${ORIGIN`` -- is kept
+    literally, as glibc does.
+    """
+    if "$" not in path:
+        return path
+    values = {
+        "ORIGIN": origin or None,
+        "LIB": _resolve_value(lib, host_lib_token),
+        "PLATFORM": _resolve_value(platform, host_platform),
+    }
+    out: list[str] = []
+    pos = 0
+    while True:
+        dollar = path.find("$", pos)
+        if dollar < 0:
+            out.append(path[pos:])
+            return "".join(out)
+        out.append(path[pos:dollar])
+        match = _match_token(path, dollar + 1)
+        if match is None:
+            out.append("$")
+            pos = dollar + 1
+            continue
+        name, length = match
+        value = values[name]
+        if value is None:
+            return None
+        out.append(value)
+        pos = dollar + 1 + length
+
+
+def split_search_list(value: str, *, separators: str = ":") -> list[str]:
+    """Split a search list; an empty element means the current directory ``"."``.
+
+    ``":/fallback"`` gives ``[".", "/fallback"]``.  An entirely empty value
+    gives ``[]`` (glibc ignores an empty ``DT_RPATH`` / ``DT_RUNPATH``).
+    ``LD_LIBRARY_PATH`` uses ``separators=":;"``.
+    """
+    if value == "":
+        return []
+    parts = [value]
+    for sep in separators:
+        parts = [piece for part in parts for piece in part.split(sep)]
+    return [part if part else "." for part in parts]
+
+
+def normalize_dir(path: str) -> str:
+    """Lexically normalise a directory for de-duplication.
+
+    Collapses repeated ``/``, drops ``.`` components and trailing slashes
+    (``"/usr/lib/"`` == ``"/usr//lib"`` == ``"/usr/lib"``).  ``..`` is kept:
+    resolving it lexically could be wrong in the presence of symlinks.
+    """
+    if not path:
+        return "."
+    absolute = path.startswith("/")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    joined = "/".join(parts)
+    if absolute:
+        return "/" + joined
+    return joined or "."
+
+
+def _join(directory: str, name: str) -> str:
+    directory = normalize_dir(directory)
+    if directory == "/":
+        return "/" + name
+    return f"{directory}/{name}"
+
+
+# -- data ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One path to try, with why it is on the list (e.g. ``"RUNPATH of libfoo.so"``)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})"
+
+
+def _as_tuple(values: str | Iterable[str]) -> tuple[str, ...]:
+    if isinstance(values, str):
+        return (values,)
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class ModuleSearchInfo:
+    """What the search needs to know about a loaded (or loading) module.
+
+    ``rpath`` / ``runpath`` hold the raw, unexpanded ``DT_RPATH`` /
+    ``DT_RUNPATH`` strings (each may be ``:``-separated; a single string is
+    accepted too).  ``has_runpath`` records the *presence* of ``DT_RUNPATH``:
+    an empty one still suppresses the ``DT_RPATH`` search.  It is forced to
+    ``True`` when ``runpath`` is non-empty.  ``origin`` is the module's
+    directory (``$ORIGIN``), ``None`` if unknown.  ``nodeflib`` mirrors
+    ``DF_1_NODEFLIB``.
+    """
+
+    name: str
+    origin: str | None
+    rpath: tuple[str, ...] = ()
+    runpath: tuple[str, ...] = ()
+    has_runpath: bool = False
+    nodeflib: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rpath", _as_tuple(self.rpath))
+        object.__setattr__(self, "runpath", _as_tuple(self.runpath))
+        if self.runpath and not self.has_runpath:
+            object.__setattr__(self, "has_runpath", True)
+
+    @classmethod
+    def from_dynamic(
+        cls,
+        name: str,
+        file_path: str | None,
+        *,
+        rpath: str | None = None,
+        runpath: str | None = None,
+        nodeflib: bool = False,
+    ) -> ModuleSearchInfo:
+        """Build from a module's file path and its ``DT_RPATH``/``DT_RUNPATH``.
+
+        ``None`` means the tag is absent; ``""`` means present but empty.
+        """
+        origin = os.path.dirname(os.path.abspath(file_path)) if file_path else None
+        return cls(
+            name=name,
+            origin=origin,
+            rpath=() if rpath is None else (rpath,),
+            runpath=() if runpath is None else (runpath,),
+            has_runpath=runpath is not None,
+            nodeflib=nodeflib,
+        )
+
+
+# -- the resolver -------------------------------------------------------------
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.items: list[Candidate] = []
+        self._seen: set[str] = set()
+
+    def add(self, path: str, reason: str) -> None:
+        key = normalize_dir(path)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.items.append(Candidate(path, reason))
+
+
+def _under_any(path: str, dirs: Iterable[str]) -> bool:
+    """True if ``path`` lies in (or below) one of ``dirs`` (glibc's prefix test)."""
+    norm = normalize_dir(path)
+    return any(norm.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def _dedup_dirs(dirs: Iterable[str]) -> tuple[str, ...]:
+    result: list[str] = []
+    for directory in dirs:
+        norm = normalize_dir(directory)
+        if norm not in result:
+            result.append(norm)
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class SearchPathResolver:
+    """Search configuration plus the candidate computation.
+
+    * ``fixed_dirs``: relink's extra directories (normalised, de-duplicated),
+      searched after ``DT_RUNPATH`` and before ``ld.so.cache``.
+    * ``use_ld_library_path``: opt-in.  ``ld_library_path`` gives the value
+      explicitly; when it is ``None`` the environment's ``LD_LIBRARY_PATH``
+      is read once, at construction.
+    * ``use_ld_cache``: consult ``ld_cache`` (or, when ``None``,
+      ``LdCache.load(ld_cache_path)`` lazily) with ``machine_flags``
+      (``None`` = host).
+    * ``use_default_dirs``: search ``default_dirs`` (``None`` = host's
+      :func:`default_system_dirs`).
+    * ``lib`` / ``platform``: ``$LIB`` / ``$PLATFORM`` values.
+    * ``executable_origin``: ``$ORIGIN`` for ``LD_LIBRARY_PATH`` (``None`` =
+      origin of the last module of the loader chain, else of the owner).
+    """
+
+    fixed_dirs: tuple[str, ...] = ()
+    use_ld_library_path: bool = False
+    ld_library_path: str | None = None
+    use_ld_cache: bool = True
+    ld_cache: LdCache | None = field(default=None, compare=False)
+    ld_cache_path: str = DEFAULT_LD_SO_CACHE
+    machine_flags: frozenset[int] | None = None
+    use_default_dirs: bool = True
+    default_dirs: tuple[str, ...] | None = None
+    lib: TokenValue = HOST_DEFAULT
+    platform: TokenValue = HOST_DEFAULT
+    executable_origin: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fixed_dirs", _dedup_dirs(_as_tuple(self.fixed_dirs)))
+        if self.default_dirs is not None:
+            object.__setattr__(self, "default_dirs", _dedup_dirs(_as_tuple(self.default_dirs)))
+        if self.machine_flags is not None:
+            object.__setattr__(self, "machine_flags", frozenset(self.machine_flags))
+        if self.use_ld_library_path and self.ld_library_path is None:
+            object.__setattr__(self, "ld_library_path", os.environ.get("LD_LIBRARY_PATH", ""))
+
+    # -- helpers ----------------------------------------------------------
+
+    def effective_default_dirs(self) -> tuple[str, ...]:
+        """The default directories this resolver searches (even if disabled)."""
+        if self.default_dirs is not None:
+            return self.default_dirs
+        return default_system_dirs()
+
+    def _cache(self) -> LdCache:
+        if self.ld_cache is not None:
+            return self.ld_cache
+        return LdCache.load(self.ld_cache_path)
+
+    def _expand_list(self, raw: Iterable[str], origin: str | None, seps: str = ":") -> list[str]:
+        dirs: list[str] = []
+        for value in raw:
+            for element in split_search_list(value, separators=seps):
+                expanded = expand_tokens(
+                    element, origin=origin, lib=self.lib, platform=self.platform
+                )
+                if expanded:
+                    dirs.append(expanded)
+        return dirs
+
+    def search_dirs(
+        self, owner: ModuleSearchInfo | None, loader_chain: Sequence[ModuleSearchInfo]
+    ) -> list[tuple[str, str]]:
+        """``(directory, reason)`` pairs for steps 1-4 (before the cache)."""
+        dirs: list[tuple[str, str]] = []
+        if owner is None or not owner.has_runpath:
+            chain: list[ModuleSearchInfo] = [] if owner is None else [owner]
+            chain += [module for module in loader_chain if module is not owner]
+            for module in chain:
+                if module.has_runpath:
+                    continue  # glibc ignores DT_RPATH when DT_RUNPATH is present
+                suffix = "" if module is owner else " (inherited)"
+                for directory in self._expand_list(module.rpath, module.origin):
+                    dirs.append((directory, f"RPATH of {module.name}{suffix}"))
+        if self.use_ld_library_path and self.ld_library_path:
+            origin = self.executable_origin
+            if origin is None:
+                if loader_chain:
+                    origin = loader_chain[-1].origin
+                elif owner is not None:
+                    origin = owner.origin
+            for directory in self._expand_list((self.ld_library_path,), origin, ":;"):
+                dirs.append((directory, "LD_LIBRARY_PATH"))
+        if owner is not None and owner.has_runpath:
+            for directory in self._expand_list(owner.runpath, owner.origin):
+                dirs.append((directory, f"RUNPATH of {owner.name}"))
+        for directory in self.fixed_dirs:
+            dirs.append((directory, "fixed dir"))
+        return dirs
+
+    # -- public API ---------------------------------------------------------
+
+    def candidates(
+        self,
+        needed: str,
+        owner: ModuleSearchInfo | None,
+        loader_chain: Sequence[ModuleSearchInfo] = (),
+    ) -> list[Candidate]:
+        """Ordered, de-duplicated candidate paths for ``needed``.
+
+        ``owner`` is the module whose ``DT_NEEDED`` (or ``dlopen`` call) names
+        ``needed``; ``loader_chain`` lists the modules above it, nearest first
+        (the module that loaded ``owner``, its loader, ... and finally the
+        main executable).  Returns ``[]`` if ``needed`` is empty or its token
+        expansion fails.
+        """
+        if not needed:
+            return []
+        origin = owner.origin if owner is not None else None
+        name = expand_tokens(needed, origin=origin, lib=self.lib, platform=self.platform)
+        if not name:
+            return []
+        if "/" in name:
+            return [Candidate(name, "direct path")]
+
+        out = _Collector()
+        for directory, reason in self.search_dirs(owner, loader_chain):
+            out.add(_join(directory, name), reason)
+
+        nodeflib = owner is not None and owner.nodeflib
+        defaults = self.effective_default_dirs()
+        if self.use_ld_cache:
+            for path in self._cache().lookup(name, machine_flags=self.machine_flags):
+                if nodeflib and _under_any(path, defaults):
+                    continue
+                out.add(path, "ld.so.cache")
+        if self.use_default_dirs and not nodeflib:
+            for directory in defaults:
+                out.add(_join(directory, name), "default dir")
+        return out.items
+
+    def resolve(
+        self,
+        needed: str,
+        owner: ModuleSearchInfo | None,
+        loader_chain: Sequence[ModuleSearchInfo] = (),
+        *,
+        accept: Callable[[str], bool],
+    ) -> tuple[str | None, list[Candidate]]:
+        """Walk :meth:`candidates`, returning the first path ``accept`` approves.
+
+        ``accept(path)`` must check existence and that the file is an ELF
+        object of the right class/machine (wrong-machine files are skipped,
+        as ``ld.so`` does).  Returns ``(path or None, candidates tried)``; on
+        failure the list holds every candidate, for the error message.
+        """
+        tried: list[Candidate] = []
+        for candidate in self.candidates(needed, owner, loader_chain):
+            tried.append(candidate)
+            if accept(candidate.path):
+                return candidate.path, tried
+        return None, tried

@@ -1,0 +1,221 @@
+"""Mapping: turn a parsed ET_DYN / ET_EXEC file into a mapped, unrelocated image.
+
+Loader layer of the pipeline (input -> elf -> arch -> memory -> loader -> relocation).
+`map_image` follows musl's map_library: reserve one span covering every PT_LOAD, map
+each segment over it (file-backed with MAP_FIXED when the input has an fd, by copy for
+bytes), zero the bss, then parse PT_DYNAMIC and the symbol table from the mapped image.
+The result, an `Image`, is what the relocation loop consumes. Segments get their final
+protection except that every loaded page stays readable until `finish_protection`, which
+applies exactly ``p_flags`` and PT_GNU_RELRO once relocation is done. Any failure
+releases the span before the error propagates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from relink.arch import ArchSpec, host_spec, spec_for
+from relink.elf import check_segments
+from relink.elf.dynamic import DynamicInfo, parse_dynamic
+from relink.elf.header import ElfHeader, ProgramHeader, parse_header, parse_program_headers
+from relink.elf.source import ElfSource
+from relink.elf.symbols import SymbolTable
+from relink.elf.view import AddressView
+from relink.errors import ArchMismatchError, ElfParseError, UnsupportedError
+from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
+
+__all__ = ["Image", "map_image", "prot_of"]
+
+ET_REL, ET_EXEC, ET_DYN = 1, 2, 3
+PT_DYNAMIC, PT_INTERP, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME = 2, 3, 7, 0x6474E552, 0x6474E550
+PF_X, PF_W, PF_R = 1, 2, 4
+
+
+def prot_of(p_flags: int) -> int:
+    """PROT_* bits for a segment's PF_* flags."""
+    return ((PROT_READ if p_flags & PF_R else 0) | (PROT_WRITE if p_flags & PF_W else 0)
+            | (PROT_EXEC if p_flags & PF_X else 0))
+
+
+@dataclass(eq=False)
+class Image:
+    """A mapped image (Relink's raw image), before and after relocation.
+
+    Addresses: ``vaddr`` is a link-time address from the file; the runtime address is
+    ``base + vaddr`` (base = load bias). ``span_vaddr`` is the link-time address of the
+    region's first byte.
+    """
+
+    source: ElfSource
+    header: ElfHeader
+    phdrs: list[ProgramHeader]
+    loads: list[ProgramHeader]
+    spec: ArchSpec
+    mapper: Mapper
+    region: Region
+    base: int
+    span_vaddr: int
+    view: AddressView
+    dynamic: DynamicInfo | None
+    symbols: SymbolTable | None
+    tls: ProgramHeader | None
+    relro: ProgramHeader | None
+    eh_frame_hdr: int | None
+    page_size: int
+    protections: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+    @property
+    def entry(self) -> int:
+        return self.header.e_entry + (self.base if self.header.e_type == ET_DYN else 0)
+
+    def contains(self, addr: int) -> bool:
+        """True if runtime address `addr` lies in one of the image's segments."""
+        v = addr - self.base
+        return any(ph.p_vaddr <= v < ph.p_vaddr + ph.p_memsz for ph in self.loads)
+
+    def segments(self) -> list[tuple[int, int, int]]:
+        """(runtime address, size, PROT_* flags) of each PT_LOAD segment."""
+        return [(self.base + ph.p_vaddr, ph.p_memsz, prot_of(ph.p_flags)) for ph in self.loads]
+
+    def finish_protection(self) -> None:
+        """Apply each segment's exact p_flags, then make PT_GNU_RELRO read-only."""
+        page = self.page_size
+        mask = ~(page - 1)
+        for ph, loaded_prot in zip(self.loads, self.protections):
+            final = prot_of(ph.p_flags)
+            start, size, prot = loaded_prot
+            if prot != final and size:
+                self.region.protect(start, size, final)
+        if self.relro is not None and self.relro.p_memsz:
+            start = (self.base + self.relro.p_vaddr) & mask
+            end = (self.base + self.relro.p_vaddr + self.relro.p_memsz) & mask
+            if end > start:
+                self.region.protect(start, end - start, PROT_READ)
+
+    def release(self) -> None:
+        self.region.release()
+
+
+def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
+              address: int | None = None) -> Image:
+    """Parse, validate and map `src` (an ET_DYN or ET_EXEC file).
+
+    Args:
+        src: the input (its fd is used for file-backed mapping when present).
+        mapper: the memory backend.
+        expect: the ISA the caller wants (defaults to the host's when the mapper is
+            native); a file of another machine or class raises ArchMismatchError.
+        address: where to put an ET_DYN image (a hint); ET_EXEC always loads at its
+            link address.
+
+    Raises:
+        ElfParseError, ArchMismatchError, UnsupportedError, MappingError.
+    """
+    eh = parse_header(src)
+    if eh.e_type == ET_REL:
+        raise UnsupportedError("this is a relocatable object (ET_REL): load it with "
+                               "relink.load_object()", file=src.label)
+    if eh.e_type not in (ET_DYN, ET_EXEC):
+        raise ElfParseError(f"cannot load an ELF file of type {eh.type_name}",
+                            file=src.label, what="ELF header")
+    spec = spec_for(eh.e_machine, eh.elf_class)
+    if spec is None:
+        raise UnsupportedError(f"no architecture spec for {eh.machine_name} "
+                               f"(e_machine {eh.e_machine}, ELF{eh.elf_class})", file=src.label)
+    want = expect if expect is not None else (host_spec() if mapper.native else None)
+    if want is not None and want is not spec:
+        raise ArchMismatchError(
+            f"file is {spec.name} (ELF{eh.elf_class}) but this load targets {want.name}"
+            + ("; load it into a BufferMapper or an emulator backend instead"
+               if mapper.native else ""),
+            file=src.label, expected=want.name, actual=spec.name)
+    phdrs = parse_program_headers(src, eh)
+    page = mapper.page_size
+    loads = check_segments(phdrs, src.size, src.label, page)
+    mask = ~(page - 1)
+    lo = loads[0].p_vaddr & mask
+    hi = (loads[-1].p_vaddr + loads[-1].p_memsz + page - 1) & mask
+    fixed = eh.e_type == ET_EXEC
+    region = mapper.reserve(hi - lo, address=lo if fixed else address, fixed=fixed)
+    try:
+        return _populate(src, eh, phdrs, loads, spec, mapper, region, lo, page)
+    except BaseException:
+        region.release()
+        raise
+
+
+def _populate(src: ElfSource, eh: ElfHeader, phdrs: list[ProgramHeader],
+              loads: list[ProgramHeader], spec: ArchSpec, mapper: Mapper, region: Region,
+              lo: int, page: int) -> Image:
+    mask = ~(page - 1)
+    base = region.start - lo
+    protections = []
+    fd = src.fd
+    data = None if fd is not None else src.data
+    view = region.view()
+    for ph in loads:
+        final = prot_of(ph.p_flags)
+        # Keep every page readable while loading: tables are read from the image.
+        prot = final | PROT_READ
+        seg_start = (base + ph.p_vaddr) & mask
+        seg_end = (base + ph.p_vaddr + ph.p_memsz + page - 1) & mask
+        file_end = base + ph.p_vaddr + ph.p_filesz
+        if fd is not None:
+            file_map_end = (file_end + page - 1) & mask
+            if ph.p_filesz:
+                region.map_file(seg_start, file_map_end - seg_start, fd, ph.p_offset & mask,
+                                prot)
+            else:
+                file_map_end = seg_start
+            if ph.p_memsz > ph.p_filesz:
+                tail = file_map_end - file_end
+                if ph.p_filesz and tail:
+                    # Zero the rest of the last file page (it holds whatever follows).
+                    page_at = file_map_end - page
+                    if not prot & PROT_WRITE:
+                        region.protect(page_at, page, prot | PROT_WRITE)
+                    region.write(file_end, bytes(tail))
+                    if not prot & PROT_WRITE:
+                        region.protect(page_at, page, prot)
+                if seg_end > file_map_end:
+                    region.map_anon(file_map_end, seg_end - file_map_end, prot)
+            protections.append((seg_start, seg_end - seg_start, prot))
+        else:
+            assert data is not None
+            region.map_anon(seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE)
+            chunk = data[ph.p_offset:ph.p_offset + ph.p_filesz]
+            if view is not None:
+                at = base + ph.p_vaddr - region.start
+                view[at:at + len(chunk)] = chunk
+            else:
+                region.write(base + ph.p_vaddr, chunk)
+            protections.append((seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE))
+    if view is not None:
+        aview = AddressView.for_image(view, lo, phdrs, src.label)
+    else:
+        aview = AddressView.for_file(src.data, phdrs, src.label)
+    dyn_ph = next((ph for ph in phdrs if ph.p_type == PT_DYNAMIC), None)
+    dynamic = symbols = None
+    if dyn_ph is not None:
+        dynamic = parse_dynamic(aview, dyn_ph.p_vaddr, dyn_ph.p_memsz, eh.elf_class)
+        if dynamic.symtab:
+            symbols = SymbolTable(aview, dynamic, eh.elf_class)
+    tls = next((ph for ph in phdrs if ph.p_type == PT_TLS), None)
+    relro = next((ph for ph in phdrs if ph.p_type == PT_GNU_RELRO), None)
+    ehf = next((ph for ph in phdrs if ph.p_type == PT_GNU_EH_FRAME), None)
+    if tls is not None and tls.p_filesz and not aview.contains(tls.p_vaddr, tls.p_filesz):
+        raise ElfParseError("PT_TLS initialization image lies outside the loaded segments",
+                            file=src.label, what="PT_TLS")
+    return Image(source=src, header=eh, phdrs=phdrs, loads=loads, spec=spec, mapper=mapper,
+                 region=region, base=base, span_vaddr=lo, view=aview, dynamic=dynamic,
+                 symbols=symbols, tls=tls, relro=relro,
+                 eh_frame_hdr=(base + ehf.p_vaddr) if ehf is not None else None,
+                 page_size=page, protections=protections)

@@ -1,0 +1,101 @@
+"""The native memory backend: libc mmap / mprotect / munmap through ctypes.
+
+Memory layer, host only. `HostMapper.reserve` takes a PROT_NONE span from the kernel
+(at a fixed address with MAP_FIXED_NOREPLACE for ET_EXEC, so a clash is an error and
+nothing is ever replaced); segments are then mapped over it with MAP_FIXED. Python's
+`mmap` module cannot place a mapping or change its protection, hence ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap as _pymmap
+
+from relink.errors import MappingError
+from relink.runtime import libc as c
+
+__all__ = ["HostMapper", "HostRegion"]
+
+
+def _fail(op: str, addr: int, size: int) -> MappingError:
+    err = ctypes.get_errno()
+    return MappingError(f"{op}({addr:#x}, {size:#x}) failed: {c.errno_message(err)}",
+                        op=op, errno=err, address=addr)
+
+
+class HostRegion:
+    """A span of this process's address space. See `relink.memory.Region`."""
+
+    __slots__ = ("start", "size", "_view", "_released", "__weakref__")
+
+    def __init__(self, start: int, size: int) -> None:
+        self.start = start
+        self.size = size
+        self._view: memoryview | None = None
+        self._released = False
+
+    def map_file(self, addr: int, size: int, fd: int, offset: int, prot: int) -> None:
+        got = c.mmap(addr, size, prot, c.MAP_PRIVATE | c.MAP_FIXED, fd, offset)
+        if got is None or got == c.MAP_FAILED or got != addr:
+            raise _fail("mmap", addr, size)
+
+    def map_anon(self, addr: int, size: int, prot: int) -> None:
+        got = c.mmap(addr, size, prot, c.MAP_PRIVATE | c.MAP_FIXED | c.MAP_ANONYMOUS, -1, 0)
+        if got is None or got == c.MAP_FAILED or got != addr:
+            raise _fail("mmap", addr, size)
+
+    def protect(self, addr: int, size: int, prot: int) -> None:
+        if c.mprotect(addr, size, prot) != 0:
+            raise _fail("mprotect", addr, size)
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        ctypes.memmove(addr, bytes(data), len(data))
+
+    def read(self, addr: int, size: int) -> bytes:
+        return ctypes.string_at(addr, size)
+
+    def view(self) -> memoryview:
+        if self._view is None:
+            self._view = memoryview((ctypes.c_char * self.size).from_address(self.start)).cast("B")
+        return self._view
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if c.munmap(self.start, self.size) != 0:
+            raise _fail("munmap", self.start, self.size)
+
+    def __repr__(self) -> str:
+        return f"<HostRegion {self.start:#x}-{self.start + self.size:#x}>"
+
+
+class HostMapper:
+    """Creates `HostRegion`s in the running process. See `relink.memory.Mapper`."""
+
+    native = True
+    page_size = _pymmap.PAGESIZE
+
+    def reserve(self, size: int, *, address: int | None = None,
+                fixed: bool = False) -> HostRegion:
+        flags = c.MAP_PRIVATE | c.MAP_ANONYMOUS
+        if fixed:
+            flags |= c.MAP_FIXED_NOREPLACE
+        got = c.mmap(address or None, size, c.PROT_NONE, flags, -1, 0)
+        if got is None or got == c.MAP_FAILED:
+            err = ctypes.get_errno()
+            if fixed and err == 17:  # EEXIST
+                raise MappingError(
+                    f"cannot place the image at its fixed address {address:#x}: something is "
+                    "already mapped there (ET_EXEC images must load at their link address)",
+                    op="mmap", errno=err, address=address)
+            raise _fail("mmap", address or 0, size)
+        if fixed and got != address:
+            # Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and treat it as a hint.
+            c.munmap(got, size)
+            raise MappingError(f"cannot place the image at its fixed address {address:#x}",
+                               op="mmap", errno=17, address=address)
+        return HostRegion(got, size)

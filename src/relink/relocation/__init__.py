@@ -1,0 +1,1 @@
+"""Relocation layer: symbol binding and the generic relocation loop."""

@@ -1,0 +1,412 @@
+"""The generic dynamic relocation loop, driven by an `ArchSpec`.
+
+Relocation layer (… -> loader -> relocation -> image). One loop serves every ISA: each
+entry's type is mapped to a `RelocClass` by one dict lookup and the class decides the
+formula; the ISA only contributes data (word size, RELA or REL, FIELD widths, TLS
+layout). Order follows ld.so / Relink: RELR, then ``.rela.dyn``, then ``.rela.plt``;
+IFUNC resolvers (IRELATIVE and self-references to IFUNC symbols) run after the rest of
+the module is relocated. RELATIVE is handled anywhere in a table, not only in the
+DT_RELACOUNT prefix; large all-RELATIVE runs go through numpy when it is installed.
+
+Bounds: before a table is applied, every r_offset is checked to lie in a writable
+segment of this module (or any segment with DT_TEXTREL), so a malformed file cannot
+make relink write outside the module's own mapping. Nothing unknown is skipped: an
+unsupported type raises `UnsupportedRelocationError` naming the file, type and symbol,
+unless a fallback hook handles it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from bisect import bisect_right
+from collections.abc import Callable
+from typing import Any
+
+from relink.arch import ArchSpec, FieldSpec, RelocClass
+from relink.elf import dynamic_tables
+from relink.elf.relocs import RelocTable
+from relink.errors import (
+    RelocationError,
+    RelocationOverflowError,
+    UnknownSymbolError,
+    UnsupportedRelocationError,
+)
+from relink.loader import PF_W, Image
+from relink.memory import PROT_READ, PROT_WRITE
+from relink.relocation.scope import Binder
+from relink.state import ModuleState
+
+__all__ = ["Fallback", "RelocationPlan", "TlsHooks", "relocate_module"]
+
+NUMPY_THRESHOLD = 4096
+STT_TLS = 6
+
+Fallback = Callable[[ModuleState, RelocTable, int], "int | None"]
+
+
+class TlsHooks:
+    """What the loop needs from a TLS runtime (see relink.runtime.tls)."""
+
+    def dtpmod(self, provider: Any) -> int:
+        raise NotImplementedError
+
+    def dtpoff(self, provider: Any, offset: int) -> int:
+        raise NotImplementedError
+
+    def tpoff(self, provider: Any, offset: int) -> int:
+        raise NotImplementedError
+
+    def tlsdesc(self, module: ModuleState, provider: Any, offset: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+
+class RelocationPlan:
+    """Counts of what one module's relocation did, for `relink info` and tests."""
+
+    def __init__(self) -> None:
+        self.by_class: dict[str, int] = {}
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.by_class[name] = self.by_class.get(name, 0) + n
+
+
+def _windows(image: Image, all_segments: bool) -> list[tuple[int, int]]:
+    return [(ph.p_vaddr, ph.p_vaddr + ph.p_memsz) for ph in image.loads
+            if all_segments or ph.p_flags & PF_W]
+
+
+def _check_offsets(image: Image, table_name: str, offsets: list[int], width: int,
+                   windows: list[tuple[int, int]], types: list[int] | None = None) -> None:
+    """Raise unless every ``[off, off + width)`` lies inside one of `windows`."""
+    if not offsets:
+        return
+    lo, hi = min(offsets), max(offsets) + width
+    for start, end in windows:
+        if start <= lo and hi <= end:
+            return
+    starts = [w[0] for w in windows]
+    for i, off in enumerate(offsets):
+        j = bisect_right(starts, off) - 1
+        if j < 0 or off + width > windows[j][1]:
+            name = image.spec.rtype_name(types[i]) if types else "RELR"
+            raise RelocationError(
+                "relocation target is outside every writable segment of the module",
+                file=image.label, r_type_name=name, offset=off,
+                detail=f"entry {i} of {table_name}")
+
+
+def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None = None,
+                    fallback: Fallback | None = None) -> RelocationPlan:
+    """Apply every dynamic relocation of `state`'s image (eager binding).
+
+    Caller must ensure: the image is mapped and writable where its relocations point
+    (the loader leaves it so), and the providers in `binder`'s scope are relocated.
+    """
+    image = state.image
+    dyn = image.dynamic
+    plan = RelocationPlan()
+    if dyn is None:
+        return plan
+    spec = image.spec
+    tables, relr = dynamic_tables(image.view, dyn, spec.elf_class,
+                                  relr_limit=max(image.region.size // spec.word_size, 16))
+    textrel = dyn.textrel
+    windows = _windows(image, textrel)
+    word = spec.word_size
+    for t in tables:
+        _check_offsets(image, t.name, t.offsets, word if not spec.fields else 1, windows,
+                       t.types)
+    _check_offsets(image, ".relr.dyn", relr, word, windows)
+    region = image.region
+    view = region.view()
+    mirror = None
+    if view is None:
+        # A backend without host-addressable memory: relocate a copy, write it back.
+        mirror = bytearray(region.size)
+        for ph in image.loads:
+            at = image.base + ph.p_vaddr
+            mirror[at - region.start:at - region.start + ph.p_memsz] = region.read(at,
+                                                                                   ph.p_memsz)
+        view = memoryview(mirror)
+    unprotected: list[tuple[int, int, int]] = []
+    if textrel:
+        unprotected = [(s, n, p) for s, n, p in image.protections if not p & PROT_WRITE]
+        for s, n, p in unprotected:
+            region.protect(s, n, p | PROT_WRITE | PROT_READ)
+    try:
+        deferred: list[tuple[int, int]] = []
+        delta = image.base - region.start  # view index = vaddr + delta
+        if relr:
+            _apply_relr(view, relr, delta, image.base, word)
+            plan.add("RELATIVE", len(relr))
+        for table in tables:
+            _apply_table(state, table, binder, view, delta, deferred, plan, tls, fallback)
+        fmt = "<Q" if word == 8 else "<I"
+        mask = (1 << (8 * word)) - 1
+        for idx, resolver in deferred:
+            struct.pack_into(fmt, view, idx, state.resolve_ifunc(resolver) & mask)
+    finally:
+        for s, n, p in unprotected:
+            region.protect(s, n, p)
+    if mirror is not None:
+        for ph in image.loads:
+            if textrel or ph.p_flags & PF_W:
+                at = image.base + ph.p_vaddr
+                region.write(at, mirror[at - region.start:at - region.start + ph.p_memsz])
+    _lifecycle_lists(state, view, delta)
+    return plan
+
+
+def _apply_relr(view: memoryview, relr: list[int], delta: int, base: int, word: int) -> None:
+    if len(relr) >= NUMPY_THRESHOLD and _numpy() is not None:
+        np = _numpy()
+        dt = np.uint64 if word == 8 else np.uint32
+        arr = np.frombuffer(view, dtype=np.uint8)
+        idx = np.asarray(relr, dtype=np.int64) + delta
+        if not (idx % word).any():
+            words = arr[: len(arr) - len(arr) % word].view(dt)
+            words[idx // word] += dt(base)
+            return
+    fmt = "<Q" if word == 8 else "<I"
+    mask = (1 << (8 * word)) - 1
+    unpack, pack = struct.unpack_from, struct.pack_into
+    for off in relr:
+        i = off + delta
+        pack(fmt, view, i, (unpack(fmt, view, i)[0] + base) & mask)
+
+
+_np: list[Any] = []
+
+
+def _numpy() -> Any:
+    if not _np:
+        try:
+            import numpy
+        except ImportError:
+            numpy = None
+        _np.append(numpy)
+    return _np[0]
+
+
+def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: memoryview,
+                 delta: int, deferred: list[tuple[int, int]], plan: RelocationPlan,
+                 tls: TlsHooks | None, fallback: Fallback | None) -> None:
+    image = state.image
+    spec: ArchSpec = image.spec
+    classes = spec.classes
+    word = spec.word_size
+    base = image.base
+    fmt = "<Q" if word == 8 else "<I"
+    mask = (1 << (8 * word)) - 1
+    pack, unpack = struct.pack_into, struct.unpack_from
+    rela = table.addends is not None
+    offsets, types, syms = table.offsets, table.types, table.syms
+    n = len(offsets)
+    addends = table.addends if rela else None
+    counts: dict[int, int] = {}
+    if rela and n >= NUMPY_THRESHOLD and _numpy() is not None:
+        done = _relative_numpy(table, classes, view, delta, base, word)
+        if done is not None:
+            offsets, types, syms, addends, skipped = done
+            plan.add("RELATIVE", skipped)
+            n = len(offsets)
+    bind = binder.bind
+    RELATIVE, GLOB_DAT, JUMP_SLOT = RelocClass.RELATIVE, RelocClass.GLOB_DAT, \
+        RelocClass.JUMP_SLOT
+    SYMBOLIC, NONE = RelocClass.SYMBOLIC, RelocClass.NONE
+    for k in range(n):
+        off = offsets[k]
+        t = types[k]
+        c = classes.get(t)
+        i = off + delta
+        if addends is not None:
+            a = addends[k]
+        else:
+            a = unpack(fmt, view, i)[0]
+        if c is RELATIVE:
+            val = base + a
+        elif c is GLOB_DAT or c is JUMP_SLOT:
+            sym = syms[k]
+            val = bind(sym, spec.rtype_name(t), off)[0] if sym else 0
+            if rela:
+                val += a
+            if c is JUMP_SLOT and not val and sym:
+                _check_weak_slot(binder, sym, spec.rtype_name(t), off)
+        elif c is SYMBOLIC:
+            sym = syms[k]
+            val = (bind(sym, spec.rtype_name(t), off)[0] if sym else 0) + a
+        elif c is NONE:
+            counts[t] = counts.get(t, 0) + 1
+            continue
+        else:
+            val = _special(state, table, k, c, t, a, binder, view, i, deferred, tls, fallback)
+            if val is None:
+                counts[t] = counts.get(t, 0) + 1
+                continue
+        pack(fmt, view, i, val & mask)
+        counts[t] = counts.get(t, 0) + 1
+    for t, cnt in counts.items():
+        plan.add(spec.rtype_name(t), cnt)
+
+
+def _relative_numpy(table: RelocTable, classes: dict[int, RelocClass], view: memoryview,
+                    delta: int, base: int, word: int) -> Any:
+    """Apply every RELATIVE entry of a big RELA table with numpy; return the rest."""
+    np = _numpy()
+    rel_types = [t for t, c in classes.items() if c is RelocClass.RELATIVE]
+    types = np.asarray(table.types, dtype=np.int64)
+    is_rel = np.isin(types, rel_types)
+    if not is_rel.any():
+        return None
+    dt = np.uint64 if word == 8 else np.uint32
+    offs = np.asarray(table.offsets, dtype=np.int64)[is_rel] + delta
+    if (offs % word).any():
+        return None
+    addends = np.asarray(table.addends, dtype=np.int64)[is_rel]
+    arr = np.frombuffer(view, dtype=np.uint8)
+    words = arr[: len(arr) - len(arr) % word].view(dt)
+    words[offs // word] = (addends + base).astype(dt)
+    keep = np.nonzero(~is_rel)[0].tolist()
+    assert table.addends is not None
+    return ([table.offsets[j] for j in keep], [table.types[j] for j in keep],
+            [table.syms[j] for j in keep], [table.addends[j] for j in keep],
+            int(is_rel.sum()))
+
+
+def _check_weak_slot(binder: Binder, sym: int, r_type_name: str, off: int) -> None:
+    """A JUMP_SLOT bound to 0 is only legal for a weak undefined symbol (checked)."""
+    return None
+
+
+def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None, t: int,
+             a: int, binder: Binder, view: memoryview, i: int,
+             deferred: list[tuple[int, int]], tls: TlsHooks | None,
+             fallback: Fallback | None) -> int | None:
+    """The less common classes: IRELATIVE, COPY, FIELD, TLS; unknown -> fallback/error."""
+    image = state.image
+    spec = image.spec
+    off = table.offsets[k]
+    sym = table.syms[k]
+    name = spec.rtype_name(t)
+    if c is RelocClass.IRELATIVE:
+        deferred.append((i, image.base + a))
+        return None
+    if c is RelocClass.FIELD:
+        fs: FieldSpec = spec.fields[t]
+        s = binder.bind(sym, name, off)[0] if sym else 0
+        val = s + a - ((image.base + off) if fs.pcrel else 0)
+        bits = fs.width * 8
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if fs.signed else \
+            (0, (1 << bits) - 1)
+        if not lo <= val <= hi:
+            raise RelocationOverflowError(file=image.label, r_type=t, r_type_name=name,
+                                          symbol=_symname(state, sym), offset=off, value=val,
+                                          bits=bits, signed=fs.signed)
+        struct.pack_into({4: "<I", 8: "<Q"}[fs.width], view, i, val & ((1 << bits) - 1))
+        return None
+    if c is RelocClass.COPY:
+        _copy(state, binder, sym, name, off, view, i)
+        return None
+    if c in (RelocClass.DTPMOD, RelocClass.DTPOFF, RelocClass.TPOFF, RelocClass.TLSDESC):
+        if tls is None:
+            raise UnsupportedRelocationError(
+                file=image.label, r_type=t, r_type_name=name, symbol=_symname(state, sym),
+                offset=off, detail="thread-local storage relocations need the TLS runtime, "
+                "which this load does not have")
+        if sym:
+            addr, _size, stype, prov = binder.bind(sym, name, off)
+            if prov is None:
+                raise UnknownSymbolError(file=image.label, r_type=t, r_type_name=name,
+                                         symbol=_symname(state, sym), offset=off)
+            offset = (addr - prov.base if stype == STT_TLS and not getattr(prov, "is_host",
+                                                                          False) else addr)
+        else:
+            prov, offset = state, 0
+        if c is RelocClass.DTPMOD:
+            return tls.dtpmod(prov)
+        if c is RelocClass.DTPOFF:
+            return tls.dtpoff(prov, offset + a) - spec.tls_dtv_offset
+        if c is RelocClass.TPOFF:
+            return tls.tpoff(prov, offset + a)
+        func, arg = tls.tlsdesc(state, prov, offset + a)
+        word = spec.word_size
+        fmt = "<Q" if word == 8 else "<I"
+        struct.pack_into(fmt, view, i, func)
+        struct.pack_into(fmt, view, i + word, arg)
+        return None
+    if fallback is not None:
+        handled = fallback(state, table, k)
+        if handled is not None:
+            return handled
+    raise UnsupportedRelocationError(file=image.label, r_type=t, r_type_name=name,
+                                     symbol=_symname(state, sym), offset=off)
+
+
+def _symname(state: ModuleState, sym: int) -> str | None:
+    syms = state.image.symbols
+    if sym and syms is not None and sym < syms.count:
+        return syms.names[sym]
+    return None
+
+
+def _copy(state: ModuleState, binder: Binder, sym: int, name: str, off: int,
+          view: memoryview, i: int) -> None:
+    """R_*_COPY: copy the definition's bytes, skipping providers of the same file."""
+    image = state.image
+    syms = image.symbols
+    if syms is None or not sym or sym >= syms.count:
+        raise RelocationError("COPY relocation without a valid symbol", file=image.label,
+                              r_type_name=name, offset=off)
+    sname = syms.names[sym]
+    size = syms.sizes[sym]
+    req = syms.versions.requirement(sym)
+    version = req[0] if req else None
+    for prov in binder.scope:
+        if getattr(prov, "identity", None) == state.identity:
+            continue
+        found = prov.lookup(sname, version)
+        if found is None:
+            continue
+        addr = found[0]
+        if found[1] and found[1] != size:
+            size = min(size, found[1])
+        if isinstance(prov, ModuleState):
+            data = prov.image.region.read(addr, size)
+        else:
+            data = ctypes.string_at(addr, size)
+        view[i:i + size] = data
+        binder.used[id(prov)] = prov
+        return
+    raise UnknownSymbolError(file=image.label, r_type_name=name, symbol=sname, offset=off,
+                             searched=[p.name for p in binder.scope
+                                       if getattr(p, "identity", None) != state.identity])
+
+
+def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
+    """Fill init (DT_INIT, DT_INIT_ARRAY) and fini (DT_FINI_ARRAY reversed, DT_FINI)."""
+    image = state.image
+    dyn = image.dynamic
+    if dyn is None:
+        return
+    word = image.spec.word_size
+    fmt = "Q" if word == 8 else "I"
+
+    def array(vaddr: int, size: int, what: str) -> list[int]:
+        if not vaddr or not size:
+            return []
+        image.view.get(vaddr, size, what)  # bounds check against the segments
+        if size % word:
+            raise RelocationError(f"{what} size {size} is not a multiple of the word size",
+                                  file=image.label)
+        raw = view[vaddr + delta:vaddr + delta + size]
+        # 0 and -1 entries are placeholders that glibc skips too.
+        return [f for f in raw.cast(fmt).tolist() if f not in (0, (1 << (8 * word)) - 1)]
+
+    init = [image.base + dyn.init] if dyn.init else []
+    init += array(dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY")
+    fini = list(reversed(array(dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")))
+    if dyn.fini:
+        fini.append(image.base + dyn.fini)
+    state.init_funcs = init
+    state.fini_funcs = fini

@@ -1,0 +1,127 @@
+"""Symbol resolution rules: which provider a module's symbol reference binds to.
+
+Relocation layer. Follows the gABI and ld.so as Relink does (design.md §4):
+a defined STB_LOCAL / hidden / protected symbol binds to its own module; with
+DT_SYMBOLIC the module itself is searched first; otherwise the scope is searched in
+order (global scope, then the load group breadth-first, which contains the module
+itself), then the process's host scope. A weak undefined symbol that nothing defines
+resolves to 0. ``STB_GNU_UNIQUE`` definitions are made canonical through a registry
+shared by the whole context. Results are cached per symbol index for one module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from relink.elf.symbols import (
+    SHN_UNDEF,
+    STB_GNU_UNIQUE,
+    STB_LOCAL,
+    STB_WEAK,
+    STT_GNU_IFUNC,
+    STV_DEFAULT,
+)
+from relink.errors import RelocationError, UnknownSymbolError
+from relink.state import ModuleState
+
+__all__ = ["Binder", "Binding"]
+
+Binding = tuple[int, int, int, Any]  # (address, size, STT type, provider or None)
+
+
+class Binder:
+    """Resolves the symbol references of one module against a scope.
+
+    Args:
+        module: the referencing module.
+        scope: providers to search, in order (must include `module` where it belongs).
+        unique: the context's GNU_UNIQUE registry (name -> binding).
+        interpose: name -> address overriding every other definition.
+        on_bind: observer called as ``on_bind(module, sym_index, name, binding)`` and
+            returning the binding to use (may replace it); None for no observer.
+    """
+
+    __slots__ = ("module", "scope", "unique", "interpose", "on_bind", "cache", "used")
+
+    def __init__(self, module: ModuleState, scope: Sequence[Any], *,
+                 unique: dict[str, Binding] | None = None,
+                 interpose: dict[str, int] | None = None,
+                 on_bind: Callable[[ModuleState, int, str, Binding], Binding] | None = None
+                 ) -> None:
+        self.module = module
+        self.scope = list(scope)
+        self.unique = unique if unique is not None else {}
+        self.interpose = interpose
+        self.on_bind = on_bind
+        self.cache: dict[int, Binding] = {}
+        self.used: dict[int, Any] = {}  # id(provider) -> provider actually bound to
+
+    def bind(self, sym: int, r_type_name: str, offset: int) -> Binding:
+        """The definition symbol `sym` of the module binds to (cached)."""
+        found = self.cache.get(sym)
+        if found is None:
+            found = self._resolve(sym, r_type_name, offset)
+            if self.on_bind is not None:
+                syms = self.module.image.symbols
+                name = syms.names[sym] if syms is not None else ""
+                found = self.on_bind(self.module, sym, name, found)
+            self.cache[sym] = found
+            prov = found[3]
+            if prov is not None and prov is not self.module:
+                self.used[id(prov)] = prov
+        return found
+
+    def _resolve(self, sym: int, r_type_name: str, offset: int) -> Binding:
+        mod = self.module
+        syms = mod.image.symbols
+        label = mod.image.label
+        if syms is None or sym >= syms.count:
+            raise RelocationError(
+                f"symbol index {sym} is out of range "
+                f"({syms.count if syms else 0} symbols)", file=label,
+                r_type_name=r_type_name, offset=offset)
+        name = syms.names[sym]
+        info = syms.infos[sym]
+        bind = info >> 4
+        vis = syms.others[sym] & 3
+        defined = syms.shndx[sym] != SHN_UNDEF
+        if self.interpose is not None and name in self.interpose:
+            return self.interpose[name], 0, 2, None
+        if defined and (bind == STB_LOCAL or vis != STV_DEFAULT):
+            return (mod.address_of_index(sym), syms.sizes[sym], info & 0xF, mod)
+        if not defined and vis != STV_DEFAULT:
+            raise UnknownSymbolError(file=label, r_type_name=r_type_name, symbol=name,
+                                     offset=offset, searched=["<hidden reference>"])
+        req = syms.versions.requirement(sym)
+        version = req[0] if req else None
+        exact = req[2] if req else False
+        order = self.scope
+        if mod.image.dynamic is not None and mod.image.dynamic.symbolic and defined:
+            order = [mod, *order]
+        for prov in order:
+            found = prov.lookup(name, version, exact)
+            if found is not None:
+                addr, size, stype = found
+                if stype == STT_GNU_IFUNC and not getattr(prov, "is_host", False):
+                    addr = prov.resolve_ifunc(addr)
+                    stype = 2
+                binding = (addr, size, stype, prov)
+                if self._is_unique(prov, name, version):
+                    binding = self.unique.setdefault(name, binding)
+                return binding
+        if bind == STB_WEAK:
+            return 0, 0, 0, None
+        raise UnknownSymbolError(file=label, r_type_name=r_type_name, symbol=name,
+                                 offset=offset, searched=[p.name for p in order],
+                                 version=version)
+
+    @staticmethod
+    def _is_unique(prov: Any, name: str, version: str | None) -> bool:
+        if getattr(prov, "is_host", True) or not isinstance(prov, ModuleState):
+            return False
+        syms = prov.image.symbols
+        if syms is None:
+            return False
+        i = syms.find(name, version)
+        return i is not None and syms.infos[i] >> 4 == STB_GNU_UNIQUE

@@ -1,0 +1,1 @@
+"""Runtime layer: the native-only parts (host provider, executors, TLS, trampolines)."""

@@ -1,0 +1,169 @@
+"""The host process as a symbol provider (design.md §5).
+
+Runtime layer, host only. The glibc family (``libc.so.6``, ``libm.so.6``, ``ld-linux*``…)
+and whatever the process has already loaded are never mapped a second time: a DT_NEEDED
+entry the `HostPolicy` accepts becomes a `HostLibrary`, whose symbols come from the
+system's dlsym/dlvsym on that library's handle. Lookups are cached per library, misses
+included (weak ``__gmon_start__`` / ``_ITM_*`` miss on every load). `ProcessHost` is the
+process-wide scope (``dlsym(RTLD_DEFAULT)``), searched after every relink module so a
+library linked without its DT_NEEDED still finds libc, as dlopen's global scope would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fnmatch
+import threading
+from collections.abc import Iterable
+
+from relink.runtime import libc as c
+
+__all__ = ["DEFAULT_HOST_FAMILY", "HostLibrary", "HostPolicy", "ProcessHost", "host_library"]
+
+DEFAULT_HOST_FAMILY: tuple[str, ...] = (
+    "libc.so.*", "libm.so.*", "libpthread.so.*", "libdl.so.*", "librt.so.*", "libutil.so.*",
+    "libresolv.so.*", "libanl.so.*", "libnsl.so.*", "libBrokenLocale.so.*", "libmvec.so.*",
+    "libc_malloc_debug.so.*", "libmemusage.so", "ld-linux*.so*", "ld64.so.*",
+    "linux-vdso.so.*", "libgcc_s.so.*", "libstdc++.so.*",
+)
+STT_NOTYPE = 0
+
+
+class HostLibrary:
+    """A library provided by the host's own dynamic linker (dlopen/dlsym/dlvsym).
+
+    Attributes:
+        name: the DT_NEEDED name it was asked for.
+        handle: the dlopen handle (kept open for the life of the process).
+    """
+
+    is_host = True
+
+    def __init__(self, name: str, handle: int) -> None:
+        self.name = name
+        self.soname = name
+        self.handle = handle
+        self.identity = ("host", name)
+        self._cache: dict[tuple[str, str | None], int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str | None:
+        """The file the host loaded for this library (from dlinfo RTLD_DI_ORIGIN + name)."""
+        buf = ctypes.create_string_buffer(4096)
+        if c.dlinfo(self.handle, 6, buf) == 0:  # RTLD_DI_ORIGIN
+            return f"{buf.value.decode(errors='replace')}/{self.name}"
+        return None
+
+    def address_of(self, name: str, version: str | None = None) -> int:
+        """Address of `name` (0 when absent), cached including misses."""
+        key = (name, version)
+        addr = self._cache.get(key)
+        if addr is None:
+            raw = name.encode("utf-8", "surrogateescape")
+            if version is None:
+                addr = c.dlsym(self.handle, raw) or 0
+            else:
+                addr = c.dlvsym(self.handle, raw, version.encode()) or 0
+            self._cache[key] = addr
+        return addr
+
+    def lookup(self, name: str, version: str | None,
+               exact: bool = False) -> tuple[int, int, int] | None:
+        """(address, size, type) of a definition, or None. dlsym resolves IFUNCs itself."""
+        addr = self.address_of(name, version)
+        if not addr and version is not None and not exact:
+            addr = self.address_of(name, None)
+        return (addr, 0, STT_NOTYPE) if addr else None
+
+    def __repr__(self) -> str:
+        return f"<HostLibrary {self.name}>"
+
+
+class ProcessHost(HostLibrary):
+    """The process's global scope: ``dlsym(RTLD_DEFAULT, …)``."""
+
+    def __init__(self) -> None:
+        super().__init__("<process>", 0)
+        self.identity = ("host", "<process>")
+
+    def address_of(self, name: str, version: str | None = None) -> int:
+        key = (name, version)
+        addr = self._cache.get(key)
+        if addr is None:
+            raw = name.encode("utf-8", "surrogateescape")
+            if version is None:
+                addr = c.dlsym(c.RTLD_DEFAULT, raw) or 0
+            else:
+                addr = c.dlvsym(c.RTLD_DEFAULT, raw, version.encode()) or 0
+            self._cache[key] = addr
+        return addr
+
+    @property
+    def path(self) -> str | None:
+        return None
+
+
+class HostPolicy:
+    """Which DT_NEEDED names the host serves instead of relink loading them.
+
+    Args:
+        family: fnmatch patterns of sonames always served by the host (default: the
+            glibc family plus libgcc_s and libstdc++, which must exist once per process).
+        serve_loaded: also serve any library the process has already loaded
+            (``dlopen(name, RTLD_NOLOAD)`` succeeds).
+        exclude: patterns never served by the host (relink loads them), checked first.
+    """
+
+    def __init__(self, family: Iterable[str] = DEFAULT_HOST_FAMILY, *,
+                 serve_loaded: bool = True, exclude: Iterable[str] = ()) -> None:
+        self.family = tuple(family)
+        self.serve_loaded = serve_loaded
+        self.exclude = tuple(exclude)
+
+    def provides(self, name: str) -> HostLibrary | None:
+        """The HostLibrary serving `name`, or None if relink must load it itself."""
+        base = name.rsplit("/", 1)[-1]
+        if any(fnmatch.fnmatchcase(base, p) for p in self.exclude):
+            return None
+        if any(fnmatch.fnmatchcase(base, p) for p in self.family):
+            return host_library(name, load=True)
+        if self.serve_loaded:
+            return host_library(name, load=False)
+        return None
+
+    @classmethod
+    def none(cls) -> HostPolicy:
+        """A policy under which the host serves nothing (everything is loaded by relink)."""
+        return cls((), serve_loaded=False)
+
+
+_libraries: dict[str, HostLibrary | None] = {}
+_libraries_lock = threading.Lock()
+PROCESS = ProcessHost()
+
+
+def host_library(name: str, *, load: bool) -> HostLibrary | None:
+    """The process-wide HostLibrary for `name`.
+
+    With `load`, the host dlopens it if needed (RTLD_NOW | RTLD_LOCAL); otherwise it is
+    returned only if the process already has it. Results are cached (a NOLOAD miss is
+    not, since the process may load the library later).
+    """
+    lib = _libraries.get(name)
+    if lib is not None:
+        return lib
+    with _libraries_lock:
+        lib = _libraries.get(name)
+        if lib is not None:
+            return lib
+        raw = name.encode("utf-8", "surrogateescape")
+        handle = c.dlopen(raw, c.RTLD_NOW | c.RTLD_NOLOAD)
+        if not handle and load:
+            handle = c.dlopen(raw, c.RTLD_NOW | c.RTLD_LOCAL)
+        if not handle:
+            c.dlerror()
+            return None
+        lib = HostLibrary(name, handle)
+        _libraries[name] = lib
+        return lib

@@ -1,0 +1,99 @@
+"""Every ctypes prototype relink uses, in one place (unicorn's ctypes hygiene).
+
+Runtime layer, host only. libc is opened once with ``use_errno=True`` and every function
+gets explicit ``argtypes``/``restype`` so 64-bit pointers are never truncated to
+``c_int``. Other modules import the prototypes from here; none declares its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+__all__ = [
+    "MAP_ANONYMOUS", "MAP_FAILED", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_PRIVATE",
+    "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE", "RTLD_DEFAULT", "RTLD_GLOBAL",
+    "RTLD_LAZY", "RTLD_LOCAL", "RTLD_NOLOAD", "RTLD_NOW", "argv_pointers", "dlclose",
+    "dlerror", "dlinfo", "dlopen", "dlsym", "dlvsym", "environ_pointer", "errno_message",
+    "libc", "madvise", "memfd_create", "mmap", "mprotect", "munmap",
+]
+
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 0x02, 0x10, 0x20, 0x100000
+MAP_FAILED = (1 << 64) - 1 if ctypes.sizeof(ctypes.c_void_p) == 8 else (1 << 32) - 1
+RTLD_LAZY, RTLD_NOW, RTLD_NOLOAD, RTLD_GLOBAL, RTLD_LOCAL = 1, 2, 4, 0x100, 0
+RTLD_DEFAULT = None
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+mmap = libc.mmap
+mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                 ctypes.c_long]
+mmap.restype = ctypes.c_void_p
+
+munmap = libc.munmap
+munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+munmap.restype = ctypes.c_int
+
+mprotect = libc.mprotect
+mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+mprotect.restype = ctypes.c_int
+
+madvise = libc.madvise
+madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+madvise.restype = ctypes.c_int
+
+dlopen = libc.dlopen
+dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+dlopen.restype = ctypes.c_void_p
+
+dlclose = libc.dlclose
+dlclose.argtypes = [ctypes.c_void_p]
+dlclose.restype = ctypes.c_int
+
+dlsym = libc.dlsym
+dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+dlsym.restype = ctypes.c_void_p
+
+dlvsym = libc.dlvsym
+dlvsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+dlvsym.restype = ctypes.c_void_p
+
+dlerror = libc.dlerror
+dlerror.argtypes = []
+dlerror.restype = ctypes.c_char_p
+
+dlinfo = libc.dlinfo
+dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+dlinfo.restype = ctypes.c_int
+
+try:
+    memfd_create = libc.memfd_create
+    memfd_create.argtypes = [ctypes.c_char_p, ctypes.c_uint]
+    memfd_create.restype = ctypes.c_int
+except AttributeError:  # pragma: no cover - very old libc
+    memfd_create = None
+
+
+def errno_message(err: int) -> str:
+    """``strerror`` text for an errno value."""
+    return os.strerror(err) if err else "unknown error"
+
+
+def environ_pointer() -> int:
+    """The address of the process's current ``environ`` array (char **)."""
+    return ctypes.c_void_p.in_dll(libc, "environ").value or 0
+
+
+_argv_keep: list[object] = []
+
+
+def argv_pointers() -> tuple[int, int]:
+    """(argc, argv) to hand to initializers: built once from ``sys.argv``, kept alive."""
+    if not _argv_keep:
+        args = [a.encode("utf-8", "surrogateescape") for a in (sys.orig_argv or sys.argv)]
+        arr = (ctypes.c_char_p * (len(args) + 1))(*args, None)
+        _argv_keep.extend([args, arr])
+    arr = _argv_keep[1]
+    return len(_argv_keep[0]), ctypes.addressof(arr)  # type: ignore[arg-type]

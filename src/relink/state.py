@@ -1,0 +1,195 @@
+"""Runtime state of one loaded module, separate from its parsed metadata.
+
+Sits between the loader (which produces the mapped `Image`) and the public `Module`
+facade. A `ModuleState` is what symbol resolution sees as a provider (`lookup`), what
+the lifecycle runs (init/fini lists, state machine) and what owns the memory. Keeping it
+apart from `Module` lets a finalizer own the state without keeping the facade alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from relink.elf.symbols import SHN_ABS, STT_GNU_IFUNC
+from relink.errors import InitializerError
+from relink.loader import Image
+from relink.runtime.executor import Executor
+
+__all__ = ["ModuleState", "Provider", "State"]
+
+log = logging.getLogger(__name__)
+
+
+class State:
+    """Lifecycle states (Relink's ModuleState machine)."""
+
+    MAPPED = "mapped"
+    RELOCATED = "relocated"
+    INITIALIZING = "initializing"
+    INITIALIZED = "initialized"
+    FAILED = "failed"
+    FINALIZED = "finalized"
+    CLOSED = "closed"
+
+
+class Provider(Protocol):
+    """Anything that can provide symbol definitions to a relocation."""
+
+    name: str
+
+    def lookup(self, name: str, version: str | None,
+               exact: bool = False) -> tuple[int, int, int] | None:
+        """(absolute address, size, STT_* type) of `name`, or None."""
+        ...
+
+
+class ModuleState:
+    """The runtime side of a relink-loaded module.
+
+    Attributes:
+        image: the mapped image.
+        deps: providers of the module's DT_NEEDED entries, in DT_NEEDED order.
+        scope: the lookup scope its relocations used (retained: keeps providers alive).
+        state: a `State` value.
+        init_funcs / fini_funcs: runtime addresses, in the order they will be called.
+        extras: per-subsystem resources (TLS blocks, trampolines…) with release hooks.
+    """
+
+    is_host = False
+
+    def __init__(self, image: Image, executor: Executor | None) -> None:
+        self.image = image
+        self.executor = executor
+        self.name = image.name
+        dyn = image.dynamic
+        self.soname = dyn.soname if dyn is not None else None
+        self.identity = image.source.identity
+        self.deps: list[Any] = []
+        self.scope: list[Any] = []
+        self.state = State.MAPPED
+        self.init_funcs: list[int] = []
+        self.fini_funcs: list[int] = []
+        self.extras: list[Callable[[], None]] = []
+        self.lock = threading.RLock()
+        self._ifunc: dict[int, int] = {}
+
+    @property
+    def base(self) -> int:
+        return self.image.base
+
+    @property
+    def path(self) -> str | None:
+        return self.image.source.path
+
+    # -- symbol provision -------------------------------------------------------------
+
+    def address_of_index(self, i: int) -> int:
+        """Absolute address of symbol `i`'s definition (IFUNCs not resolved)."""
+        syms = self.image.symbols
+        assert syms is not None
+        value = syms.values[i]
+        return value if syms.shndx[i] == SHN_ABS else self.image.base + value
+
+    def lookup(self, name: str, version: str | None,
+               exact: bool = False) -> tuple[int, int, int] | None:
+        syms = self.image.symbols
+        if syms is None:
+            return None
+        i = syms.find(name, version, exact)
+        if i is None:
+            return None
+        return self.address_of_index(i), syms.sizes[i], syms.infos[i] & 0xF
+
+    def resolve_ifunc(self, resolver: int) -> int:
+        """Call (once) the IFUNC resolver at `resolver` through the executor."""
+        addr = self._ifunc.get(resolver)
+        if addr is None:
+            if self.executor is None:
+                from relink.errors import UnsupportedError
+
+                raise UnsupportedError(
+                    "calling an IFUNC resolver needs to run target code, and this load has "
+                    "no executor for it (foreign image without an emulator backend)",
+                    file=self.image.label)
+            addr = self.executor.call_ifunc(resolver)
+            self._ifunc[resolver] = addr
+        return addr
+
+    def symbol(self, name: str, version: str | None = None) -> int | None:
+        """What ``dlsym``/``dlvsym`` would return: IFUNCs resolved, TLS via the runtime."""
+        found = self.lookup(name, version, exact=version is not None)
+        if found is None:
+            return None
+        addr, _size, stype = found
+        if stype == STT_GNU_IFUNC:
+            return self.resolve_ifunc(addr)
+        if stype == 6:  # STT_TLS
+            tls = getattr(self, "tls_runtime", None)
+            if tls is None:
+                from relink.errors import TlsError
+
+                raise TlsError(f"'{name}' is a thread-local variable: use "
+                               "Module.tls_address() (needs the TLS runtime)",
+                               file=self.image.label)
+            return int(tls.symbol_address(self, name, version))
+        return addr
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def initialize(self, argc: int, argv: int, envp: int) -> None:
+        """Run DT_INIT then DT_INIT_ARRAY (once; a re-entrant call sees it as done)."""
+        with self.lock:
+            if self.state in (State.INITIALIZED, State.INITIALIZING):
+                return
+            if self.state in (State.FAILED, State.FINALIZED, State.CLOSED):
+                raise InitializerError(f"cannot initialize a module in state {self.state}",
+                                       file=self.image.label)
+            self.state = State.INITIALIZING
+            try:
+                if self.init_funcs:
+                    if self.executor is None:
+                        raise InitializerError(
+                            "module has initializers but this load cannot run target code "
+                            "(no executor); use an emulator backend or defer_init",
+                            file=self.image.label)
+                    for func in self.init_funcs:
+                        self.executor.call_init(func, argc, argv, envp)
+            except BaseException:
+                self.state = State.FAILED
+                raise
+            self.state = State.INITIALIZED
+
+    def finalize(self) -> None:
+        """Run DT_FINI_ARRAY in reverse then DT_FINI (only if initialized or failed)."""
+        with self.lock:
+            if self.state not in (State.INITIALIZED, State.FAILED):
+                return
+            self.state = State.FINALIZED
+            if self.executor is None:
+                return
+            for func in self.fini_funcs:
+                try:
+                    self.executor.call_fini(func)
+                except Exception:  # pragma: no cover - ctypes does not raise here
+                    log.exception("finalizer %#x of %s failed", func, self.name)
+
+    def release(self) -> None:
+        """Release every resource: subsystem extras (reverse order), then the mapping."""
+        with self.lock:
+            if self.state == State.CLOSED:
+                return
+            self.state = State.CLOSED
+            while self.extras:
+                hook = self.extras.pop()
+                try:
+                    hook()
+                except Exception:
+                    log.exception("releasing a resource of %s failed", self.name)
+            self.image.release()
+            self.image.source.close()
+
+    def __repr__(self) -> str:
+        return f"<ModuleState {self.name} at {self.image.base:#x} {self.state}>"
