@@ -377,7 +377,8 @@ class DylibWriter:
         self._add_fixups(fixups, ".text", off)
         return off
 
-    def add_data(self, content: int | bytes, *, align: int = 8, fixups: Sequence[Fixup] = ()) -> int:
+    def add_data(self, content: int | bytes, *, align: int = 8,
+                 fixups: Sequence[Fixup] = ()) -> int:  # fmt: skip
         """Append ``content`` (bytes, or that many zero bytes) to ``.data``; return the offset."""
         self.data_align = max(self.data_align, align)
         self.data += b"\0" * (-len(self.data) % align)

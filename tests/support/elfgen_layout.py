@@ -229,7 +229,8 @@ class _Builder:
         sysv = struct.pack(f"<{2 + nb + n}I", nb, n, *buckets, *chains)
         bits = 8 * self.word
         hashed = [d.gnu_hash(nm) for nm in names[self.symoffset :]]
-        nbloom = self.w.gnu_bloom_words or 1 << (max(1, -(-len(hashed) * 2 // bits)) - 1).bit_length()
+        want = max(1, -(-len(hashed) * 2 // bits))  # about two filter bits per symbol
+        nbloom = self.w.gnu_bloom_words or 1 << (want - 1).bit_length()
         shift = 6 if self.word == 8 else 5
         bloom = [0] * nbloom
         gb, chain = [0] * self.gnu_nb, []
@@ -426,8 +427,8 @@ class _Builder:
             add(d.DT_SYMBOLIC, lambda: 0)
         if w.textrel:
             add(d.DT_TEXTREL, lambda: 0)
-        flags = (w.flags | (d.DF_SYMBOLIC if w.symbolic else 0)
-                 | (d.DF_TEXTREL if w.textrel else 0) | (d.DF_BIND_NOW if w.bind_now else 0))  # fmt: skip
+        flags = w.flags | (d.DF_SYMBOLIC if w.symbolic else 0) | (d.DF_TEXTREL if w.textrel else 0)
+        flags |= d.DF_BIND_NOW if w.bind_now else 0
         flags_1 = w.flags_1 | (d.DF_1_NOW if w.bind_now else 0)
         if flags:
             add(d.DT_FLAGS, lambda: flags)
@@ -589,7 +590,7 @@ class _Builder:
         self.reloc_addrs: list[int] = [0] * len(w.relocs)
         stubbed = {ridx for ridx, _ in w.plt_symbols}
         for table, sec in ((self.dyn_rels, self.rel_dyn), (self.plt_rels, self.rel_plt)):
-            for i, r in enumerate(table):
+            for r in table:
                 assert sec is not None
                 place = self._place_addr(r.section, r.offset)
                 addend = r.addend + (self._ref(r.rel_to) if r.rel_to else 0)
@@ -618,7 +619,8 @@ class _Builder:
             for s in sym_list[1:]:
                 assert s is not None
                 typ = d.TYPES[s.type] if isinstance(s.type, str) else s.type
-                vis = d.VISIBILITIES[s.visibility] if isinstance(s.visibility, str) else s.visibility
+                vis = s.visibility
+                vis = d.VISIBILITIES[vis] if isinstance(vis, str) else vis
                 buf += self.sp["Sym"].pack(st_name=strtab.add(s.name),
                                            st_info=(self._bind(s) << 4) | typ, st_other=vis,
                                            st_shndx=self._sym_shndx(s),
@@ -637,7 +639,8 @@ class _Builder:
                 start = 0
             out.append({"p_type": d.PT_LOAD, "p_flags": flags[segment], "p_offset": start,
                         "p_vaddr": w.base + start, "p_paddr": w.base + start,
-                        "p_filesz": fend - start, "p_memsz": mend - start, "p_align": page})  # fmt: skip
+                        "p_filesz": fend - start, "p_memsz": mend - start,
+                        "p_align": page})  # fmt: skip
         dyn = self.secs[".dynamic"]
         out.append({"p_type": d.PT_DYNAMIC, "p_flags": d.PF_R | d.PF_W, "p_offset": dyn.offset,
                     "p_vaddr": dyn.vaddr, "p_paddr": dyn.vaddr, "p_filesz": dyn.size,

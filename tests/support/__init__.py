@@ -1,0 +1,1 @@
+"""Shared test support: cached fixture compiler (build) and test-only ELF writer (elfgen)."""
