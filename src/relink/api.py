@@ -172,7 +172,8 @@ def load(source: SourceLike, *, name: str | None = None, scope: Sequence[Any] = 
         interpose_map = _interpose_table(interpose, keep)
         unique: dict[str, Binding] = {}
         order = _dependency_order(root, providers)
-        scope_list = [*scope, *_bfs_providers(group, providers), PROCESS]
+        user_scope = [s._state if isinstance(s, Module) else s for s in scope]
+        scope_list = [*user_scope, *_bfs_providers(group, providers), PROCESS]
         for st in order:
             binder = Binder(st, scope_list, unique=unique, interpose=interpose_map)
             relocate_module(st, binder, tls=tls, fallback=fallback)

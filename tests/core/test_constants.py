@@ -16,6 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from relink.arch.rtypes import (
+    R_386,
+    R_AARCH64,
+    R_ARM,
+    R_LARCH,
+    R_RISCV,
+    R_X86_64,
+    RTYPES_BY_MACHINE,
+    rtype_name,
+)
 from relink.elf.constants import (
     DF,
     DF_1,
@@ -41,16 +51,6 @@ from relink.elf.constants import (
     VERSYM_HIDDEN,
     VERSYM_VERSION,
     name_of,
-)
-from relink.arch.rtypes import (
-    R_386,
-    R_AARCH64,
-    R_ARM,
-    R_LARCH,
-    R_RISCV,
-    R_X86_64,
-    RTYPES_BY_MACHINE,
-    rtype_name,
 )
 
 # ---------------------------------------------------------------------------
@@ -477,9 +477,7 @@ LARCH: list[tuple[int, int]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("member", "expected"), X86_64 + I386 + AARCH64 + ARM + RISCV + LARCH
-)
+@pytest.mark.parametrize(("member", "expected"), X86_64 + I386 + AARCH64 + ARM + RISCV + LARCH)
 def test_relocation_numbers(member: int, expected: int) -> None:
     assert member == expected
 
@@ -586,8 +584,10 @@ def _relocatable(machine: int, is64: bool, rela: bool, types: list[int]) -> byte
     if is64:
         header = struct.pack("<HHIQQQIHHHHHH", 1, machine, 1, 0, 0, shoff, 0, 64, 0, 0, 64, 6, 5)
     else:
-        flags = 0x05000000 if machine == EM.EM_ARM else 0  # EABI version 5
-        header = struct.pack("<HHIIIIIHHHHHH", 1, machine, 1, 0, 0, shoff, flags, 52, 0, 0, 40, 6, 5)
+        eflags = 0x05000000 if machine == EM.EM_ARM else 0  # EABI version 5
+        header = struct.pack(
+            "<HHIIIIIHHHHHH", 1, machine, 1, 0, 0, shoff, eflags, 52, 0, 0, 40, 6, 5
+        )
     return ident + header + bytes(body) + shdrs
 
 
