@@ -63,6 +63,7 @@ class Image:
     eh_frame_hdr: int | None
     page_size: int
     protections: list[tuple[int, int, int]] = field(default_factory=list)
+    _segments_final: bool = False
 
     @property
     def name(self) -> str:
@@ -85,20 +86,30 @@ class Image:
         """(runtime address, size, PROT_* flags) of each PT_LOAD segment."""
         return [(self.base + ph.p_vaddr, ph.p_memsz, prot_of(ph.p_flags)) for ph in self.loads]
 
-    def finish_protection(self) -> None:
-        """Apply each segment's exact p_flags, then make PT_GNU_RELRO read-only."""
-        page = self.page_size
-        mask = ~(page - 1)
+    def protect_segments(self) -> None:
+        """Give every segment exactly its p_flags protection (idempotent)."""
+        if self._segments_final:
+            return
         for ph, loaded_prot in zip(self.loads, self.protections):
             final = prot_of(ph.p_flags)
             start, size, prot = loaded_prot
             if prot != final and size:
                 self.region.protect(start, size, final)
+        self._segments_final = True
+
+    def protect_relro(self) -> None:
+        """Make PT_GNU_RELRO read-only (after relocation and IFUNC resolution)."""
         if self.relro is not None and self.relro.p_memsz:
+            mask = ~(self.page_size - 1)
             start = (self.base + self.relro.p_vaddr) & mask
             end = (self.base + self.relro.p_vaddr + self.relro.p_memsz) & mask
             if end > start:
                 self.region.protect(start, end - start, PROT_READ)
+
+    def finish_protection(self) -> None:
+        """Apply each segment's exact p_flags, then make PT_GNU_RELRO read-only."""
+        self.protect_segments()
+        self.protect_relro()
 
     def release(self) -> None:
         self.region.release()

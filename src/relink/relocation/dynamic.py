@@ -142,10 +142,6 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
             plan.add("RELATIVE", len(relr))
         for table in tables:
             _apply_table(state, table, binder, view, delta, deferred, plan, tls, fallback)
-        fmt = "<Q" if word == 8 else "<I"
-        mask = (1 << (8 * word)) - 1
-        for idx, resolver in deferred:
-            struct.pack_into(fmt, view, idx, state.resolve_ifunc(resolver) & mask)
     finally:
         for s, n, p in unprotected:
             region.protect(s, n, p)
@@ -154,6 +150,18 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
             if textrel or ph.p_flags & PF_W:
                 at = image.base + ph.p_vaddr
                 region.write(at, mirror[at - region.start:at - region.start + ph.p_memsz])
+    if deferred:
+        # IFUNC resolvers run only once the module's code has its final protection
+        # (a bytes-loaded image is not executable before), and before RELRO.
+        image.protect_segments()
+        fmt = "<Q" if word == 8 else "<I"
+        mask = (1 << (8 * word)) - 1
+        for idx, resolver in deferred:
+            value = struct.pack(fmt, state.resolve_ifunc(resolver) & mask)
+            if mirror is None:
+                view[idx:idx + word] = value
+            else:
+                region.write(region.start + idx, value)
     _lifecycle_lists(state, view, delta)
     return plan
 
@@ -215,6 +223,7 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
     RELATIVE, GLOB_DAT, JUMP_SLOT = RelocClass.RELATIVE, RelocClass.GLOB_DAT, \
         RelocClass.JUMP_SLOT
     SYMBOLIC, NONE = RelocClass.SYMBOLIC, RelocClass.NONE
+    STT_GNU_IFUNC = 10
     for k in range(n):
         off = offsets[k]
         t = types[k]
@@ -226,16 +235,19 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
             a = unpack(fmt, view, i)[0]
         if c is RELATIVE:
             val = base + a
-        elif c is GLOB_DAT or c is JUMP_SLOT:
+        elif c is GLOB_DAT or c is JUMP_SLOT or c is SYMBOLIC:
             sym = syms[k]
-            val = bind(sym, spec.rtype_name(t), off)[0] if sym else 0
-            if rela:
+            if sym:
+                b = bind(sym, t, off)
+                val = b[0]
+                if b[2] == STT_GNU_IFUNC:  # our own IFUNC: resolve once code can run
+                    deferred.append((i, val))
+                    counts[t] = counts.get(t, 0) + 1
+                    continue
+            else:
+                val = 0
+            if rela or c is SYMBOLIC:
                 val += a
-            if c is JUMP_SLOT and not val and sym:
-                _check_weak_slot(binder, sym, spec.rtype_name(t), off)
-        elif c is SYMBOLIC:
-            sym = syms[k]
-            val = (bind(sym, spec.rtype_name(t), off)[0] if sym else 0) + a
         elif c is NONE:
             counts[t] = counts.get(t, 0) + 1
             continue
@@ -274,11 +286,6 @@ def _relative_numpy(table: RelocTable, classes: dict[int, RelocClass], view: mem
             int(is_rel.sum()))
 
 
-def _check_weak_slot(binder: Binder, sym: int, r_type_name: str, off: int) -> None:
-    """A JUMP_SLOT bound to 0 is only legal for a weak undefined symbol (checked)."""
-    return None
-
-
 def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None, t: int,
              a: int, binder: Binder, view: memoryview, i: int,
              deferred: list[tuple[int, int]], tls: TlsHooks | None,
@@ -294,7 +301,7 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
         return None
     if c is RelocClass.FIELD:
         fs: FieldSpec = spec.fields[t]
-        s = binder.bind(sym, name, off)[0] if sym else 0
+        s = binder.bind(sym, t, off)[0] if sym else 0
         val = s + a - ((image.base + off) if fs.pcrel else 0)
         bits = fs.width * 8
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if fs.signed else \
@@ -315,7 +322,7 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
                 offset=off, detail="thread-local storage relocations need the TLS runtime, "
                 "which this load does not have")
         if sym:
-            addr, _size, stype, prov = binder.bind(sym, name, off)
+            addr, _size, stype, prov = binder.bind(sym, t, off)
             if prov is None:
                 raise UnknownSymbolError(file=image.label, r_type=t, r_type_name=name,
                                          symbol=_symname(state, sym), offset=off)

@@ -57,11 +57,14 @@ class Binder:
         self.cache: dict[int, Binding] = {}
         self.used: dict[int, Any] = {}  # id(provider) -> provider actually bound to
 
-    def bind(self, sym: int, r_type_name: str, offset: int) -> Binding:
-        """The definition symbol `sym` of the module binds to (cached)."""
+    def bind(self, sym: int, r_type: int, offset: int) -> Binding:
+        """The definition symbol `sym` of the module binds to (cached).
+
+        `r_type` and `offset` only feed error messages.
+        """
         found = self.cache.get(sym)
         if found is None:
-            found = self._resolve(sym, r_type_name, offset)
+            found = self._resolve(sym, self.module.image.spec.rtype_name(r_type), offset)
             if self.on_bind is not None:
                 syms = self.module.image.symbols
                 name = syms.names[sym] if syms is not None else ""
@@ -103,7 +106,11 @@ class Binder:
             found = prov.lookup(name, version, exact)
             if found is not None:
                 addr, size, stype = found
-                if stype == STT_GNU_IFUNC and not getattr(prov, "is_host", False):
+                if stype == STT_GNU_IFUNC and not getattr(prov, "is_host", False) and \
+                        prov is not mod:
+                    # Another module's resolver: that module is relocated and protected.
+                    # Our own IFUNCs stay unresolved (type kept): the loop defers them
+                    # until this module's code is executable.
                     addr = prov.resolve_ifunc(addr)
                     stype = 2
                 binding = (addr, size, stype, prov)
