@@ -140,8 +140,9 @@ class Module:
         if fn is None:
             addr = self._address(name, version)
             fn = ctypes.CFUNCTYPE(restype, *argtypes)(addr)
-            fn.__name__ = name
-            fn._relink_module = self  # keep the mapping alive as long as the function
+            # Keep the mapping alive as long as the function object.
+            setattr(fn, "__name__", name)  # noqa: B010
+            setattr(fn, "_relink_module", self)  # noqa: B010
             self._functions[key] = fn
         return fn
 
@@ -154,6 +155,17 @@ class Module:
 
     def __getitem__(self, name: str) -> int:
         return self._address(name, None)
+
+    def tls_address(self, name: str, version: str | None = None) -> int:
+        """The calling thread's address of thread-local variable `name` (``__thread``).
+
+        Each thread gets its own address (glibc allocates the block on first use, from
+        the module's initial image). Raises SymbolNotFoundError or TlsError.
+        """
+        self._check_open()
+        from relink.runtime.tls import tls_address
+
+        return tls_address(self._state, name, version)
 
     # -- lifecycle ----------------------------------------------------------------
 

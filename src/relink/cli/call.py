@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import sys
 from typing import Any
 
@@ -73,8 +74,8 @@ def _load(path: str) -> Any:
         head = f.read(18)
     if head.startswith(b"!<arch>\n") or (head[:4] == b"\x7fELF" and head[16] == 1):
         try:
-            from relink.object import load_object  # type: ignore[import-not-found]
-        except ImportError as exc:
+            load_object = importlib.import_module("relink.object").load_object
+        except (ImportError, AttributeError) as exc:
             from relink.errors import UnsupportedError
 
             raise UnsupportedError("relocatable objects and archives need relink.object, "

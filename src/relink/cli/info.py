@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from relink.elf import ElfFile
-from relink.elf.constants import DF, DF_1, ET, PF, PT, name_of
+from relink.elf.constants import DF, DF_1, ET, PT, name_of
 from relink.elf.notes import describe_note
 
 __all__ = ["describe", "register"]
@@ -118,7 +118,7 @@ def _describe(elf: ElfFile) -> dict[str, Any]:
 
 def _object_details() -> Any:
     try:
-        from relink.object.info import describe_object  # type: ignore[import-not-found]
+        from relink.object.info import describe_object
     except ImportError:
         return None
     return describe_object

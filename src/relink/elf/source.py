@@ -173,12 +173,12 @@ def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
         try:
-            fd = fileno()
+            got = fileno()
         except (OSError, ValueError):
-            fd = None
-        if isinstance(fd, int):
-            path = getattr(source, "name", None)
-            return _from_fd(fd, path if isinstance(path, str) else name, owns=False)
+            got = None
+        if isinstance(got, int):
+            fname = getattr(source, "name", None)
+            return _from_fd(got, fname if isinstance(fname, str) else name, owns=False)
     read = getattr(source, "read", None)
     if read is not None:
         data = read()

@@ -21,7 +21,7 @@ import ctypes
 import struct
 from bisect import bisect_right
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from relink.arch import ArchSpec, FieldSpec, RelocClass
 from relink.elf import dynamic_tables
@@ -37,12 +37,14 @@ from relink.memory import PROT_READ, PROT_WRITE
 from relink.relocation.scope import Binder
 from relink.state import ModuleState
 
-__all__ = ["Fallback", "RelocationPlan", "TlsHooks", "relocate_module"]
+__all__ = ["Fallback", "Pre", "RelocationPlan", "TlsHooks", "relocate_module"]
 
 NUMPY_THRESHOLD = 4096
 STT_TLS = 6
 
 Fallback = Callable[[ModuleState, RelocTable, int], "int | None"]
+# Observer pre-hook: returns the value to write for entry k (handled) or None (built-in).
+Pre = Callable[[ModuleState, RelocTable, int], "int | None"]
 
 
 class TlsHooks:
@@ -59,6 +61,9 @@ class TlsHooks:
 
     def tlsdesc(self, module: ModuleState, provider: Any, offset: int) -> tuple[int, int]:
         raise NotImplementedError
+
+    def relocated(self, module: ModuleState) -> None:
+        """Called once `module`'s relocations are applied (its PT_TLS image is final)."""
 
 
 class RelocationPlan:
@@ -97,8 +102,12 @@ def _check_offsets(image: Image, table_name: str, offsets: list[int], width: int
 
 
 def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None = None,
-                    fallback: Fallback | None = None) -> RelocationPlan:
+                    fallback: Fallback | None = None, lazy: bool = False,
+                    pre: Pre | None = None) -> RelocationPlan:
     """Apply every dynamic relocation of `state`'s image (eager binding).
+
+    With `lazy` (and unless the module is BIND_NOW), ``.rela.plt`` JUMP_SLOTs are left
+    to relink.runtime.lazy, which binds each on its first call.
 
     Caller must ensure: the image is mapped and writable where its relocations point
     (the loader leaves it so), and the providers in `binder`'s scope are relocated.
@@ -140,7 +149,14 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
         if relr:
             _apply_relr(view, relr, delta, image.base, word)
             plan.add("RELATIVE", len(relr))
+        if lazy and dyn.jmprel and not dyn.bind_now:
+            from relink.runtime.lazy import prepare_lazy
+
+            tables, n_lazy = prepare_lazy(state, binder, tables, view, delta)
+            plan.add("JUMP_SLOT (lazy)", n_lazy)
         for table in tables:
+            if pre is not None:
+                table = _pre_pass(state, table, pre, view, delta)
             _apply_table(state, table, binder, view, delta, deferred, plan, tls, fallback)
     finally:
         for s, n, p in unprotected:
@@ -163,6 +179,8 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
             else:
                 region.write(region.start + idx, value)
     _lifecycle_lists(state, view, delta)
+    if tls is not None:
+        tls.relocated(state)
     return plan
 
 
@@ -190,10 +208,11 @@ _np: list[Any] = []
 def _numpy() -> Any:
     if not _np:
         try:
-            import numpy
+            import numpy as np_mod
         except ImportError:
-            numpy = None
-        _np.append(numpy)
+            _np.append(None)
+        else:
+            _np.append(np_mod)
     return _np[0]
 
 
@@ -252,14 +271,43 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
             counts[t] = counts.get(t, 0) + 1
             continue
         else:
-            val = _special(state, table, k, c, t, a, binder, view, i, deferred, tls, fallback)
-            if val is None:
-                counts[t] = counts.get(t, 0) + 1
+            special = _special(state, table, k, c, t, a, binder, view, i, deferred, tls,
+                               fallback)
+            counts[t] = counts.get(t, 0) + 1
+            if special is None:
                 continue
+            pack(fmt, view, i, special & mask)
+            continue
         pack(fmt, view, i, val & mask)
         counts[t] = counts.get(t, 0) + 1
     for t, cnt in counts.items():
         plan.add(spec.rtype_name(t), cnt)
+
+
+def _pre_pass(state: ModuleState, table: RelocTable, pre: Pre, view: memoryview,
+              delta: int) -> RelocTable:
+    """Offer each non-RELATIVE, non-NONE entry to the observer pre-hook (linker layer);
+    write the values it handles and return the table of the entries it left alone."""
+    classes = state.image.spec.classes
+    word = state.image.spec.word_size
+    fmt = "<Q" if word == 8 else "<I"
+    mask = (1 << (8 * word)) - 1
+    keep: list[int] = []
+    for k, t in enumerate(table.types):
+        c = classes.get(t)
+        if c is not RelocClass.RELATIVE and c is not RelocClass.NONE:
+            val = pre(state, table, k)
+            if val is not None:
+                struct.pack_into(fmt, view, table.offsets[k] + delta, val & mask)
+                continue
+        keep.append(k)
+    if len(keep) == len(table.types):
+        return table
+    addends = table.addends
+    return RelocTable(name=table.name, offsets=[table.offsets[k] for k in keep],
+                      types=[table.types[k] for k in keep],
+                      syms=[table.syms[k] for k in keep],
+                      addends=None if addends is None else [addends[k] for k in keep])
 
 
 def _relative_numpy(table: RelocTable, classes: dict[int, RelocClass], view: memoryview,
@@ -397,7 +445,7 @@ def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
     if dyn is None:
         return
     word = image.spec.word_size
-    fmt = "Q" if word == 8 else "I"
+    fmt: Literal["Q", "I"] = "Q" if word == 8 else "I"
 
     def array(vaddr: int, size: int, what: str) -> list[int]:
         if not vaddr or not size:

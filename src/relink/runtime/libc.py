@@ -68,12 +68,9 @@ dlinfo = libc.dlinfo
 dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 dlinfo.restype = ctypes.c_int
 
-try:
-    memfd_create = libc.memfd_create
-    memfd_create.argtypes = [ctypes.c_char_p, ctypes.c_uint]
-    memfd_create.restype = ctypes.c_int
-except AttributeError:  # pragma: no cover - very old libc
-    memfd_create = None
+memfd_create = libc.memfd_create  # glibc >= 2.27
+memfd_create.argtypes = [ctypes.c_char_p, ctypes.c_uint]
+memfd_create.restype = ctypes.c_int
 
 
 def errno_message(err: int) -> str:
@@ -86,7 +83,7 @@ def environ_pointer() -> int:
     return ctypes.c_void_p.in_dll(libc, "environ").value or 0
 
 
-_argv_keep: list[object] = []
+_argv_keep: list[tuple[int, ctypes.Array[ctypes.c_char_p]]] = []
 
 
 def argv_pointers() -> tuple[int, int]:
@@ -94,6 +91,46 @@ def argv_pointers() -> tuple[int, int]:
     if not _argv_keep:
         args = [a.encode("utf-8", "surrogateescape") for a in (sys.orig_argv or sys.argv)]
         arr = (ctypes.c_char_p * (len(args) + 1))(*args, None)
-        _argv_keep.extend([args, arr])
-    arr = _argv_keep[1]
-    return len(_argv_keep[0]), ctypes.addressof(arr)  # type: ignore[arg-type]
+        _argv_keep.append((len(args), arr))
+    argc, arr = _argv_keep[0]
+    return argc, ctypes.addressof(arr)
+
+
+# -- TLS, unwinding and debugging support (relink.runtime.tls / unwind / debug) ---------
+
+RTLD_DI_LINKMAP, RTLD_DI_TLS_MODID, RTLD_DI_TLS_DATA = 2, 9, 10
+
+pthread_self = libc.pthread_self
+pthread_self.argtypes = []
+pthread_self.restype = ctypes.c_void_p  # == %fs:0 (the TCB) on x86_64 glibc
+
+
+class DlPhdrInfo(ctypes.Structure):
+    """``struct dl_phdr_info`` (glibc <link.h>), up to the TLS fields."""
+
+    _fields_ = [("dlpi_addr", ctypes.c_size_t), ("dlpi_name", ctypes.c_char_p),
+                ("dlpi_phdr", ctypes.c_void_p), ("dlpi_phnum", ctypes.c_uint16),
+                ("dlpi_adds", ctypes.c_ulonglong), ("dlpi_subs", ctypes.c_ulonglong),
+                ("dlpi_tls_modid", ctypes.c_size_t), ("dlpi_tls_data", ctypes.c_void_p)]
+
+
+DL_ITERATE_PHDR_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(DlPhdrInfo),
+                                            ctypes.c_size_t, ctypes.c_void_p)
+dl_iterate_phdr = libc.dl_iterate_phdr
+dl_iterate_phdr.argtypes = [DL_ITERATE_PHDR_CALLBACK, ctypes.c_void_p]
+dl_iterate_phdr.restype = ctypes.c_int
+
+
+class TlsIndex(ctypes.Structure):
+    """``tls_index`` as ``__tls_get_addr`` takes it: {module id, offset in the block}."""
+
+    _fields_ = [("ti_module", ctypes.c_size_t), ("ti_offset", ctypes.c_size_t)]
+
+
+TLS_GET_ADDR = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(TlsIndex))
+CPUID = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
+                         ctypes.POINTER(ctypes.c_uint32 * 4))
+REGISTER_FRAME = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # __(de)register_frame(begin)
+__all__ += ["CPUID", "DL_ITERATE_PHDR_CALLBACK", "DlPhdrInfo", "REGISTER_FRAME",
+            "RTLD_DI_LINKMAP", "RTLD_DI_TLS_DATA", "RTLD_DI_TLS_MODID", "TLS_GET_ADDR",
+            "TlsIndex", "dl_iterate_phdr", "pthread_self"]
