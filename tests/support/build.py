@@ -79,8 +79,9 @@ class FixtureBuildError(RuntimeError):
         self.cmd = list(cmd)
         self.stderr = stderr
         self.returncode = returncode
-        super().__init__(f"fixture build failed (exit {returncode}): {shlex.join(self.cmd)}\n"
-                         f"{stderr.rstrip()}")  # fmt: skip
+        super().__init__(
+            f"fixture build failed (exit {returncode}): {shlex.join(self.cmd)}\n{stderr.rstrip()}"
+        )
 
 
 def cache_dir() -> Path:
@@ -153,24 +154,28 @@ def have_cc(cc: str = "gcc", target: str | None = None, lang: str = "c") -> bool
         src = Path(tmp, "probe.cpp" if lang == "c++" else "probe.c")
         src.write_text("int relink_probe(void) { return 0; }\n")
         try:
-            res = subprocess.run([*cmd, "-c", str(src), "-o", str(Path(tmp, "probe.o"))],
-                                 capture_output=True, timeout=_TIMEOUT, check=False)  # fmt: skip
+            res = subprocess.run(
+                [*cmd, "-c", str(src), "-o", str(Path(tmp, "probe.o"))],
+                capture_output=True,
+                timeout=_TIMEOUT,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return False
         return res.returncode == 0
 
 
-def _toolchain_dir(cc: str, target: str | None, lang: str) -> str:
-    cmd = compiler_command(cc, target, lang)
+def _toolchain_dir(cc: str, target: str | None) -> str:
+    # Keyed by the C driver only, so that C and C++ outputs of one group share a directory.
+    cmd = compiler_command(cc, target, "c")
     digest = hashlib.sha256(json.dumps([cmd, _identity(tuple(cmd))]).encode()).hexdigest()
     base = Path(cc).name.replace(os.sep, "_")
     return f"{base}-{target or 'host'}-{digest[:10]}"
 
 
-def group_dir(group: str, *, cc: str = "gcc", target: str | None = None,
-              lang: str = "c") -> Path:  # fmt: skip
+def group_dir(group: str, *, cc: str = "gcc", target: str | None = None) -> Path:
     """The directory that outputs built with ``group=group`` and this toolchain go to."""
-    return cache_dir() / _toolchain_dir(cc, target, lang) / _check_group(group)
+    return cache_dir() / _toolchain_dir(cc, target) / _check_group(group)
 
 
 def _check_group(group: str) -> str:
@@ -211,8 +216,9 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _run(argv: list[str], cwd: Path) -> None:
     try:
-        res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=_TIMEOUT,
-                             check=False)  # fmt: skip
+        res = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=_TIMEOUT, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FixtureBuildError(argv, str(exc)) from exc
     if res.returncode != 0:
@@ -221,15 +227,16 @@ def _run(argv: list[str], cwd: Path) -> None:
 
 def _cached_build(
     out_name: str,
-    key_parts: dict[str, object],
+    key_parts: Mapping[str, object],
     group: str | None,
     toolchain: str,
     sources: Mapping[str, str],
     make_argv: Callable[[Path, list[str]], list[str]],
 ) -> Path:
     """Return ``out_name`` for ``key_parts``, building it with ``make_argv`` when stale."""
-    key = hashlib.sha256(json.dumps({"scheme": _SCHEME, **key_parts}, sort_keys=True,
-                                    default=str).encode()).hexdigest()  # fmt: skip
+    key = hashlib.sha256(
+        json.dumps({"scheme": _SCHEME, **key_parts}, sort_keys=True, default=str).encode()
+    ).hexdigest()
     out_dir = cache_dir() / toolchain / ("_" if group is None else _check_group(group))
     if group is None:
         out_dir /= key[:16]
@@ -311,11 +318,21 @@ def build_shared(
     dep_args, dep_hashes = _dep_args(deps)
     cmd = compiler_command(cc, target, lang)
     extra = [f"-Wl,-soname,{soname}"] if soname else []
-    key = {"kind": "shared", "name": name, "sources": srcs, "cflags": list(cflags),
-           "ldflags": list(ldflags), "deps": dep_hashes, "soname": soname, "cmd": cmd,
-           "cc": _identity(tuple(cmd)), "target": target, "lang": lang}  # fmt: skip
+    key = {
+        "kind": "shared",
+        "name": name,
+        "sources": srcs,
+        "cflags": list(cflags),
+        "ldflags": list(ldflags),
+        "deps": dep_hashes,
+        "soname": soname,
+        "cmd": cmd,
+        "cc": _identity(tuple(cmd)),
+        "target": target,
+        "lang": lang,
+    }
     argv = _ArgvFactory([*cmd, "-shared", "-fPIC", *cflags], [], [*dep_args, *extra, *ldflags])
-    return _cached_build(f"lib{name}.so", key, group, _toolchain_dir(cc, target, lang), srcs, argv)
+    return _cached_build(f"lib{name}.so", key, group, _toolchain_dir(cc, target), srcs, argv)
 
 
 def build_object(
@@ -339,10 +356,18 @@ def build_object(
     if sum(rel.endswith(_COMPILABLE) for rel in srcs) != 1:
         raise ValueError("build_object needs exactly one compilable source")
     cmd = compiler_command(cc, target, lang)
-    key = {"kind": "object", "name": name, "sources": srcs, "cflags": list(cflags), "cmd": cmd,
-           "cc": _identity(tuple(cmd)), "target": target, "lang": lang}  # fmt: skip
+    key = {
+        "kind": "object",
+        "name": name,
+        "sources": srcs,
+        "cflags": list(cflags),
+        "cmd": cmd,
+        "cc": _identity(tuple(cmd)),
+        "target": target,
+        "lang": lang,
+    }
     argv = _ArgvFactory([*cmd, "-c", *cflags], [], [])
-    return _cached_build(f"{name}.o", key, group, _toolchain_dir(cc, target, lang), srcs, argv)
+    return _cached_build(f"{name}.o", key, group, _toolchain_dir(cc, target), srcs, argv)
 
 
 def build_archive(
@@ -358,8 +383,12 @@ def build_archive(
         FixtureBuildError: when ``ar`` fails or cannot be run.
     """
     paths = [Path(o).resolve() for o in objects]
-    key = {"kind": "archive", "name": name, "ar": _identity((ar,)),
-           "objects": [(p.name, _file_hash(p)) for p in paths]}  # fmt: skip
+    key = {
+        "kind": "archive",
+        "name": name,
+        "ar": _identity((ar,)),
+        "objects": [(p.name, _file_hash(p)) for p in paths],
+    }
     toolchain = f"{Path(ar).name}-{hashlib.sha256(_identity((ar,)).encode()).hexdigest()[:10]}"
 
     def make_argv(out: Path, _inputs: list[str]) -> list[str]:
@@ -400,8 +429,18 @@ def build_executable(
     mode = ["-fPIE", "-pie"] if pie else ["-fno-pie", "-no-pie"]
     if static:
         mode = ["-fPIE", "-static-pie"] if pie else ["-fno-pie", "-static"]
-    key = {"kind": "exec", "name": name, "sources": srcs, "cflags": list(cflags),
-           "ldflags": list(ldflags), "deps": dep_hashes, "mode": mode, "cmd": cmd,
-           "cc": _identity(tuple(cmd)), "target": target, "lang": lang}  # fmt: skip
+    key = {
+        "kind": "exec",
+        "name": name,
+        "sources": srcs,
+        "cflags": list(cflags),
+        "ldflags": list(ldflags),
+        "deps": dep_hashes,
+        "mode": mode,
+        "cmd": cmd,
+        "cc": _identity(tuple(cmd)),
+        "target": target,
+        "lang": lang,
+    }
     argv = _ArgvFactory([*cmd, *mode, *cflags], [], [*dep_args, *ldflags])
-    return _cached_build(name, key, group, _toolchain_dir(cc, target, lang), srcs, argv)
+    return _cached_build(name, key, group, _toolchain_dir(cc, target), srcs, argv)

@@ -5,16 +5,19 @@ data, symbols, relocations, TLS, versions, dynamic flags) and get back the image
 metadata (section layout, where each relocation lands, symbol addresses) to assert on.
 The produced files are accepted by ``readelf -W -a`` without warnings and by glibc's
 ``ld.so`` (see ``tests/support_selftest/test_elfgen.py``). Malformation helpers live in
-:mod:`tests.support.elfgen_malform` and are re-exported here.
+:mod:`tests.support.elfgen_malform` and are re-exported here. Internals: constants and record
+layouts in ``elfgen_defs``, name-only tables in ``elfgen_tables``, placement and
+serialisation in ``elfgen_layout`` and ``elfgen_headers``.
 
 Support matrix:
 
 * x86_64 ELF64 (``machine=62, elf_class=64``): everything, including lazy PLT stubs,
-  TLS-getter and IFUNC helpers.
+  TLS-getter and IFUNC helpers; images load with glibc.
 * i386 ELF32 (``machine=3, elf_class=32``): headers, segments, dynamic section, hash
   tables, symbols, versions, REL tables (implicit addends written into the place), RELR,
   TLS segment. No PLT stubs and no code helpers (callers pass their own i386 code).
-* Any other ``machine``: same as its class, relocation numbers must be given as ints.
+* Any other ``machine`` (or x32: ``machine=62, elf_class=32, rela=True``): same as its
+  class; relocation numbers without a name table must be given as ints.
 
 References (``rel_to``, fixups, init arrays, RELR targets) are strings: a defined symbol
 name, a section name with a leading dot (``".data"``, ``".got"``, ``".text"`` ...),
@@ -33,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from collections.abc import Sequence
@@ -73,29 +77,6 @@ __all__ = [
     "patch_sym",
     "truncate",
 ]
-
-# Architecture-neutral relocation names accepted as ``r_type`` strings.
-_GENERIC_RELOCS: dict[int, dict[str, int]] = {
-    d.EM_X86_64: {
-        "ABS": d.R_X86_64.R64,
-        "64": d.R_X86_64.R64,
-        "32": d.R_X86_64.R32,
-        "JMP_SLOT": d.R_X86_64.JUMP_SLOT,
-        "DTPMOD": d.R_X86_64.DTPMOD64,
-        "DTPOFF": d.R_X86_64.DTPOFF64,
-        "TPOFF": d.R_X86_64.TPOFF64,
-    },
-    d.EM_386: {
-        "ABS": d.R_386.R32,
-        "32": d.R_386.R32,
-        "JUMP_SLOT": d.R_386.JMP_SLOT,
-        "DTPMOD": d.R_386.TLS_DTPMOD32,
-        "DTPOFF": d.R_386.TLS_DTPOFF32,
-        "TPOFF": d.R_386.TLS_TPOFF,
-        "TLSDESC": d.R_386.TLS_DESC,
-    },
-}
-_ARCH_ENUMS: dict[int, type[d.IntEnum]] = {d.EM_X86_64: d.R_X86_64, d.EM_386: d.R_386}
 
 
 @dataclass
@@ -247,7 +228,11 @@ class GeneratedElf:
 
 
 class DylibWriter:
-    """Collects the content of one shared object and builds it with :meth:`build`."""
+    """Collects the content of one shared object and builds it with :meth:`build`.
+
+    Every constructor option is also a public attribute that may be changed before
+    :meth:`build`; ``init``/``fini`` (references for DT_INIT/DT_FINI) are attributes only.
+    """
 
     def __init__(
         self,
@@ -377,8 +362,9 @@ class DylibWriter:
         self._add_fixups(fixups, ".text", off)
         return off
 
-    def add_data(self, content: int | bytes, *, align: int = 8,
-                 fixups: Sequence[Fixup] = ()) -> int:  # fmt: skip
+    def add_data(
+        self, content: int | bytes, *, align: int = 8, fixups: Sequence[Fixup] = ()
+    ) -> int:
         """Append ``content`` (bytes, or that many zero bytes) to ``.data``; return the offset."""
         self.data_align = max(self.data_align, align)
         self.data += b"\0" * (-len(self.data) % align)
@@ -471,32 +457,34 @@ class DylibWriter:
         if isinstance(r_type, int):
             return r_type
         name = r_type.upper().removeprefix("R_X86_64_").removeprefix("R_386_")
-        generic = _GENERIC_RELOCS.get(self.machine, {})
+        generic = d.GENERIC_RELOCS.get(self.machine, {})
         if name in generic:
             return int(generic[name])
-        enum = _ARCH_ENUMS.get(self.machine)
+        enum = d.ARCH_RELOCS.get(self.machine)
         if enum is None:
             raise ValueError(f"no relocation names for machine {self.machine}")
         return int(enum[name if not name[0].isdigit() else "R" + name])
 
-    def add_reloc(self, reloc: RelocDesc | int | str, symbol: str | int | None = None,
-                  **kw: object) -> int:  # fmt: skip
+    def add_reloc(
+        self, reloc: RelocDesc | int | str, symbol: str | int | None = None, **kw: object
+    ) -> int:
         """Add a relocation; return its index into ``GeneratedElf.reloc_addrs``.
 
         Accepts a :class:`RelocDesc` or its fields (``add_reloc("GLOB_DAT", "foo")``).
         Slots for ``offset=None`` are allocated immediately.
         """
         desc = reloc if isinstance(reloc, RelocDesc) else RelocDesc(reloc, symbol, **kw)  # type: ignore[arg-type]
-        desc = RelocDesc(**desc.__dict__)
+        desc = dataclasses.replace(desc)  # the writer owns (and completes) its copy
         r_type = self.reloc_type(desc.r_type)
         if desc.offset is None:
-            size = desc.slot_size or (16 if r_type == d.R_X86_64.TLSDESC and
-                                      self.machine == d.EM_X86_64 else self.word)  # fmt: skip
+            size = desc.slot_size or (
+                16 if r_type == d.R_X86_64.TLSDESC and self.machine == d.EM_X86_64 else self.word
+            )
             if desc.table == "plt" and desc.section in (None, ".got.plt", "got.plt"):
                 desc.section = ".got.plt"
                 desc.offset = (3 + self.gotplt_slots) * self.word
                 self.gotplt_slots += -(-size // self.word)
-                if isinstance(desc.symbol, str) and self.machine == d.EM_X86_64:
+                if isinstance(desc.symbol, str) and (self.machine, self.word) == (d.EM_X86_64, 8):
                     self.plt_symbols.append((len(self.relocs), desc.symbol))
             elif desc.section in (None, ".data", "data"):
                 desc.section, desc.offset = ".data", self.add_data(size, align=self.word)
@@ -508,8 +496,14 @@ class DylibWriter:
         self.relocs.append(desc)
         return len(self.relocs) - 1
 
-    def add_relr(self, *, offset: int | None = None, section: str = ".data",
-                 rel_to: str | None = None, addend: int = 0) -> int:  # fmt: skip
+    def add_relr(
+        self,
+        *,
+        offset: int | None = None,
+        section: str = ".data",
+        rel_to: str | None = None,
+        addend: int = 0,
+    ) -> int:
         """Add a RELR relative pointer (a fresh ``.data`` word by default); return its index
         into ``GeneratedElf.relr_addrs``."""
         section = _norm_section(section)

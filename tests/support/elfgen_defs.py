@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
+from typing import Any
 
 # --- e_ident / ELF header -------------------------------------------------------------------
 ELFMAG = b"\x7fELF"
@@ -170,6 +171,30 @@ R_386 = IntEnum(
 )
 
 
+# Architecture-neutral relocation names accepted as ``r_type`` strings.
+GENERIC_RELOCS: dict[int, dict[str, int]] = {
+    EM_X86_64: {
+        "ABS": R_X86_64.R64,
+        "64": R_X86_64.R64,
+        "32": R_X86_64.R32,
+        "JMP_SLOT": R_X86_64.JUMP_SLOT,
+        "DTPMOD": R_X86_64.DTPMOD64,
+        "DTPOFF": R_X86_64.DTPOFF64,
+        "TPOFF": R_X86_64.TPOFF64,
+    },
+    EM_386: {
+        "ABS": R_386.R32,
+        "32": R_386.R32,
+        "JUMP_SLOT": R_386.JMP_SLOT,
+        "DTPMOD": R_386.TLS_DTPMOD32,
+        "DTPOFF": R_386.TLS_DTPOFF32,
+        "TPOFF": R_386.TLS_TPOFF,
+        "TLSDESC": R_386.TLS_DESC,
+    },
+}
+ARCH_RELOCS: dict[int, Any] = {EM_X86_64: R_X86_64, EM_386: R_386}
+
+
 class StructSpec:
     """One little-endian on-disk record (for example ``Elf64_Sym``) described field by field."""
 
@@ -230,6 +255,7 @@ class StructSpec:
                 width = struct.calcsize(fmt)
                 struct.pack_into(fmt, buf, offset + pos, value & ((1 << (8 * width)) - 1))
 
+
 _SPECS: dict[tuple[str, int], StructSpec] = {}
 
 
@@ -237,32 +263,130 @@ def _define(kind: str, cls: int, fields: Sequence[tuple[str, str]]) -> None:
     _SPECS[(kind, cls)] = StructSpec(f"Elf{cls}_{kind}", fields)
 
 
-_define("Ehdr", 64, [("e_ident", "16s"), ("e_type", "H"), ("e_machine", "H"),
-                     ("e_version", "I"), ("e_entry", "Q"), ("e_phoff", "Q"), ("e_shoff", "Q"),
-                     ("e_flags", "I"), ("e_ehsize", "H"), ("e_phentsize", "H"),
-                     ("e_phnum", "H"), ("e_shentsize", "H"), ("e_shnum", "H"),
-                     ("e_shstrndx", "H")])  # fmt: skip
-_define("Ehdr", 32, [("e_ident", "16s"), ("e_type", "H"), ("e_machine", "H"),
-                     ("e_version", "I"), ("e_entry", "I"), ("e_phoff", "I"), ("e_shoff", "I"),
-                     ("e_flags", "I"), ("e_ehsize", "H"), ("e_phentsize", "H"),
-                     ("e_phnum", "H"), ("e_shentsize", "H"), ("e_shnum", "H"),
-                     ("e_shstrndx", "H")])  # fmt: skip
-_define("Phdr", 64, [("p_type", "I"), ("p_flags", "I"), ("p_offset", "Q"), ("p_vaddr", "Q"),
-                     ("p_paddr", "Q"), ("p_filesz", "Q"), ("p_memsz", "Q"),
-                     ("p_align", "Q")])  # fmt: skip
-_define("Phdr", 32, [("p_type", "I"), ("p_offset", "I"), ("p_vaddr", "I"), ("p_paddr", "I"),
-                     ("p_filesz", "I"), ("p_memsz", "I"), ("p_flags", "I"),
-                     ("p_align", "I")])  # fmt: skip
-_define("Shdr", 64, [("sh_name", "I"), ("sh_type", "I"), ("sh_flags", "Q"), ("sh_addr", "Q"),
-                     ("sh_offset", "Q"), ("sh_size", "Q"), ("sh_link", "I"), ("sh_info", "I"),
-                     ("sh_addralign", "Q"), ("sh_entsize", "Q")])  # fmt: skip
-_define("Shdr", 32, [("sh_name", "I"), ("sh_type", "I"), ("sh_flags", "I"), ("sh_addr", "I"),
-                     ("sh_offset", "I"), ("sh_size", "I"), ("sh_link", "I"), ("sh_info", "I"),
-                     ("sh_addralign", "I"), ("sh_entsize", "I")])  # fmt: skip
-_define("Sym", 64, [("st_name", "I"), ("st_info", "B"), ("st_other", "B"), ("st_shndx", "H"),
-                    ("st_value", "Q"), ("st_size", "Q")])  # fmt: skip
-_define("Sym", 32, [("st_name", "I"), ("st_value", "I"), ("st_size", "I"), ("st_info", "B"),
-                    ("st_other", "B"), ("st_shndx", "H")])  # fmt: skip
+_define(
+    "Ehdr",
+    64,
+    [
+        ("e_ident", "16s"),
+        ("e_type", "H"),
+        ("e_machine", "H"),
+        ("e_version", "I"),
+        ("e_entry", "Q"),
+        ("e_phoff", "Q"),
+        ("e_shoff", "Q"),
+        ("e_flags", "I"),
+        ("e_ehsize", "H"),
+        ("e_phentsize", "H"),
+        ("e_phnum", "H"),
+        ("e_shentsize", "H"),
+        ("e_shnum", "H"),
+        ("e_shstrndx", "H"),
+    ],
+)
+_define(
+    "Ehdr",
+    32,
+    [
+        ("e_ident", "16s"),
+        ("e_type", "H"),
+        ("e_machine", "H"),
+        ("e_version", "I"),
+        ("e_entry", "I"),
+        ("e_phoff", "I"),
+        ("e_shoff", "I"),
+        ("e_flags", "I"),
+        ("e_ehsize", "H"),
+        ("e_phentsize", "H"),
+        ("e_phnum", "H"),
+        ("e_shentsize", "H"),
+        ("e_shnum", "H"),
+        ("e_shstrndx", "H"),
+    ],
+)
+_define(
+    "Phdr",
+    64,
+    [
+        ("p_type", "I"),
+        ("p_flags", "I"),
+        ("p_offset", "Q"),
+        ("p_vaddr", "Q"),
+        ("p_paddr", "Q"),
+        ("p_filesz", "Q"),
+        ("p_memsz", "Q"),
+        ("p_align", "Q"),
+    ],
+)
+_define(
+    "Phdr",
+    32,
+    [
+        ("p_type", "I"),
+        ("p_offset", "I"),
+        ("p_vaddr", "I"),
+        ("p_paddr", "I"),
+        ("p_filesz", "I"),
+        ("p_memsz", "I"),
+        ("p_flags", "I"),
+        ("p_align", "I"),
+    ],
+)
+_define(
+    "Shdr",
+    64,
+    [
+        ("sh_name", "I"),
+        ("sh_type", "I"),
+        ("sh_flags", "Q"),
+        ("sh_addr", "Q"),
+        ("sh_offset", "Q"),
+        ("sh_size", "Q"),
+        ("sh_link", "I"),
+        ("sh_info", "I"),
+        ("sh_addralign", "Q"),
+        ("sh_entsize", "Q"),
+    ],
+)
+_define(
+    "Shdr",
+    32,
+    [
+        ("sh_name", "I"),
+        ("sh_type", "I"),
+        ("sh_flags", "I"),
+        ("sh_addr", "I"),
+        ("sh_offset", "I"),
+        ("sh_size", "I"),
+        ("sh_link", "I"),
+        ("sh_info", "I"),
+        ("sh_addralign", "I"),
+        ("sh_entsize", "I"),
+    ],
+)
+_define(
+    "Sym",
+    64,
+    [
+        ("st_name", "I"),
+        ("st_info", "B"),
+        ("st_other", "B"),
+        ("st_shndx", "H"),
+        ("st_value", "Q"),
+        ("st_size", "Q"),
+    ],
+)
+_define(
+    "Sym",
+    32,
+    [
+        ("st_name", "I"),
+        ("st_value", "I"),
+        ("st_size", "I"),
+        ("st_info", "B"),
+        ("st_other", "B"),
+        ("st_shndx", "H"),
+    ],
+)
 _define("Dyn", 64, [("d_tag", "q"), ("d_val", "Q")])
 _define("Dyn", 32, [("d_tag", "i"), ("d_val", "I")])
 _define("Rela", 64, [("r_offset", "Q"), ("r_info", "Q"), ("r_addend", "q")])
@@ -270,14 +394,36 @@ _define("Rela", 32, [("r_offset", "I"), ("r_info", "I"), ("r_addend", "i")])
 _define("Rel", 64, [("r_offset", "Q"), ("r_info", "Q")])
 _define("Rel", 32, [("r_offset", "I"), ("r_info", "I")])
 for _cls in (32, 64):
-    _define("Verdef", _cls, [("vd_version", "H"), ("vd_flags", "H"), ("vd_ndx", "H"),
-                             ("vd_cnt", "H"), ("vd_hash", "I"), ("vd_aux", "I"),
-                             ("vd_next", "I")])  # fmt: skip
+    _define(
+        "Verdef",
+        _cls,
+        [
+            ("vd_version", "H"),
+            ("vd_flags", "H"),
+            ("vd_ndx", "H"),
+            ("vd_cnt", "H"),
+            ("vd_hash", "I"),
+            ("vd_aux", "I"),
+            ("vd_next", "I"),
+        ],
+    )
     _define("Verdaux", _cls, [("vda_name", "I"), ("vda_next", "I")])
-    _define("Verneed", _cls, [("vn_version", "H"), ("vn_cnt", "H"), ("vn_file", "I"),
-                              ("vn_aux", "I"), ("vn_next", "I")])  # fmt: skip
-    _define("Vernaux", _cls, [("vna_hash", "I"), ("vna_flags", "H"), ("vna_other", "H"),
-                              ("vna_name", "I"), ("vna_next", "I")])  # fmt: skip
+    _define(
+        "Verneed",
+        _cls,
+        [("vn_version", "H"), ("vn_cnt", "H"), ("vn_file", "I"), ("vn_aux", "I"), ("vn_next", "I")],
+    )
+    _define(
+        "Vernaux",
+        _cls,
+        [
+            ("vna_hash", "I"),
+            ("vna_flags", "H"),
+            ("vna_other", "H"),
+            ("vna_name", "I"),
+            ("vna_next", "I"),
+        ],
+    )
 
 
 def spec(kind: str, elf_class: int) -> StructSpec:

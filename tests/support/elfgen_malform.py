@@ -167,10 +167,10 @@ class ElfView:
         pos = self.vaddr_to_offset(gnu)
         nb, symoffset, nbloom, _ = struct.unpack_from("<4I", self.data, pos)
         pos += 16 + nbloom * self.word
-        buckets = struct.unpack_from(f"<{nb}I", self.data, pos)
-        last = max(buckets, default=0)
+        buckets: tuple[int, ...] = struct.unpack_from(f"<{nb}I", self.data, pos)
+        last = int(max(buckets, default=0))
         if last < symoffset:
-            return symoffset
+            return int(symoffset)
         chain = pos + 4 * nb
         while not struct.unpack_from("<I", self.data, chain + 4 * (last - symoffset))[0] & 1:
             last += 1
@@ -261,8 +261,14 @@ def patch_shdr(image: ImageLike, index_or_name: int | str, **fields: int) -> byt
     return bytes(view.data)
 
 
-def patch_dyn(image: ImageLike, tag: int, value: int | None = None, *,
-              new_tag: int | None = None, occurrence: int = 0) -> bytes:  # fmt: skip
+def patch_dyn(
+    image: ImageLike,
+    tag: int,
+    value: int | None = None,
+    *,
+    new_tag: int | None = None,
+    occurrence: int = 0,
+) -> bytes:
     """Rewrite the value (and optionally the tag) of a dynamic entry.
 
     Args:
@@ -288,8 +294,9 @@ def patch_dyn(image: ImageLike, tag: int, value: int | None = None, *,
     return bytes(view.data)
 
 
-def patch_sym(image: ImageLike, name_or_index: str | int, *, table: str = "dynsym",
-              **fields: int | str) -> bytes:  # fmt: skip
+def patch_sym(
+    image: ImageLike, name_or_index: str | int, *, table: str = "dynsym", **fields: int | str
+) -> bytes:
     """Rewrite a symbol of ``.dynsym`` (default) or ``.symtab``, found by name or index.
 
     Accepts the ``Sym`` field names plus ``bind``, ``type`` and ``visibility`` (names as in
@@ -308,8 +315,10 @@ def patch_sym(image: ImageLike, name_or_index: str | int, *, table: str = "dynsy
             raise IndexError(f"symbol index {name_or_index} out of range ({count})")
         index = name_or_index
     else:
-        names = [view.cstr(strtab + spec.unpack(view.data, start + i * spec.size)["st_name"])
-                 for i in range(count)]  # fmt: skip
+        names = [
+            view.cstr(strtab + spec.unpack(view.data, start + i * spec.size)["st_name"])
+            for i in range(count)
+        ]
         if name_or_index not in names:
             raise KeyError(f"no symbol {name_or_index!r} in {table}")
         index = names.index(name_or_index)
@@ -326,14 +335,27 @@ def patch_sym(image: ImageLike, name_or_index: str | int, *, table: str = "dynsy
         vis = fields.pop("visibility")
         other = (other & ~3) | (d.VISIBILITIES[vis] if isinstance(vis, str) else vis)
     ints = {k: v for k, v in fields.items() if isinstance(v, int)}
-    spec.patch(view.data, pos, st_info=ints.pop("st_info", info),
-               st_other=ints.pop("st_other", other), **ints)  # fmt: skip
+    spec.patch(
+        view.data,
+        pos,
+        st_info=ints.pop("st_info", info),
+        st_other=ints.pop("st_other", other),
+        **ints,
+    )
     return bytes(view.data)
 
 
-def patch_reloc(image: ImageLike, index: int, table: str = "dyn", *, offset: int | None = None,
-                info: int | None = None, addend: int | None = None, sym: int | None = None,
-                r_type: int | None = None) -> bytes:  # fmt: skip
+def patch_reloc(
+    image: ImageLike,
+    index: int,
+    table: str = "dyn",
+    *,
+    offset: int | None = None,
+    info: int | None = None,
+    addend: int | None = None,
+    sym: int | None = None,
+    r_type: int | None = None,
+) -> bytes:
     """Rewrite relocation ``index`` of the ``"dyn"`` (DT_RELA/DT_REL) or ``"plt"``
     (DT_JMPREL) table.
 
@@ -400,8 +422,10 @@ def header_boundaries(image: ImageLike) -> Iterator[int]:
     view = ElfView(image)
     size = len(view.data)
     marks = {0, size, view.ehdr_spec.size}
-    for kind, off, num in (("Phdr", view.ehdr["e_phoff"], view.ehdr["e_phnum"]),
-                           ("Shdr", view.ehdr["e_shoff"], view.ehdr["e_shnum"])):  # fmt: skip
+    for kind, off, num in (
+        ("Phdr", view.ehdr["e_phoff"], view.ehdr["e_phnum"]),
+        ("Shdr", view.ehdr["e_shoff"], view.ehdr["e_shnum"]),
+    ):
         if off:
             marks.update(off + i * view.spec(kind).size for i in range(num + 1))
     for _, ph in view.phdrs:
