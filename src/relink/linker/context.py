@@ -1,0 +1,437 @@
+"""`LinkContext`: a namespace of loaded modules, their keys, scopes and lifetimes.
+
+Linker layer (the dlmopen namespace analogue, relink-study §1.12, §1.14). A context
+records every module the linker committed to it: its keys (the key it was loaded under,
+its DT_SONAME, the DT_NEEDED names that resolved to it, its path), its file identity
+(device, inode) so another path or a hard link to the same file is the same module, its
+direct dependencies (DT_NEEDED edges) and the providers its relocations bound to. Two
+contexts never share module state: loading a library into 100 contexts gives 100 copies
+of its globals.
+
+Lifetimes: every load returns a root `Module` holding a *lease*. Releasing a lease
+(``Module.close()``, ``ctx.release(module)``, or the facade being garbage-collected)
+unloads everything that became unreachable, where the roots are modules with a live
+lease, pinned modules and NODELETE modules (DF_1_NODELETE, GNU_UNIQUE providers), and the
+edges are DT_NEEDED plus bindings made at relocation time. Finalizers run dependents
+first, then every mapping is released. ``ctx.close()`` finalizes and releases everything.
+
+The context's global scope (``promote_global``, the RTLD_GLOBAL analogue) is searched
+first by every later load; it is read when a module is relocated, so promotions are live.
+It does not keep modules alive by itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from relink.errors import LinkerError, RelinkError
+from relink.linker.search import ModuleSearchInfo
+from relink.module import Module
+from relink.state import ModuleState
+
+__all__ = ["Entry", "Lease", "LinkContext", "LinkContextError"]
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+_generations = itertools.count(1)
+
+
+class LinkContextError(LinkerError):
+    """An invalid context operation (foreign/stale module, changed module, closed context).
+
+    Attributes:
+        reason: "context-mismatch", "stale", "module-changed", "key-occupied",
+            "existing-key-missing" or "closed".
+    """
+
+    def __init__(self, message: str, *, reason: str, file: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(message, file=file)
+
+
+class Entry:
+    """One module of a context (internal bookkeeping).
+
+    Attributes:
+        module: the provider: a `ModuleState`, `HostLibrary`, `SyntheticModule`, or a
+            state borrowed from another context.
+        key: canonical key; `aliases` more keys resolving to it.
+        deps: providers of its DT_NEEDED entries, in order (entries of this context).
+        bound: entries its relocations bound symbols to.
+        keep: objects outside the context it must keep alive (foreign providers).
+        owned: the context maps / unmaps it (False for host, foreign and borrowed).
+        how: how it was found ("RUNPATH of x", "host-provided"…), for `deps` output.
+        loader: the entry that first needed it (the RPATH inheritance chain).
+    """
+
+    __slots__ = ("id", "generation", "module", "key", "aliases", "deps", "bound", "keep",
+                 "leases", "pinned", "nodelete", "owned", "search", "loader", "how",
+                 "alive", "facade", "__weakref__")
+
+    def __init__(self, module: Any, key: str, *, owned: bool, how: str = "",
+                 search: ModuleSearchInfo | None = None, loader: Entry | None = None) -> None:
+        self.id = next(_ids)
+        self.generation = next(_generations)
+        self.module = module
+        self.key = key
+        self.aliases: list[str] = []
+        self.deps: list[Entry] = []
+        self.bound: dict[int, Entry] = {}
+        self.keep: list[Any] = []
+        self.leases = 0
+        self.pinned = False
+        dyn = getattr(getattr(module, "image", None), "dynamic", None)
+        self.nodelete = bool(dyn is not None and dyn.nodelete)
+        self.owned = owned
+        self.search = search
+        self.loader = loader
+        self.how = how
+        self.alive = True
+        self.facade: Module | None = None
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.module, "name", self.key))
+
+    def view(self) -> Module:
+        """The lease-less facade (closing it does nothing)."""
+        if self.facade is None:
+            mod = self.module
+            self.facade = mod if isinstance(mod, Module) else Module(mod)
+        return self.facade
+
+    def chain(self) -> list[ModuleSearchInfo]:
+        """Search info of the modules that loaded this one, nearest first."""
+        out: list[ModuleSearchInfo] = []
+        seen = {self.id}
+        e = self.loader
+        while e is not None and e.id not in seen:
+            seen.add(e.id)
+            if e.search is not None:
+                out.append(e.search)
+            e = e.loader
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Entry {self.key} ({self.name})>"
+
+
+class Lease:
+    """A reference on a module of a context; `Module.close()` of a load's root lands here.
+
+    Attributes:
+        entry: the leased entry.
+        pending_init: entries of the load still to initialize (``init=False``).
+    """
+
+    def __init__(self, ctx: LinkContext, entry: Entry) -> None:
+        self.ctx = ctx
+        self.entry = entry
+        self.released = False
+        self.pending_init: list[Entry] = []
+
+    def release(self, module: Any = None) -> list[str]:
+        """Drop the lease; unload what became unreachable. Idempotent."""
+        return self.ctx._release(self)
+
+    def initialize(self, module: Any = None) -> None:
+        """Run the pending initializers of the load that made this lease (deps first)."""
+        self.ctx._initialize_pending(self)
+
+
+class LinkContext:
+    """An independent namespace of loaded modules (dlmopen's namespace, without its limit).
+
+    Args:
+        name: a label for messages.
+        linker: the `Linker` used by `load` (default: a `Linker()` with default settings).
+
+    Example:
+        >>> ctx = relink.LinkContext()                               # doctest: +SKIP
+        >>> lib = ctx.load("/path/libfoo.so")                         # doctest: +SKIP
+        >>> ctx.promote_global(lib); ctx.close()                      # doctest: +SKIP
+    """
+
+    def __init__(self, name: str | None = None, *, linker: Any = None) -> None:
+        self.id = next(_ids)
+        self.name = name or f"context-{self.id}"
+        self.linker = linker
+        self.lock = threading.RLock()
+        self.closed = False
+        self.globals: list[Entry] = []
+        self.unique: dict[str, Any] = {}
+        self._by_key: dict[str, Entry] = {}
+        self._by_identity: dict[Any, Entry] = {}
+        self._by_module: dict[int, Entry] = {}
+        self._order: list[Entry] = []  # publication order: dependencies first
+
+    # -- loading --------------------------------------------------------------------
+
+    def load(self, source: Any, **options: Any) -> Module:
+        """Load `source` and its dependencies into this context (see `Linker.load`)."""
+        linker = self.linker
+        if linker is None:
+            from relink.linker.linker import Linker
+
+            linker = self.linker = Linker()
+        return linker.load(self, source, **options)
+
+    # -- queries --------------------------------------------------------------------
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._by_key
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.modules())
+
+    def get(self, key: str) -> Module | None:
+        """The module known under `key` (a lease-less view), or None."""
+        e = self._by_key.get(key)
+        return e.view() if e is not None else None
+
+    def keys(self) -> list[str]:
+        return list(self._by_key)
+
+    def key_of(self, module: Any) -> str:
+        """The canonical key of a module of this context."""
+        return self.entry_of(module).key
+
+    def modules(self) -> list[Module]:
+        """Every module, in load order (dependencies first)."""
+        return [e.view() for e in self._order]
+
+    def dependencies(self, module: Any) -> list[Module]:
+        """Providers of the module's DT_NEEDED entries, in order."""
+        return [d.view() for d in self.entry_of(module).deps]
+
+    def bindings(self, module: Any) -> list[Module]:
+        """Modules its relocations bound symbols to (they stay loaded while it does)."""
+        return [d.view() for d in self.entry_of(module).bound.values()]
+
+    def how_found(self, module: Any) -> str:
+        """Why the module was chosen when first needed ("RUNPATH of x", "ld.so.cache"…)."""
+        return self.entry_of(module).how
+
+    def entry_of(self, module: Any) -> Entry:
+        if isinstance(module, Entry):
+            e: Entry | None = module
+        else:
+            if isinstance(module, str):
+                e = self._by_key.get(module)
+            else:
+                target = module._state if isinstance(module, Module) else module
+                e = self._by_module.get(id(target))
+        if e is None or not e.alive:
+            raise LinkContextError(f"{module!r} is not a module of {self.name}",
+                                   reason="context-mismatch")
+        if self._by_module.get(id(e.module)) is not e:
+            raise LinkContextError(f"{e.name} belongs to another context or was unloaded",
+                                   reason="stale")
+        return e
+
+    # -- registration ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise LinkContextError(f"{self.name} is closed", reason="closed")
+
+    def _register(self, e: Entry) -> None:
+        """Commit an entry (the linker's publish step)."""
+        self._by_module[id(e.module)] = e
+        self._order.append(e)
+        for key in (e.key, *e.aliases):
+            self._by_key.setdefault(key, e)
+        ident = getattr(e.module, "identity", None)
+        if e.owned and ident is not None and getattr(ident, "kind", "") == "file":
+            self._by_identity.setdefault(ident, e)
+
+    def add_alias(self, module: Any, key: str) -> None:
+        """Make `key` resolve to `module` (a key naming another module is an error)."""
+        with self.lock:
+            e = self.entry_of(module)
+            other = self._by_key.get(key)
+            if other is not None and other is not e:
+                raise LinkContextError(f"key {key!r} already names {other.name}",
+                                       reason="key-occupied")
+            if other is None:
+                e.aliases.append(key)
+                self._by_key[key] = e
+
+    def insert(self, key: str, module: Any, deps: tuple[Any, ...] = ()) -> Module:
+        """Register a prebuilt module (synthetic, host, or from another load) under `key`
+        and return it with a lease. Its `deps` (modules of this context) keep loaded."""
+        from relink.module import SyntheticModule
+
+        with self.lock:
+            self._check_open()
+            if key in self._by_key:
+                raise LinkContextError(f"key {key!r} already names "
+                                       f"{self._by_key[key].name}", reason="key-occupied")
+            target = module._state if isinstance(module, Module) else module
+            e = self._by_module.get(id(target))
+            if e is None:
+                e = Entry(target, key, owned=False, how="inserted")
+                if isinstance(module, Module):
+                    e.keep.append(module)
+                e.deps = [self.entry_of(d) for d in deps]
+                self._register(e)
+            else:
+                e.aliases.append(key)
+                self._by_key[key] = e
+            if isinstance(target, SyntheticModule):
+                e.facade = Module(target)
+            return self._lease(e)
+
+    def _lease(self, e: Entry) -> Module:
+        lease = Lease(self, e)
+        e.leases += 1
+        facade = Module(e.module, lease)
+        facade.dependencies = [d.view() for d in e.deps]
+        facade._keep.append(self)
+        weakref.finalize(facade, lease.release)
+        return facade
+
+    def acquire(self, module: Any) -> Module:
+        """A new reference (lease) on a module of this context, as a new root facade."""
+        with self.lock:
+            self._check_open()
+            return self._lease(self.entry_of(module))
+
+    def pin(self, module: Any) -> None:
+        """Keep `module` loaded until the context closes (RTLD_NODELETE)."""
+        with self.lock:
+            self.entry_of(module).pinned = True
+
+    # -- scopes -----------------------------------------------------------------------
+
+    def promote_global(self, module: Any) -> None:
+        """Add the module and its direct dependencies to the global scope (RTLD_GLOBAL).
+
+        Every later relocation in this context searches the global scope first.
+        """
+        with self.lock:
+            e = self.entry_of(module)
+            for x in (e, *e.deps):
+                if x not in self.globals:
+                    self.globals.append(x)
+
+    def demote_global(self, module: Any) -> None:
+        """Remove the module from the global scope (already-bound references stay)."""
+        with self.lock:
+            e = self.entry_of(module)
+            self.globals = [g for g in self.globals if g is not e]
+
+    def global_scope(self) -> list[Any]:
+        """The providers of the global scope, in order."""
+        return [g.module for g in self.globals if g.alive]
+
+    # -- unloading --------------------------------------------------------------------
+
+    def release(self, module: Any) -> list[str]:
+        """Release the lease a root facade holds (as `Module.close`); returns the names of
+        the modules unloaded, in unload order."""
+        lease = getattr(module, "_owner", None)
+        if not isinstance(lease, Lease) or lease.ctx is not self:
+            raise LinkContextError(f"{module!r} holds no lease of {self.name}",
+                                   reason="context-mismatch")
+        return self._release(lease)
+
+    def _release(self, lease: Lease) -> list[str]:
+        with self.lock:
+            if lease.released:
+                return []
+            lease.released = True
+            e = lease.entry
+            if not e.alive or self.closed:
+                return []
+            e.leases -= 1
+            return self._collect()
+
+    def _reachable(self) -> set[int]:
+        stack = [e for e in self._order if e.leases > 0 or e.pinned or e.nodelete]
+        seen: set[int] = set()
+        while stack:
+            e = stack.pop()
+            if e.id in seen:
+                continue
+            seen.add(e.id)
+            stack.extend(e.deps)
+            stack.extend(e.bound.values())
+        return seen
+
+    def _collect(self) -> list[str]:
+        live = self._reachable()
+        dead = [e for e in self._order if e.id not in live]
+        if not dead:
+            return []
+        self._detach(dead)
+        self._unload(dead)
+        return [e.name for e in reversed(dead)]
+
+    def _detach(self, dead: list[Entry]) -> None:
+        ids = {e.id for e in dead}
+        self._order = [e for e in self._order if e.id not in ids]
+        self.globals = [g for g in self.globals if g.id not in ids]
+        for table in (self._by_key, self._by_identity):
+            for k in [k for k, v in table.items() if v.id in ids]:
+                del table[k]
+        for e in dead:
+            self._by_module.pop(id(e.module), None)
+            e.alive = False
+        # An alias of an unloaded module falls back to another module that claimed it.
+        for e in self._order:
+            for key in (e.key, *e.aliases):
+                self._by_key.setdefault(key, e)
+
+    @staticmethod
+    def _unload(dead: list[Entry]) -> None:
+        """Finalize dependents first, then release every mapping (dead is deps-first)."""
+        for e in reversed(dead):
+            if e.owned and isinstance(e.module, ModuleState):
+                try:
+                    e.module.finalize()
+                except Exception:
+                    log.exception("finalizing %s failed", e.name)
+        for e in reversed(dead):
+            if e.owned and isinstance(e.module, ModuleState):
+                try:
+                    e.module.release()
+                except RelinkError:
+                    log.exception("releasing %s failed", e.name)
+            e.deps = []
+            e.bound = {}
+            e.keep = []
+
+    def _initialize_pending(self, lease: Lease) -> None:
+        from relink.linker.linker import run_initializers
+
+        with self.lock:
+            pending, lease.pending_init = lease.pending_init, []
+            run_initializers([e for e in pending if e.alive])
+
+    def close(self) -> None:
+        """Finalize (dependents first) and release every module. Idempotent."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            dead = list(self._order)
+            self._detach(dead)
+            self._unload(dead)
+
+    def __enter__(self) -> LinkContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<relink.LinkContext {self.name} ({len(self._order)} modules)>"

@@ -1,0 +1,611 @@
+"""`Linker`: load a root and its DT_NEEDED graph into a `LinkContext`, in stages.
+
+Linker layer (… -> relocation -> image -> linker). A load is a transaction with four
+stages (relink-study §1.14):
+
+1. **prepare** - resolve the DT_NEEDED graph breadth-first and map every new module; no
+   target code runs and the context is not modified. Each name is matched against what
+   the context (and this load) already holds - by key, SONAME alias and file identity
+   (device, inode) - then offered to the custom resolvers, then to the host policy and
+   the search path.
+2. **relocate** - new modules are relocated dependencies first, each against
+   ``context global scope -> extra scope -> load group (breadth-first, root first) ->
+   process``, read at that moment (promotions are live). Observers may edit each scope.
+3. **publish** - commit the modules, keys and aliases to the context; rejected if a
+   module this load bound to was unloaded or replaced meanwhile.
+4. **initialize** - run initializers, dependencies first.
+
+Any failure rolls back everything the load did: finalizers of what was initialized run,
+every mapping and fd is released, nothing stays in the context. `Linker.load` runs the
+four stages; `Linker.prepare` returns a `PreparedLoad` to drive them one by one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from relink.arch import host_spec
+from relink.elf.header import parse_header
+from relink.elf.source import ElfSource, open_source
+from relink.errors import UnresolvedDependencyError
+from relink.linker import callbacks
+from relink.linker.context import Entry, LinkContext, LinkContextError
+from relink.linker.hooks import make_hooks
+from relink.linker.resolvers import (
+    Acceptor,
+    Found,
+    ResolveRequest,
+    call_resolver,
+    classify,
+    default_resolve,
+)
+from relink.linker.search import ModuleSearchInfo, SearchPathResolver
+from relink.loader import map_image
+from relink.memory import Mapper
+from relink.module import Module, SyntheticModule
+from relink.observer import (
+    BeforeLoadEvent,
+    LinkerRelocationEvent,
+    RelocatedEvent,
+    implemented,
+)
+from relink.relocation.dynamic import Fallback, TlsHooks, relocate_module
+from relink.runtime.executor import Executor, NativeExecutor
+from relink.runtime.host import PROCESS, HostPolicy
+from relink.state import ModuleState, State
+
+__all__ = ["Linker", "PreparedLoad", "run_initializers", "search_info"]
+
+_DF_1_NODEFLIB = 0x800
+
+
+def search_info(st: ModuleState) -> ModuleSearchInfo:
+    """The search facts (RPATH, RUNPATH, $ORIGIN, NODEFLIB) of a mapped module."""
+    dyn = st.image.dynamic
+    return ModuleSearchInfo.from_dynamic(
+        st.name, st.path, rpath=dyn.rpath if dyn else None,
+        runpath=dyn.runpath if dyn else None,
+        nodeflib=bool(dyn and dyn.flags_1 & _DF_1_NODEFLIB))
+
+
+def _init_args() -> tuple[int, int, int]:
+    from relink.runtime.libc import argv_pointers, environ_pointer
+
+    argc, argv = argv_pointers()
+    return argc, argv, environ_pointer()
+
+
+def run_initializers(entries: Sequence[Entry]) -> None:
+    """Initialize modules in the given (dependencies-first) order; a Python callback's
+    exception recorded meanwhile is raised here."""
+    if not entries:
+        return
+    args = _init_args()
+    for e in entries:
+        st = e.module
+        if isinstance(st, ModuleState) and st.state == State.RELOCATED:
+            # A foreign image gets no host argv/envp: its executor supplies its own.
+            st.initialize(*(args if st.image.mapper.native else (0, 0, 0)))
+            if callbacks.active():
+                callbacks.raise_pending()
+
+
+def _default_tls() -> TlsHooks | None:
+    try:
+        from relink.runtime.tls import native_tls
+    except ImportError:
+        return None
+    return native_tls()
+
+
+def _is_source(obj: Any) -> bool:
+    return isinstance(obj, (str, os.PathLike, bytes, bytearray, memoryview, int, ElfSource)) \
+        or hasattr(obj, "read") or hasattr(obj, "fileno")
+
+
+class Linker:
+    """How loads are done: resolvers, host policy, memory backend, observers.
+
+    Args:
+        resolvers: custom resolvers (callables or ``.resolve(request)`` objects), asked in
+            order before the default resolution (see `relink.linker.resolvers`).
+        search: the `SearchPathResolver` configuration (default: ld.so's order).
+        host: which libraries the host's dynamic linker serves (default `HostPolicy()`;
+            `HostPolicy.none()` makes relink load everything itself).
+        mapper: memory backend (default: this process).
+        executor: runs initializers and IFUNC resolvers (default: native when possible).
+        tls: TLS runtime hooks (default: relink's native TLS runtime when present).
+        fallback: handler for relocation types the loop does not know.
+        observers: objects implementing some `relink.observer` hooks.
+        process_scope: search the whole process (``dlsym(RTLD_DEFAULT)``) last.
+        lazy: leave PLT slots to lazy binding (relink.runtime.lazy) where allowed.
+    """
+
+    def __init__(self, *, resolvers: Sequence[Any] = (), search: SearchPathResolver | None = None,
+                 host: HostPolicy | None = None, mapper: Mapper | None = None,
+                 executor: Executor | None = None, tls: TlsHooks | None = None,
+                 fallback: Fallback | None = None, observers: Sequence[Any] = (),
+                 process_scope: bool = True, lazy: bool = False) -> None:
+        if mapper is None:
+            from relink.memory.host import HostMapper
+
+            mapper = HostMapper()
+        self.mapper = mapper
+        self.executor = executor if executor is not None or not mapper.native \
+            else NativeExecutor()
+        self.tls = tls if tls is not None or not mapper.native else _default_tls()
+        if not mapper.native:
+            # A foreign backend (emulator, buffer) may bring its own runtime: an executor
+            # for init/IFUNC code, a TLS policy, runtime symbol providers, a target ISA.
+            if self.executor is None:
+                self.executor = getattr(mapper, "executor", None)
+            if self.tls is None:
+                self.tls = getattr(mapper, "tls", None)
+        self.arch: Any = getattr(mapper, "spec", None) if not mapper.native else None
+        self.resolvers = list(resolvers)
+        self.search = search if search is not None else SearchPathResolver()
+        # The host's libraries can never serve a foreign image.
+        self.host = host if host is not None else \
+            (HostPolicy() if mapper.native else HostPolicy.none())
+        self.fallback = fallback
+        self.observers = list(observers)
+        self.process_scope = process_scope
+        self.lazy = lazy
+
+    def prepare(self, ctx: LinkContext, source: Any, **options: Any) -> PreparedLoad:
+        """Stage 1: resolve and map (see `load` for the options). Nothing is committed."""
+        load = PreparedLoad(self, ctx, **options)
+        try:
+            load._prepare(source)
+        except BaseException:
+            load.rollback()
+            raise
+        return load
+
+    def load(self, ctx: LinkContext, source: Any, *, key: str | None = None,
+             name: str | None = None, caller: Any = None, scope: Sequence[Any] = (),
+             interpose: Mapping[str, Any] | None = None, init: bool = True,
+             observers: Sequence[Any] = ()) -> Module:
+        """Load `source` and its dependencies into `ctx`; return the root with a lease.
+
+        Args:
+            source: a path, bytes, fd or file; a key of `ctx` (or a bare library name,
+                searched like dlopen does); or a prebuilt module (`Module`,
+                `SyntheticModule`, any provider) to register.
+            key: the key to register the root under (default: its path or name).
+            name: name of a memory input.
+            caller: a module of `ctx` whose RPATH / RUNPATH chain is used to find a bare
+                root name (dlopen from that module).
+            scope: extra providers searched after the global scope, before the group.
+            interpose: name -> address / callable / (callable, restype, *argtypes):
+                every reference of the new modules to that name binds to it.
+            init: run initializers (False: call ``Module.initialize()`` later).
+            observers: observers for this load only (after the linker's).
+        """
+        with ctx.lock:
+            load = self.prepare(ctx, source, key=key, name=name, caller=caller, scope=scope,
+                                interpose=interpose, observers=observers)
+            try:
+                load.relocate()
+                root = load.publish()
+                if init:
+                    load.initialize()
+                else:
+                    assert load.lease is not None
+                    load.lease.pending_init = load.init_order()
+            except BaseException:
+                load.rollback()
+                raise
+            return root
+
+
+class PreparedLoad:
+    """One load in progress (stages: prepared -> relocated -> published -> initialized)."""
+
+    def __init__(self, linker: Linker, ctx: LinkContext, *, key: str | None = None,
+                 name: str | None = None, caller: Any = None, scope: Sequence[Any] = (),
+                 interpose: Mapping[str, Any] | None = None,
+                 observers: Sequence[Any] = ()) -> None:
+        ctx._check_open()
+        self.linker = linker
+        self.ctx = ctx
+        self.key = key
+        self.name = name
+        self.caller = ctx.entry_of(caller) if caller is not None else None
+        self.observers = [*linker.observers, *observers]
+        self.stage = "new"
+        self.root: Entry | None = None
+        self.new: list[Entry] = []            # mapped by this load, BFS order
+        self.touched: dict[int, tuple[Entry, int]] = {}  # existing entries used
+        self.names: dict[str, Entry] = {}     # keys / aliases staged by this load
+        self.idents: dict[Any, Entry] = {}
+        self.unique = dict(ctx.unique)
+        self.keepers: dict[int, Any] = {}     # provider id -> object to keep alive
+        self.extra: list[Any] = [self._provider(p) for p in scope]
+        self.interpose_map: dict[str, int] | None = None
+        if interpose:
+            holder = SyntheticModule("<interpose>", interpose)
+            self.keepers[id(holder)] = holder
+            self.interpose_map = {n: holder.symbol(n) or 0 for n in holder}
+        self.lease: Any = None
+        self.spec = linker.mapper.native and host_spec() or linker.arch or None
+        self.acceptor: Acceptor | None = None
+
+    def _provider(self, p: Any) -> Any:
+        if isinstance(p, Module):
+            self.keepers[id(p._state)] = p
+            return p._state
+        if not hasattr(p, "lookup"):
+            raise TypeError(f"scope entry {p!r} is not a module or symbol provider")
+        return p
+
+    # -- stage 1: prepare --------------------------------------------------------------
+
+    def _known(self, name: str) -> Entry | None:
+        e = self.names.get(name)
+        if e is None:
+            e = self.ctx._by_key.get(name)
+            if e is not None:
+                self.touched.setdefault(e.id, (e, e.generation))
+        return e
+
+    def _acceptor(self) -> Acceptor:
+        if self.acceptor is None:
+            spec = self.spec
+            self.acceptor = Acceptor(spec.e_machine if spec else None,
+                                     spec.elf_class if spec else None)
+        return self.acceptor
+
+    def _prepare(self, source: Any) -> None:
+        self.stage = "preparing"
+        root = self._root(source)
+        self.root = root
+        queue = [root] if root in self.new else []
+        while queue:
+            e = queue.pop(0)
+            dyn = e.module.image.dynamic
+            for needed in (dyn.needed if dyn is not None else []):
+                dep = self._known(needed)
+                if dep is None:
+                    dep = self._dependency(needed, e)
+                    if dep.owned and dep in self.new and dep is not root \
+                            and dep not in queue and dep.loader is e:
+                        queue.append(dep)
+                self.names.setdefault(needed, dep)
+                e.deps.append(dep)
+        if self.acceptor is not None:
+            self.acceptor.close()
+        self.stage = "prepared"
+
+    def _root(self, source: Any) -> Entry:
+        if not _is_source(source):
+            return self._adopt(source, self.key or getattr(source, "name", None) or "<module>",
+                               "root", None)
+        if isinstance(source, str) and self.key is None and self._known(source) is not None:
+            e = self._known(source)
+            assert e is not None
+            return e
+        if self.key is not None and self._known(self.key) is not None:
+            e = self._known(self.key)
+            assert e is not None
+            return e
+        key = self.key or (source if isinstance(source, str) else None)
+        found: Found | None = None
+        if isinstance(source, str):
+            found = self._custom(source, None, is_root=True)
+            if found is None and "/" not in source and not os.path.exists(source):
+                owner = self.caller
+                found = default_resolve(source, owner.search if owner else None,
+                                        owner.chain() if owner else [],
+                                        search=self.linker.search, host=None,
+                                        acceptor=self._acceptor())
+        if found is not None:
+            return self._materialize(found, key or source, None, root=True)
+        src = open_source(source, name=self.name)
+        return self._from_source(src, key, None, "root", root=True)
+
+    def _custom(self, needed: str, owner: Entry | None, *, is_root: bool) -> Found | None:
+        if not self.linker.resolvers:
+            return None
+        search = owner.search if owner else (self.caller.search if self.caller else None)
+        chain = owner.chain() if owner else []
+
+        def default() -> Found | None:
+            return default_resolve(needed, search, chain, search=self.linker.search,
+                                   host=None, acceptor=self._acceptor())
+
+        req = ResolveRequest(needed, owner.view() if owner else None, search, chain, self.ctx,
+                             is_root, default)
+        for resolver in self.linker.resolvers:
+            found = classify(call_resolver(resolver, req), needed)
+            if found is not None:
+                return found
+        return None
+
+    def _dependency(self, needed: str, owner: Entry) -> Entry:
+        found = self._custom(needed, owner, is_root=False)
+        if found is None:
+            found = default_resolve(needed, owner.search, owner.chain(),
+                                    search=self.linker.search, host=self.linker.host,
+                                    acceptor=self._acceptor())
+        return self._materialize(found, needed, owner)
+
+    def _materialize(self, found: Found, needed: str, owner: Entry | None, *,
+                     root: bool = False) -> Entry:
+        label = owner.module.image.label if owner is not None else None
+        if found.kind == "missing":
+            raise UnresolvedDependencyError(needed, needed_by=label,
+                                            searched=[str(c) for c in found.tried]
+                                            or [found.how])
+        if found.kind == "existing":
+            e = self._known(found.value)
+            if e is None:
+                raise LinkContextError(f"resolver for {needed!r} returned Existing("
+                                       f"{found.value!r}) but the context has no such key",
+                                       reason="existing-key-missing", file=label)
+            return e
+        if found.kind in ("host", "module"):
+            return self._adopt(found.value, needed, found.how, owner)
+        if found.kind == "bytes":
+            src = open_source(found.value, name=needed.rsplit("/", 1)[-1])
+        else:
+            src = found.source if found.source is not None else open_source(found.value)
+        return self._from_source(src, needed if root else None, owner, found.how, root=root)
+
+    def _adopt(self, obj: Any, key: str, how: str, owner: Entry | None) -> Entry:
+        target = obj._state if isinstance(obj, Module) else obj
+        e = self.ctx._by_module.get(id(target))
+        if e is not None:
+            self.touched.setdefault(e.id, (e, e.generation))
+            return e
+        for staged in self.new:
+            if staged.module is target:
+                return staged
+        e = Entry(target, key, owned=False, how=how, loader=owner)
+        if isinstance(obj, Module):
+            e.keep.append(obj)
+        if isinstance(target, SyntheticModule):
+            e.facade = Module(target)
+        self.new.append(e)
+        self.names.setdefault(key, e)
+        return e
+
+    def _from_source(self, src: ElfSource, key: str | None, owner: Entry | None, how: str,
+                     *, root: bool = False) -> Entry:
+        ident = src.identity
+        same = self.idents.get(ident) or self.ctx._by_identity.get(ident)
+        if same is not None:
+            src.close()
+            if same.alive and same not in self.new:
+                self.touched.setdefault(same.id, (same, same.generation))
+            if key:
+                self.names.setdefault(key, same)
+            return same
+        try:
+            src = self._before_load(src, owner)
+            image = map_image(src, mapper=self.linker.mapper, expect=self.spec)
+        except BaseException:
+            src.close()
+            raise
+        st = ModuleState(image, self.linker.executor)
+        if self.spec is None:
+            self.spec = image.spec
+        if key is None:
+            key = src.path or (src.name if src.name != "<memory>" else f"<memory#{ident.a}>")
+        e = Entry(st, key, owned=True, how=how, search=search_info(st), loader=owner)
+        self.new.append(e)
+        if ident.kind == "file":
+            self.idents[ident] = e
+        for alias in (key, st.soname, src.path and os.path.abspath(src.path)):
+            if alias:
+                if alias != key:
+                    e.aliases.append(alias)
+                self.names.setdefault(alias, e)
+        return e
+
+    def _before_load(self, src: ElfSource, owner: Entry | None) -> ElfSource:
+        hooks = implemented(self.observers, "on_before_load")
+        if not hooks:
+            return src
+        ev = BeforeLoadEvent(src.name, src.path, owner.name if owner else None,
+                             parse_header(src), src)
+        for hook in hooks:
+            hook(ev)
+        if ev.replacement is not None:
+            src.close()
+            src = open_source(ev.replacement, name=ev.name)
+        elif ev.name != src.name:
+            src.name = ev.name
+        return src
+
+    # -- stage 2: relocate -------------------------------------------------------------
+
+    def init_order(self) -> list[Entry]:
+        """Modules of this load needing initialization, dependencies first."""
+        out: list[Entry] = []
+        seen: set[int] = set()
+        assert self.root is not None
+        stack: list[tuple[Entry, int]] = [(self.root, 0)]
+        seen.add(self.root.id)
+        while stack:
+            e, i = stack.pop()
+            if i < len(e.deps):
+                stack.append((e, i + 1))
+                d = e.deps[i]
+                if d.id not in seen:
+                    seen.add(d.id)
+                    stack.append((d, 0))
+            elif isinstance(e.module, ModuleState) and (e in self.new or
+                                                         e.module.state == State.RELOCATED):
+                out.append(e)
+        return out
+
+    def _group(self) -> list[Any]:
+        """The load group: breadth-first from the root over DT_NEEDED edges."""
+        assert self.root is not None
+        out: list[Any] = []
+        seen: set[int] = set()
+        queue = [self.root]
+        while queue:
+            e = queue.pop(0)
+            if e.id in seen:
+                continue
+            seen.add(e.id)
+            out.append(e.module)
+            queue.extend(e.deps)
+        return out
+
+    def relocate(self) -> None:
+        """Stage 2: relocate every new module, dependencies first."""
+        if self.stage != "prepared":
+            raise LinkContextError(f"cannot relocate a load in stage {self.stage}",
+                                   reason="stage")
+        self.stage = "relocating"
+        group = self._group()
+        tail = [PROCESS] if self.linker.process_scope and self.linker.mapper.native else \
+            list(getattr(self.linker.mapper, "providers", ()))
+        order_hooks = implemented(self.observers, "on_relocation")
+        relocated_hooks = implemented(self.observers, "on_relocated")
+        todo = [e for e in self.init_order() if e in self.new and e.owned]
+        for i, e in enumerate(todo):
+            st = e.module
+            scope = [*self.ctx.global_scope(), *self.extra, *group, *tail]
+            facade = e.view()
+            if order_hooks:
+                ev = LinkerRelocationEvent(facade, i, scope)
+                for hook in order_hooks:
+                    hook(ev)
+                scope = list(ev.scope)
+            hooks = make_hooks(self.observers, facade, self.linker.fallback) \
+                if self.observers else None
+            kw: dict[str, Any] = {"unique": self.unique, "interpose": self.interpose_map}
+            binder = hooks.make_binder(st, scope, **kw) if hooks else \
+                _binder(st, scope, **kw)
+            relocate_module(st, binder, tls=self.linker.tls,
+                            fallback=hooks.fallback if hooks else self.linker.fallback,
+                            **_extra_args(self.linker.lazy, hooks.pre if hooks else None))
+            st.scope = scope
+            st.state = State.RELOCATED
+            if relocated_hooks:
+                rev = RelocatedEvent(facade, st)
+                for hook in relocated_hooks:
+                    hook(rev)
+                st.init_funcs, st.fini_funcs = list(rev.init_funcs), list(rev.fini_funcs)
+            st.image.finish_protection()
+            self._record_bindings(e, binder.used.values())
+        self.stage = "relocated"
+
+    def _record_bindings(self, e: Entry, used: Any) -> None:
+        for prov in used:
+            dep = self.ctx._by_module.get(id(prov))
+            if dep is None:
+                dep = next((n for n in self.new if n.module is prov), None)
+            if dep is not None:
+                e.bound[dep.id] = dep
+                if dep not in self.new:
+                    self.touched.setdefault(dep.id, (dep, dep.generation))
+            else:
+                e.keep.append(self.keepers.get(id(prov), prov))
+        if self.interpose_map:
+            e.keep.extend(self.keepers.values())
+
+    # -- stage 3: publish --------------------------------------------------------------
+
+    def publish(self) -> Module:
+        """Stage 3: commit to the context; returns the root with a lease."""
+        ctx = self.ctx
+        if self.stage != "relocated":
+            raise LinkContextError(f"cannot publish a load in stage {self.stage}",
+                                   reason="stage")
+        with ctx.lock:
+            ctx._check_open()
+            for e, gen in self.touched.values():
+                if not e.alive or ctx._by_module.get(id(e.module)) is not e \
+                        or e.generation != gen:
+                    raise LinkContextError(
+                        f"{e.name} was unloaded or replaced since this load was prepared",
+                        reason="module-changed")
+            assert self.root is not None
+            root = self.root
+            if root in self.new and ctx._by_key.get(root.key) not in (None, root):
+                raise LinkContextError(f"key {root.key!r} now names another module",
+                                       reason="module-changed")
+            for e in self._publish_order():
+                ctx._register(e)
+            for name, e in self.names.items():
+                if name not in ctx._by_key and e.alive:
+                    ctx._by_key[name] = e
+                    if name != e.key and name not in e.aliases:
+                        e.aliases.append(name)
+            for name, binding in self.unique.items():
+                ctx.unique.setdefault(name, binding)
+                prov = ctx._by_module.get(id(binding[3]))
+                if prov is not None:
+                    prov.nodelete = True
+            facade = ctx._lease(root)
+            self.lease = facade._owner
+            self.stage = "published"
+            for e in self.new:
+                e.view().dependencies = [d.view() for d in e.deps]
+            return facade
+
+    def _publish_order(self) -> list[Entry]:
+        order = [e for e in self.init_order() if e in self.new]
+        rest = [e for e in self.new if e not in order]
+        return rest + order
+
+    # -- stage 4: initialize -----------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Stage 4: run initializers, dependencies first."""
+        if self.stage != "published":
+            raise LinkContextError(f"cannot initialize a load in stage {self.stage}",
+                                   reason="stage")
+        run_initializers(self.init_order())
+        self.stage = "initialized"
+
+    # -- rollback ---------------------------------------------------------------------
+
+    def rollback(self) -> None:
+        """Undo the load: finalize what was initialized, release every mapping and fd,
+        remove everything it added to the context. Idempotent."""
+        if self.stage == "rolled back":
+            return
+        ctx = self.ctx
+        with ctx.lock:
+            if self.acceptor is not None:
+                self.acceptor.close()
+            new_ids = {e.id for e in self.new}
+            if self.lease is not None:
+                self.lease.released = True
+                self.lease.entry.leases -= 1
+            published = [e for e in ctx._order if e.id in new_ids]
+            if published:
+                ctx._detach(published)
+            order = self.init_order() if self.root is not None else []
+            ordered = [e for e in order if e.id in new_ids]
+            ordered += [e for e in self.new if e not in ordered]
+            for e in ordered:
+                e.alive = False
+            ctx._unload(ordered)
+            if self.lease is not None:
+                ctx._collect()
+            self.stage = "rolled back"
+
+
+def _binder(st: ModuleState, scope: list[Any], **kw: Any) -> Any:
+    from relink.relocation.scope import Binder
+
+    return Binder(st, scope, **kw)
+
+
+def _extra_args(lazy: bool, pre: Callable[..., Any] | None) -> dict[str, Any]:
+    """Optional relocate_module arguments, passed only when used (older loops lack them)."""
+    kw: dict[str, Any] = {}
+    if lazy:
+        kw["lazy"] = True
+    if pre is not None:
+        kw["pre"] = pre
+    return kw

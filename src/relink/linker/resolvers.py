@@ -1,0 +1,201 @@
+"""Who provides a dependency: resolver requests, results and the default resolution.
+
+Linker layer. For each DT_NEEDED name the linker (after checking what its context
+already holds) asks the user's resolvers in order, then the default resolution:
+
+1. the host policy (`HostPolicy`): the glibc family and libraries the process already
+   has are served by the system's dynamic linker, never mapped twice;
+2. the search path (`SearchPathResolver`): DT_RPATH (inherited), LD_LIBRARY_PATH
+   (opt-in), DT_RUNPATH, fixed dirs, /etc/ld.so.cache, default dirs. A candidate of
+   another machine or class is skipped, as ld.so does.
+
+A custom resolver is any callable ``resolver(request) -> result`` or any object with a
+``resolve(request)`` method (other than a `SearchPathResolver`, which configures step 2).
+The result may be:
+
+* a path (``str`` / ``os.PathLike``) or ``bytes`` -> that file is loaded;
+* ``Existing("key")`` -> a module the context already holds under that key;
+* a `Module`, a `SyntheticModule`, a host library or any symbol provider -> used as is
+  (a prebuilt module; its own dependencies are its business);
+* a ``Mapping`` of names to addresses / callables -> a synthetic module of that name;
+* ``None`` -> "not mine": the next resolver (and finally the default) is asked;
+* ``Unresolved("why")`` -> stop: the dependency is not found.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from relink.elf.header import parse_header
+from relink.elf.source import ElfSource, open_source
+from relink.errors import RelinkError
+from relink.linker.search import Candidate, ModuleSearchInfo, SearchPathResolver
+from relink.runtime.host import HostPolicy
+
+__all__ = ["Acceptor", "Existing", "Found", "ResolveRequest", "Unresolved", "default_resolve"]
+
+
+@dataclass(frozen=True)
+class Existing:
+    """Resolver result: the module the context already holds under `key`."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """Resolver result: the dependency cannot be provided (stops the search)."""
+
+    reason: str = "a resolver said so"
+
+
+@dataclass
+class Found:
+    """A resolved dependency, normalized (internal).
+
+    Attributes:
+        kind: "path", "bytes", "existing", "module" or "host".
+        value: the path, the bytes, the key, or the provider object.
+        how: why it was chosen ("RUNPATH of libx.so", "ld.so.cache", "host-provided"…).
+        tried: the candidates tried before it (all of them when not found).
+        source: an `ElfSource` already opened (and header-checked) for "path".
+    """
+
+    kind: str
+    value: Any
+    how: str
+    tried: list[Candidate] = field(default_factory=list)
+    source: ElfSource | None = None
+
+
+class ResolveRequest:
+    """What a resolver is asked.
+
+    Attributes:
+        needed: the DT_NEEDED name (or the key given for a root).
+        owner: the `Module` whose DT_NEEDED names it (None for a root).
+        search: the owner's `ModuleSearchInfo` (its RPATH/RUNPATH/$ORIGIN), or None.
+        chain: search info of the modules that loaded the owner, nearest first.
+        context: the `LinkContext` being loaded into.
+        is_root: True when resolving the root of a load.
+    """
+
+    def __init__(self, needed: str, owner: Any, search: ModuleSearchInfo | None,
+                 chain: Sequence[ModuleSearchInfo], context: Any, is_root: bool,
+                 default: Callable[[], Found | None]) -> None:
+        self.needed = needed
+        self.owner = owner
+        self.search = search
+        self.chain = tuple(chain)
+        self.context = context
+        self.is_root = is_root
+        self._default = default
+
+    def default(self) -> str | None:
+        """The path the default search (without the host policy) would load, or None."""
+        found = self._default()
+        if found is None or found.kind != "path":
+            return None
+        return str(found.value)
+
+    def __repr__(self) -> str:
+        owner = getattr(self.owner, "name", None)
+        return f"<ResolveRequest {self.needed!r} needed by {owner or '<root>'}>"
+
+
+class Acceptor:
+    """``accept(path)`` for `SearchPathResolver.resolve`: opens a candidate, checks it is
+    an ELF file of the wanted machine and class, and keeps it open for the loader.
+
+    Attributes:
+        skipped: (path, why) of candidates that exist but were rejected.
+    """
+
+    def __init__(self, machine: int | None, elf_class: int | None) -> None:
+        self.machine = machine
+        self.elf_class = elf_class
+        self.opened: dict[str, ElfSource] = {}
+        self.skipped: list[tuple[str, str]] = []
+
+    def __call__(self, path: str) -> bool:
+        try:
+            src = open_source(path)
+        except (RelinkError, OSError):
+            return False  # missing or unreadable: the next candidate
+        try:
+            eh = parse_header(src)
+        except RelinkError as exc:
+            src.close()
+            self.skipped.append((path, f"not a loadable ELF file ({exc.message})"))
+            return False
+        if self.machine is not None and (eh.e_machine != self.machine
+                                         or eh.elf_class != self.elf_class):
+            src.close()
+            self.skipped.append((path, f"wrong machine/class ({eh.machine_name}, "
+                                       f"ELF{eh.elf_class})"))
+            return False
+        self.opened[path] = src
+        return True
+
+    def take(self, path: str) -> ElfSource:
+        return self.opened.pop(path)
+
+    def close(self) -> None:
+        for src in self.opened.values():
+            src.close()
+        self.opened.clear()
+
+
+def default_resolve(needed: str, owner: ModuleSearchInfo | None,
+                    chain: Sequence[ModuleSearchInfo], *, search: SearchPathResolver,
+                    host: HostPolicy | None, acceptor: Acceptor) -> Found:
+    """Host policy, then the search path. Returns a `Found` of kind "host" or "path",
+    or of kind "missing" (value None) whose `tried` lists every candidate."""
+    if host is not None and "/" not in needed:
+        lib = host.provides(needed)
+        if lib is not None:
+            return Found("host", lib, "host-provided")
+    path, tried = search.resolve(needed, owner, chain, accept=acceptor)
+    if path is None:
+        extra = [Candidate(p, f"skipped: {why}") for p, why in acceptor.skipped]
+        acceptor.skipped.clear()
+        return Found("missing", None, "not found", tried + extra)
+    acceptor.skipped.clear()
+    return Found("path", path, tried[-1].reason, tried, acceptor.take(path))
+
+
+def classify(result: Any, needed: str) -> Found | None:
+    """Normalize a custom resolver's return value (see the module docstring)."""
+    from collections.abc import Mapping
+
+    from relink.module import Module, SyntheticModule
+
+    if result is None:
+        return None
+    if isinstance(result, Unresolved):
+        return Found("missing", None, f"custom resolver: {result.reason}")
+    if isinstance(result, Existing):
+        return Found("existing", result.key, "custom resolver (existing key)")
+    if isinstance(result, (str, os.PathLike)):
+        return Found("path", os.fspath(result), "custom resolver")
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Found("bytes", bytes(result), "custom resolver (bytes)")
+    if isinstance(result, Mapping):
+        return Found("module", SyntheticModule(needed, result), "custom resolver (synthetic)")
+    if isinstance(result, Module) or hasattr(result, "lookup"):
+        return Found("module", result, "custom resolver (module)")
+    raise TypeError(f"resolver for {needed!r} returned {type(result).__name__}: expected a "
+                    "path, bytes, Existing(key), a module, a mapping, None or Unresolved")
+
+
+def call_resolver(resolver: Any, request: ResolveRequest) -> Any:
+    """Call a resolver given as a callable or as an object with ``resolve(request)``."""
+    method = getattr(resolver, "resolve", None)
+    if method is not None and not isinstance(resolver, SearchPathResolver):
+        return method(request)
+    if callable(resolver):
+        return resolver(request)
+    raise TypeError(f"{resolver!r} is not a resolver (callable or .resolve(request))")
