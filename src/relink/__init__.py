@@ -42,6 +42,8 @@ __all__ = [
     "SymbolNotFoundError", "SyntheticModule", "TlsError", "UnknownSymbolError",
     "UnresolvedDependencyError", "UnsupportedError", "UnsupportedRelocationError",
     "__version__", "host_module", "load",
+    "Linker", "LinkContext", "LinkContextError", "PreparedLoad", "ResolveRequest", "Existing",
+    "Unresolved", "Observer", "LoadVetoedError", "default_context", "raise_pending",
 ]
 
 _LAZY = {
@@ -54,15 +56,31 @@ _LAZY = {
     "HostMapper": ("relink.memory.host", "HostMapper"),
     "BufferMapper": ("relink.memory.buffer", "BufferMapper"),
     "SearchPathResolver": ("relink.linker.search", "SearchPathResolver"),
+    "Linker": ("relink.linker.linker", "Linker"),
+    "LinkContext": ("relink.linker.context", "LinkContext"),
+    "LinkContextError": ("relink.linker.context", "LinkContextError"),
+    "PreparedLoad": ("relink.linker.linker", "PreparedLoad"),
+    "ResolveRequest": ("relink.linker.resolvers", "ResolveRequest"),
+    "Existing": ("relink.linker.resolvers", "Existing"),
+    "Unresolved": ("relink.linker.resolvers", "Unresolved"),
+    "Observer": ("relink.observer", "Observer"),
+    "LoadVetoedError": ("relink.observer", "LoadVetoedError"),
+    "default_context": ("relink.api", "default_context"),
+    "raise_pending": ("relink.linker.callbacks", "raise_pending"),
 }
 
 if TYPE_CHECKING:
-    from relink.api import host_module, load
+    from relink.api import default_context, host_module, load
     from relink.elf import ElfFile
+    from relink.linker.callbacks import raise_pending
+    from relink.linker.context import LinkContext, LinkContextError
+    from relink.linker.linker import Linker, PreparedLoad
+    from relink.linker.resolvers import Existing, ResolveRequest, Unresolved
     from relink.linker.search import SearchPathResolver
     from relink.memory.buffer import BufferMapper
     from relink.memory.host import HostMapper
     from relink.module import Module, SyntheticModule
+    from relink.observer import LoadVetoedError, Observer
     from relink.runtime.host import HostPolicy
 
 
