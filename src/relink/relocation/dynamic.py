@@ -53,6 +53,10 @@ class TlsHooks:
     def dtpmod(self, provider: Any) -> int:
         raise NotImplementedError
 
+    def dtpmod_at(self, provider: Any, address: int) -> int:
+        """DTPMOD knowing the bound address (host providers need it); default: dtpmod."""
+        return self.dtpmod(provider)
+
     def dtpoff(self, provider: Any, offset: int) -> int:
         raise NotImplementedError
 
@@ -61,6 +65,9 @@ class TlsHooks:
 
     def tlsdesc(self, module: ModuleState, provider: Any, offset: int) -> tuple[int, int]:
         raise NotImplementedError
+
+    def relocating(self, module: ModuleState, binder: Binder) -> None:
+        """Called before `module`'s relocations are applied, with the binder they use."""
 
     def relocated(self, module: ModuleState) -> None:
         """Called once `module`'s relocations are applied (its PT_TLS image is final)."""
@@ -143,6 +150,8 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
         unprotected = [(s, n, p) for s, n, p in image.protections if not p & PROT_WRITE]
         for s, n, p in unprotected:
             region.protect(s, n, p | PROT_WRITE | PROT_READ)
+    if tls is not None:
+        tls.relocating(state, binder)
     try:
         deferred: list[tuple[int, int]] = []
         delta = image.base - region.start  # view index = vaddr + delta
@@ -379,7 +388,7 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
         else:
             prov, offset = state, 0
         if c is RelocClass.DTPMOD:
-            return tls.dtpmod(prov)
+            return tls.dtpmod_at(prov, offset + a)
         if c is RelocClass.DTPOFF:
             return tls.dtpoff(prov, offset + a) - spec.tls_dtv_offset
         if c is RelocClass.TPOFF:

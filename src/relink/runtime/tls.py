@@ -1,0 +1,346 @@
+"""Native thread-local storage for relink-loaded modules (every x86_64 TLS model).
+
+Runtime layer, host only; `relink.load()` passes `native_tls()` to the relocation loop as
+its `TlsHooks`. Each relink module with PT_TLS gets a glibc carrier object
+(`tls_carrier.Carrier`, design.md §6), created lazily the first time a relocation or a
+lookup needs that module's TLS, and released with the module (``ModuleState.extras``).
+
+How each relocation class is answered:
+
+* DTPMOD64 -> the carrier's glibc module id; DTPOFF64 -> the offset in the block. Code
+  then calls glibc's own ``__tls_get_addr`` (general / local dynamic).
+* TPOFF64 (initial exec, GOTTPOFF) -> the block is moved to static TLS (`Carrier.promote`)
+  and the thread-pointer offset is returned. When glibc's static surplus is exhausted
+  this is a `TlsError` naming ``glibc.rtld.optional_static_tls``.
+* TLSDESC (``-mtls-dialect=gnu2``) -> static when the block is (or can be put) in static
+  TLS, as glibc prefers; otherwise a dynamic descriptor whose resolver preserves every
+  register (`tls_stubs`). ``NativeTls(static_tlsdesc=False)`` always uses the dynamic one.
+
+TLS symbols defined by host libraries (glibc's own, or any dlopened library) resolve
+through ``dl_iterate_phdr``: the block that contains the calling thread's address of the
+symbol gives glibc's module id and the offset; a block inside the thread's static TLS
+area also serves initial-exec references.
+
+The initialization image must be the *relocated* PT_TLS bytes (a ``__thread`` pointer
+needs its RELATIVE relocation). A carrier created while its module is still being
+relocated starts from the file's bytes with RELR / RELATIVE entries applied; when the
+module's relocation finishes (`NativeTls.relocated`) the final bytes are copied in. That
+is sound for dynamic blocks, which no thread can have touched yet; a static block is
+copied into every thread when it is promoted, so promotion of a block whose image holds
+symbol (non-RELATIVE) relocations waits until they are known, and an initial-exec
+request before that is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+import weakref
+from typing import Any
+
+from relink.arch import RelocClass
+from relink.elf import dynamic_tables
+from relink.errors import SymbolNotFoundError, TlsError, UnsupportedError
+from relink.relocation.dynamic import TlsHooks
+from relink.runtime import libc as c
+from relink.runtime.tls_carrier import STATIC_TLS_TUNABLE, Carrier, tls_get_addr_address
+from relink.runtime.tls_stubs import stubs
+from relink.state import ModuleState
+
+__all__ = ["STATIC_TLS_TUNABLE", "HostTlsBlock", "NativeTls", "host_tls_block", "native_tls",
+           "tls_address"]
+
+STT_TLS = 6
+PT_TLS = 7
+_PHDR = struct.Struct("<IIQQQQQQ")
+
+
+class HostTlsBlock:
+    """A TLS block the host's dynamic linker owns (glibc, or a dlopened library)."""
+
+    __slots__ = ("name", "modid", "start", "size", "tp_offset")
+
+    def __init__(self, name: str, modid: int, start: int, size: int,
+                 tp_offset: int | None) -> None:
+        self.name = name
+        self.modid = modid
+        self.start = start  # the calling thread's block
+        self.size = size
+        self.tp_offset = tp_offset  # set when the block is in static TLS
+
+
+def _static_tls_size() -> int | None:
+    """glibc's static TLS area size (``_dl_get_tls_static_info``), None if unknown."""
+    addr = c.dlsym(c.RTLD_DEFAULT, b"_dl_get_tls_static_info")
+    if not addr:
+        return None
+    fn = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_size_t),
+                          ctypes.POINTER(ctypes.c_size_t))(addr)
+    size, align = ctypes.c_size_t(), ctypes.c_size_t()
+    fn(ctypes.byref(size), ctypes.byref(align))
+    return size.value
+
+
+def host_tls_block(addr: int) -> HostTlsBlock | None:
+    """The host-owned TLS block holding the calling thread's address `addr`, or None."""
+    found: list[HostTlsBlock] = []
+
+    def visit(info_p: Any, _size: int, _data: Any) -> int:
+        info = info_p.contents
+        if not info.dlpi_tls_modid or not info.dlpi_tls_data:
+            return 0
+        for i in range(info.dlpi_phnum):
+            ph = _PHDR.unpack(ctypes.string_at(info.dlpi_phdr + i * _PHDR.size, _PHDR.size))
+            if ph[0] == PT_TLS:
+                start = int(info.dlpi_tls_data)
+                if start <= addr < start + max(ph[6], 1):
+                    name = (info.dlpi_name or b"").decode(errors="replace") or "<main>"
+                    found.append(HostTlsBlock(name, int(info.dlpi_tls_modid), start, ph[6],
+                                              None))
+                    return 1
+        return 0
+
+    c.dl_iterate_phdr(c.DL_ITERATE_PHDR_CALLBACK(visit), None)
+    if not found:
+        return None
+    block = found[0]
+    tp = int(c.pthread_self() or 0)
+    static = _static_tls_size()
+    if static is not None and tp - static <= block.start < tp:
+        block.tp_offset = block.start - tp
+    return block
+
+
+class NativeTls(TlsHooks):
+    """The TLS runtime of native loads: glibc carriers, host TLS, TLSDESC stubs.
+
+    Args:
+        static_tlsdesc: resolve TLSDESC to static TLS when the block fits there (glibc's
+            choice, the fastest); False always uses the dynamic resolver.
+    """
+
+    def __init__(self, *, static_tlsdesc: bool = True) -> None:
+        self.static_tlsdesc = static_tlsdesc
+        self._lock = threading.RLock()
+        self._carriers: weakref.WeakKeyDictionary[ModuleState, Carrier] = \
+            weakref.WeakKeyDictionary()
+        self._pending: weakref.WeakKeyDictionary[ModuleState, bool] = \
+            weakref.WeakKeyDictionary()  # image may still change (symbol relocs in tdata)
+        self._relocated: weakref.WeakSet[ModuleState] = weakref.WeakSet()
+        self._keep: weakref.WeakKeyDictionary[ModuleState, list[Any]] = \
+            weakref.WeakKeyDictionary()
+        self._binders: weakref.WeakKeyDictionary[ModuleState, Any] = \
+            weakref.WeakKeyDictionary()  # the Binder of a module being relocated
+
+    # -- carriers -----------------------------------------------------------------------
+
+    def carrier(self, state: ModuleState) -> Carrier:
+        """The carrier of `state`'s PT_TLS (created on first use)."""
+        with self._lock:
+            car = self._carriers.get(state)
+            if car is not None:
+                if not car.loaded:
+                    raise TlsError("the module's TLS was released (module closed)",
+                                   file=state.image.label)
+                return car
+            tls = state.image.tls
+            if tls is None:
+                raise TlsError("a TLS reference binds to this module, but it has no PT_TLS "
+                               "segment", file=state.image.label)
+            image, pending = self._initial_image(state)
+            car = Carrier(state.image.label, image, tls.p_memsz, max(tls.p_align, 1),
+                          tls.p_vaddr)
+            self._carriers[state] = car
+            if pending:
+                self._pending[state] = True
+            state.tls_runtime = self  # ModuleState.symbol() delegates STT_TLS
+            state.extras.append(car.release)
+            return car
+
+    def _initial_image(self, state: ModuleState) -> tuple[bytes, bool]:
+        """The PT_TLS image as relocation leaves it, and whether that is not known yet."""
+        image = state.image
+        tls = image.tls
+        assert tls is not None
+        start, size = tls.p_vaddr, tls.p_filesz
+        if not size:
+            return b"", False
+        if state in self._relocated or state.state != "mapped":
+            return image.region.read(image.base + start, size), False
+        data = bytearray(image.source.read(tls.p_offset, size))
+        dyn = image.dynamic
+        if dyn is None:
+            return bytes(data), False
+        spec = image.spec
+        tables, relr = dynamic_tables(image.view, dyn, spec.elf_class,
+                                      relr_limit=max(image.region.size // spec.word_size, 16))
+        pending = False
+        binder = self._binders.get(state)
+        for off in relr:
+            if start <= off < start + size:
+                i = off - start
+                val = struct.unpack_from("<Q", data, i)[0] + image.base
+                struct.pack_into("<Q", data, i, val & (2**64 - 1))
+        for t in tables:
+            for k, off in enumerate(t.offsets):
+                if not start <= off < start + size:
+                    continue
+                cls = spec.classes.get(t.types[k])
+                addend = t.addends[k] if t.addends is not None else None
+                if addend is None or off + 8 > start + size:
+                    pending = True
+                elif cls is RelocClass.RELATIVE:
+                    struct.pack_into("<Q", data, off - start, (image.base + addend) % 2**64)
+                elif cls in (RelocClass.SYMBOLIC, RelocClass.GLOB_DAT) and binder is not None:
+                    # bind now, as the loop will (the binder caches the result)
+                    sym = t.syms[k]
+                    s = binder.bind(sym, spec.rtype_name(t.types[k]), off)[0] if sym else 0
+                    struct.pack_into("<Q", data, off - start, (s + addend) % 2**64)
+                elif cls is not RelocClass.NONE:
+                    pending = True
+        return bytes(data), pending
+
+    def relocating(self, module: ModuleState, binder: Any) -> None:
+        """Remember the binder, so an early carrier can compute its relocated image."""
+        with self._lock:
+            self._binders[module] = binder
+
+    def relocated(self, module: ModuleState) -> None:
+        """The module's relocations are done: make its carrier's image the final bytes."""
+        with self._lock:
+            self._relocated.add(module)
+            self._binders.pop(module, None)
+            if module.image.tls is not None:
+                module.tls_runtime = self
+            car = self._carriers.get(module)
+            self._pending.pop(module, None)
+            if car is None or not car.image_size:
+                return
+            tls = module.image.tls
+            assert tls is not None
+            final = module.image.region.read(module.image.base + tls.p_vaddr, tls.p_filesz)
+            if final != car.image():
+                if car.static_offset is not None:  # refused in _promote; kept as a guard
+                    raise TlsError("internal error: static TLS image changed after "
+                                   "promotion", file=module.image.label)
+                car.patch_image(final)
+
+    def _promote(self, state: ModuleState) -> int:
+        car = self.carrier(state)
+        if car.static_offset is None and self._pending.get(state):
+            raise UnsupportedError(
+                "initial-exec / static TLSDESC access to a TLS block whose initial image "
+                "holds symbol relocations, requested before the module finished "
+                "relocating: the block cannot be placed in static TLS with its final "
+                "bytes", file=state.image.label)
+        return car.promote()
+
+    # -- TlsHooks -----------------------------------------------------------------------
+
+    def _host_block(self, provider: Any, addr: int) -> HostTlsBlock:
+        block = host_tls_block(addr)
+        if block is None:
+            raise TlsError(f"TLS symbol bound to host library {provider.name} at {addr:#x}, "
+                           "but no host TLS block contains that address")
+        return block
+
+    def dtpmod(self, provider: Any) -> int:
+        if isinstance(provider, ModuleState):
+            return self.carrier(provider).modid
+        raise TlsError(f"a module-id (DTPMOD) relocation without a symbol cannot refer to "
+                       f"{getattr(provider, 'name', provider)!r}")
+
+    def dtpmod_at(self, provider: Any, address: int) -> int:
+        if isinstance(provider, ModuleState):
+            return self.carrier(provider).modid
+        return self._host_block(provider, address).modid
+
+    def dtpoff(self, provider: Any, offset: int) -> int:
+        if isinstance(provider, ModuleState):
+            return offset
+        return offset - self._host_block(provider, offset).start
+
+    def tpoff(self, provider: Any, offset: int) -> int:
+        if isinstance(provider, ModuleState):
+            return self._promote(provider) + offset
+        block = self._host_block(provider, offset)
+        if block.tp_offset is None:
+            raise TlsError(f"initial-exec TLS reference to a variable of {block.name}, "
+                           "whose block the host placed in dynamic TLS (glibc would refuse "
+                           "this too)", tunable=STATIC_TLS_TUNABLE)
+        return block.tp_offset + offset - block.start
+
+    def tlsdesc(self, module: ModuleState, provider: Any, offset: int) -> tuple[int, int]:
+        st = stubs(tls_get_addr_address())
+        if isinstance(provider, ModuleState):
+            car = self.carrier(provider)
+            if car.static_offset is None and self.static_tlsdesc \
+                    and not self._pending.get(provider):
+                try:
+                    car.promote()
+                except TlsError:
+                    pass  # no static room left: glibc falls back to dynamic too
+            if car.static_offset is not None:
+                return st.static, (car.static_offset + offset) % 2**64
+            return self._dynamic_desc(module, st.dynamic, car.modid, offset)
+        block = self._host_block(provider, offset)
+        if block.tp_offset is not None:
+            return st.static, (block.tp_offset + offset - block.start) % 2**64
+        return self._dynamic_desc(module, st.dynamic, block.modid, offset - block.start)
+
+    def _dynamic_desc(self, module: ModuleState, func: int, modid: int,
+                      offset: int) -> tuple[int, int]:
+        index = c.TlsIndex(modid, offset)
+        with self._lock:
+            keep = self._keep.get(module)
+            if keep is None:
+                keep = self._keep[module] = []
+                module.extras.append(keep.clear)
+            keep.append(index)  # the descriptor points here while the module is loaded
+        return func, ctypes.addressof(index)
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def symbol_address(self, state: ModuleState, name: str, version: str | None) -> int:
+        """The calling thread's address of TLS variable `name` defined by `state`."""
+        syms = state.image.symbols
+        i = syms.find(name, version, exact=version is not None) if syms is not None else None
+        if i is None or syms is None:
+            raise SymbolNotFoundError(name, file=state.image.label, version=version)
+        if syms.infos[i] & 0xF != STT_TLS:
+            raise TlsError(f"'{name}' is not a thread-local variable", file=state.image.label)
+        return self.carrier(state).address(syms.values[i])
+
+
+_native: list[NativeTls] = []
+_native_lock = threading.Lock()
+
+
+def native_tls() -> NativeTls:
+    """The process-wide TLS runtime used by native loads."""
+    with _native_lock:
+        if not _native:
+            _native.append(NativeTls())
+        return _native[0]
+
+
+def tls_address(state: Any, name: str, version: str | None = None) -> int:
+    """The calling thread's address of TLS variable `name` of a module's state.
+
+    Relink modules go through their TLS runtime; host libraries through ``dlsym``
+    (which glibc answers per thread for STT_TLS symbols).
+    """
+    if isinstance(state, ModuleState):
+        if state.image.tls is None:
+            raise TlsError("the module has no thread-local storage (no PT_TLS)",
+                           file=state.image.label)
+        if not state.image.mapper.native:
+            raise UnsupportedError("thread-local variables of a foreign or virtual image "
+                                   "have no address in this process", file=state.image.label)
+        runtime = getattr(state, "tls_runtime", None) or native_tls()
+        return int(runtime.symbol_address(state, name, version))
+    addr = state.symbol(name, version)
+    if not addr:
+        raise SymbolNotFoundError(name, file=getattr(state, "name", None), version=version)
+    return int(addr)

@@ -1,0 +1,135 @@
+"""TLS across modules: relink provider -> relink consumer, host provider -> relink
+consumer, dynamic TLSDESC and its register contract, and static TLS exhaustion."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import relink
+from conftest import MODELS, src, tls_module, tls_user
+from relink.runtime.tls import NativeTls
+from support.build import build_shared
+
+pytestmark = pytest.mark.needs_cc
+I, P = ctypes.c_int, ctypes.c_void_p
+USER_MODELS = ["desc", "gd", "ie"]  # local-dynamic cannot reach another module's TLS
+
+
+def in_thread(fn: object) -> object:
+    box: list[object] = []
+    t = threading.Thread(target=lambda: box.append(fn()))  # type: ignore[operator]
+    t.start()
+    t.join()
+    return box[0]
+
+
+@pytest.mark.parametrize("user_model", USER_MODELS)
+def test_consumer_reads_provider_tls(user_model: str) -> None:
+    """A consumer built with each model reads `counter` of a GD provider (both relink)."""
+    provider = tls_module("gd")
+    user = tls_user(user_model, provider, f"{user_model}_on_gd")
+    with relink.load(str(user)) as m:
+        prov = m.dependencies[0]
+        assert not prov.is_host
+        user_get = m.function("user_get", I)
+        user_set = m.function("user_set", None, I)
+        user_addr = m.function("user_addr", P)
+        get_counter = prov.function("get_counter", I)
+        assert user_get() == 5
+        user_set(17)
+        assert get_counter() == 17
+        assert user_addr() == prov.tls_address("counter")
+        assert in_thread(lambda: (user_get(), get_counter())) == (5, 5)
+        assert in_thread(lambda: user_addr() == prov.tls_address("counter")) is True
+
+
+@pytest.fixture(scope="module")
+def host_tls() -> dict[str, ctypes.CDLL]:
+    """Two host-loaded (ctypes.CDLL) TLS libraries: static (IE-built) and dynamic."""
+    libs = {}
+    for kind, flags in (("static", MODELS["ie"]), ("dynamic", MODELS["gd"])):
+        path = build_shared(f"hosttls_{kind}", {"hosttls.c": src("hosttls.c")}, group="tls",
+                            cflags=["-O2", *flags], soname=f"libhosttls_{kind}.so")
+        libs[kind] = ctypes.CDLL(str(path))
+        libs[kind].host_addr.restype = P
+    return libs
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+@pytest.mark.parametrize("user_model", USER_MODELS)
+def test_host_defined_tls(host_tls: dict[str, ctypes.CDLL], kind: str,
+                          user_model: str) -> None:
+    lib = host_tls[kind]
+    provider = Path(lib._name)
+    user = tls_user(user_model, provider, f"{user_model}_on_host_{kind}")
+    if user_model == "ie" and kind == "dynamic":
+        with pytest.raises(relink.TlsError, match="dynamic TLS"):
+            relink.load(str(user))
+        return
+    with relink.load(str(user)) as m:
+        assert m.dependencies[0].is_host
+        user_get = m.function("user_get", I)
+        user_set = m.function("user_set", None, I)
+        user_addr = m.function("user_addr", P)
+        lib.host_set(41)
+        assert user_get() == 41
+        user_set(43)
+        assert lib.host_get() == 43
+        assert user_addr() == lib.host_addr()
+        assert in_thread(lambda: (user_get(), user_addr() == lib.host_addr())) == (41, True)
+
+
+def test_dynamic_tlsdesc_values_and_threads() -> None:
+    """TLSDESC through the dynamic resolver (no static TLS used)."""
+    with relink.load(str(tls_module("desc")), tls=NativeTls(static_tlsdesc=False)) as m:
+        get_counter = m.function("get_counter", I)
+        set_counter = m.function("set_counter", None, I)
+        assert m.function("get_global_ptr", ctypes.c_char_p)() == b"global"
+        assert get_counter() == 5
+        set_counter(8)
+        assert get_counter() == 8
+        assert in_thread(get_counter) == 5
+        assert m.function("counter_addr", P)() == m.tls_address("counter")
+
+
+@pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
+def test_tlsdesc_resolver_preserves_registers(static: bool) -> None:
+    """Only rax may change across a TLSDESC call: GPRs and ymm0-15 are checked."""
+    path = build_shared("tlsregs", {"tlsregs.c": src("tlsregs.c")}, group="tls",
+                        cflags=["-O2", "-mavx", "-mno-red-zone", "-mtls-dialect=gnu2"])
+    with relink.load(str(path), tls=NativeTls(static_tlsdesc=static)) as m:
+        probe = m.function("tlsdesc_probe", ctypes.c_long, P, P, P)
+        vin = (ctypes.c_ubyte * 512)(*[(i * 7 + 3) & 0xFF for i in range(512)])
+        vout = (ctypes.c_ubyte * 512)()
+        gout = (ctypes.c_long * 9)()
+        for _ in range(2):  # the first call allocates the block (malloc runs)
+            assert probe(vin, vout, gout) == 1234
+            assert list(gout[:8]) == [0x1111 * k for k in range(1, 9)]
+            assert bytes(vout) == bytes(vin)
+        assert in_thread(lambda: probe(vin, vout, gout)) == 1234
+        assert bytes(vout) == bytes(vin)
+
+
+def test_static_tls_exhaustion_names_the_tunable() -> None:
+    big = build_shared("bigie", {"bigie.c": src("bigie.c")}, group="tls", cflags=["-O2"])
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(relink.TlsError) as info:
+        relink.load(str(big))
+    assert info.value.tunable == "glibc.rtld.optional_static_tls"
+    assert "glibc.rtld.optional_static_tls" in str(info.value)
+    assert set(os.listdir("/proc/self/fd")) <= before  # carrier memfd closed again
+    # ... and the advice works: with the tunable raised the same library loads.
+    code = ("import relink, ctypes, sys; m = relink.load(sys.argv[1]); "
+            "print(m.function('big_first', ctypes.c_int)())")
+    env = dict(os.environ, GLIBC_TUNABLES="glibc.rtld.optional_static_tls=2000000")
+    out = subprocess.run([sys.executable, "-c", code, str(big)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
