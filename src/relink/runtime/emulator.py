@@ -1,0 +1,312 @@
+"""Foreign-image runtime: TLS policy, executor and runtime symbols for emulated targets.
+
+Runtime layer. A foreign image never runs on the host, but its relocations still need
+a TLS layout and its initializers / IFUNC resolvers still need to run somewhere:
+
+* `ForeignTls` is the TLS policy for foreign images (any memory backend): it gives
+  every module with PT_TLS a module id and a place in one *static* TLS area laid out
+  as the target's ABI says — variant I (block after the TCB: aarch64 16-byte TCB, arm
+  8-byte TCB, RISC-V and LoongArch none) or variant II (blocks below the thread pointer,
+  which points at a TCB whose first word is itself: x86, x86_64). DTPMOD, DTPOFF, TPOFF
+  and TLSDESC (static descriptors: the argument is the offset from the thread pointer)
+  all derive from that layout, so GD, LD, IE and TLSDESC code agree.
+* `EmulatorTls` materializes that layout in an `Emulator`: a TLS area holding each
+  module's initialization image, the thread pointer register, and traps for
+  ``__tls_get_addr`` (``___tls_get_addr`` on i386, ``__aeabi_read_tp`` on arm) and the
+  TLSDESC resolver.
+* `EmulatorExecutor` runs initializers, finalizers and IFUNC resolvers in the emulator.
+* `TrapProvider` is the symbol provider for the emulator's runtime functions.
+
+One emulated thread: every module gets one static block (no dynamic TLS, no DTV).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from relink.arch import ArchSpec
+from relink.errors import TlsError, UnsupportedError
+from relink.relocation.dynamic import TlsHooks
+from relink.state import ModuleState
+
+if TYPE_CHECKING:
+    from relink.memory.unicorn import Emulator
+
+__all__ = ["EmulatorExecutor", "EmulatorTls", "ForeignTls", "TlsBlock", "TlsLayout",
+           "TrapProvider", "tls_layout"]
+
+STT_FUNC = 2
+
+
+@dataclass(frozen=True)
+class TlsLayout:
+    """How an ISA places static TLS relative to the thread pointer.
+
+    Attributes:
+        variant: 1 (blocks above the thread pointer, after `tcb_size` bytes) or 2
+            (blocks below it).
+        tcb_size: bytes between the thread pointer and the first block (variant I), or
+            the TCB size above the thread pointer (variant II; its first word is tp).
+        dtv_offset: the bias of DTPOFF values (0x800 on RISC-V).
+    """
+
+    variant: int
+    tcb_size: int
+    dtv_offset: int
+
+
+def tls_layout(spec: ArchSpec) -> TlsLayout:
+    """The static TLS layout of `spec`'s ABI (glibc's TLS_TCB_SIZE / TLS_DTV_AT_TP)."""
+    if spec.tls_variant == 2:
+        return TlsLayout(2, spec.word_size, spec.tls_dtv_offset)
+    return TlsLayout(1, {"aarch64": 16, "arm": 8}.get(spec.name, 0), spec.tls_dtv_offset)
+
+
+@dataclass
+class TlsBlock:
+    """One module's place in the static TLS area."""
+
+    state: ModuleState
+    module_id: int
+    tpoff: int          # block start - thread pointer
+    size: int
+    align: int
+
+
+class ForeignTls(TlsHooks):
+    """TLS policy for foreign images: module ids and a static layout per ISA variant.
+
+    Args:
+        size: bytes of the static TLS area (all blocks must fit).
+        thread_pointer: the target address of the thread pointer, when a backend has
+            one (needed only for `symbol_address`).
+        tlsdesc_function: target address of a static TLSDESC resolver (returns the
+            descriptor's second word); without one, TLSDESC relocations fail clearly.
+    """
+
+    def __init__(self, size: int = 0x10000, *, thread_pointer: int | None = None,
+                 tlsdesc_function: int | None = None) -> None:
+        self.size = size
+        self.thread_pointer = thread_pointer
+        self._tlsdesc_function = tlsdesc_function
+        self.layout: TlsLayout | None = None
+        self.spec: ArchSpec | None = None
+        self.blocks: dict[int, TlsBlock] = {}
+        self.by_id: dict[int, TlsBlock] = {}
+        self._cursor: int | None = None
+        self._next_id = 1
+
+    def _room(self) -> int:
+        """Bytes usable by blocks (variant II keeps its TCB page inside the area)."""
+        return self.size
+
+    def block(self, prov: Any) -> TlsBlock:
+        """The TLS block of provider `prov`, placing it on first use."""
+        found = self.blocks.get(id(prov))
+        if found is not None:
+            return found
+        if not isinstance(prov, ModuleState):
+            raise TlsError(f"{getattr(prov, 'name', prov)!r} is not a relink-loaded module, "
+                           "so relink cannot give it a TLS block in a foreign address space")
+        image = prov.image
+        ph = image.tls
+        if ph is None:
+            raise TlsError("a TLS relocation refers to this module, which has no PT_TLS "
+                           "segment", file=image.label)
+        spec = image.spec
+        if self.spec is None:
+            self.spec, self.layout = spec, tls_layout(spec)
+        elif spec is not self.spec:
+            raise TlsError(f"this TLS runtime serves {self.spec.name}, not {spec.name}",
+                           file=image.label)
+        layout = self.layout
+        assert layout is not None
+        align = max(ph.p_align, 1)
+        if align & (align - 1) or align > 0x1000:
+            raise TlsError(f"unsupported PT_TLS alignment {ph.p_align}", file=image.label)
+        if self._cursor is None:
+            self._cursor = layout.tcb_size if layout.variant == 1 else 0
+        if layout.variant == 1:
+            off = (self._cursor + align - 1) & ~(align - 1)
+            end = off + ph.p_memsz
+            tpoff = off
+        else:
+            off = (self._cursor + ph.p_memsz + align - 1) & ~(align - 1)
+            end = off
+            tpoff = -off
+        if end > self._room():
+            raise TlsError(f"the static TLS area ({self.size:#x} bytes) is full: cannot "
+                           f"place {ph.p_memsz:#x} more bytes (raise tls_size)",
+                           file=image.label)
+        self._cursor = end
+        blk = TlsBlock(prov, self._next_id, tpoff, ph.p_memsz, align)
+        self._next_id += 1
+        self.blocks[id(prov)] = blk
+        self.by_id[blk.module_id] = blk
+        prov.tls_runtime = self  # type: ignore[attr-defined]  # ModuleState.symbol reads it
+        prov.extras.append(lambda: self._forget(prov))
+        self._placed(blk)
+        return blk
+
+    def _placed(self, blk: TlsBlock) -> None:
+        """Hook for backends that hold the TLS area (copy the initialization image)."""
+
+    def _forget(self, prov: ModuleState) -> None:
+        blk = self.blocks.pop(id(prov), None)
+        if blk is not None:
+            self.by_id.pop(blk.module_id, None)
+
+    # -- TlsHooks ------------------------------------------------------------------------
+
+    def dtpmod(self, provider: Any) -> int:
+        return self.block(provider).module_id
+
+    def dtpoff(self, provider: Any, offset: int) -> int:
+        self.block(provider)
+        return offset
+
+    def tpoff(self, provider: Any, offset: int) -> int:
+        return self.block(provider).tpoff + offset
+
+    def tlsdesc(self, module: ModuleState, provider: Any, offset: int) -> tuple[int, int]:
+        blk = self.block(provider)
+        func = self.tlsdesc_function(module.image.spec)
+        return func, blk.tpoff + offset
+
+    def tlsdesc_function(self, spec: ArchSpec) -> int:
+        """Target address of the static TLSDESC resolver."""
+        if self._tlsdesc_function is None:
+            raise UnsupportedError(
+                f"TLSDESC relocations need a resolver function in the {spec.name} address "
+                "space: use the emulator backend or pass tlsdesc_function= to ForeignTls")
+        return self._tlsdesc_function
+
+    def address(self, state: ModuleState, offset: int) -> int:
+        """Target address of byte `offset` of `state`'s TLS block (one thread)."""
+        if self.thread_pointer is None:
+            raise TlsError("this TLS runtime has no thread pointer in the target",
+                           file=state.image.label)
+        return self.thread_pointer + self.block(state).tpoff + offset
+
+    def symbol_address(self, state: ModuleState, name: str, version: str | None) -> int:
+        """Target address of TLS variable `name` of `state` (`ModuleState.symbol` hook)."""
+        found = state.lookup(name, version, exact=version is not None)
+        if found is None:
+            raise TlsError(f"no TLS symbol {name!r}", file=state.image.label)
+        return self.address(state, found[0] - state.base)
+
+
+class EmulatorTls(ForeignTls):
+    """`ForeignTls` materialized inside an `Emulator` (TLS area, tp, traps)."""
+
+    def __init__(self, emu: Emulator, base: int, size: int) -> None:
+        super().__init__(size)
+        from relink.memory import PROT_READ, PROT_WRITE
+
+        self.emu = emu
+        self.spec = emu.spec
+        self.layout = tls_layout(emu.spec)
+        self.area = emu._own(base, size + 0x1000, PROT_READ | PROT_WRITE)
+        word = emu.abi.word
+        if self.layout.variant == 2:
+            # tp at the top page; its TCB's first word points to itself (%fs:0 / %gs:0).
+            self.thread_pointer = base + size
+            emu.write(self.thread_pointer, self.thread_pointer.to_bytes(word, "little"))
+        else:
+            self.thread_pointer = base
+        name = emu.spec.name
+        self._get_addr_trap("__tls_get_addr", arg_reg=None)
+        if name == "x86":
+            self._get_addr_trap("___tls_get_addr", arg_reg="eax")  # GNU i386: regparm
+        if name == "arm":
+            emu.trap("__aeabi_read_tp", lambda e: self.thread_pointer)
+        desc_reg = "rax" if name == "x86_64" else emu.abi.ret
+
+        def tlsdesc_return(e: Emulator) -> int:
+            return e.read_word(e.reg(desc_reg) + e.abi.word)
+
+        tlsdesc_return.return_via = emu.abi.tlsdesc_link  # type: ignore[attr-defined]
+        self._desc_trap = (desc_reg, tlsdesc_return)
+
+    def _room(self) -> int:
+        return self.size
+
+    def _get_addr_trap(self, name: str, arg_reg: str | None) -> None:
+        def get_addr(e: Emulator) -> int:
+            ti = e.reg(arg_reg) if arg_reg else e.arg(0)
+            word = e.abi.word
+            mod, off = e.read_word(ti), e.read_word(ti + word)
+            blk = self.by_id.get(mod)
+            if blk is None:
+                raise TlsError(f"{name} called with unknown TLS module id {mod}")
+            assert self.layout is not None and self.thread_pointer is not None
+            return self.thread_pointer + blk.tpoff + off + self.layout.dtv_offset
+
+        self.emu.trap(name, get_addr)
+
+    def tlsdesc_function(self, spec: ArchSpec) -> int:
+        return self.emu.trap("_dl_tlsdesc_return", self._desc_trap[1])
+
+    def _placed(self, blk: TlsBlock) -> None:
+        image = blk.state.image
+        ph = image.tls
+        assert ph is not None and self.thread_pointer is not None
+        at = self.thread_pointer + blk.tpoff
+        init = image.region.read(image.base + ph.p_vaddr, ph.p_filesz) if ph.p_filesz else b""
+        self.emu.write(at, init + bytes(blk.size - len(init)))
+
+    def relocated(self, module: ModuleState) -> None:
+        # The module's PT_TLS image is final now (its own relocations may patch .tdata).
+        blk = self.blocks.get(id(module))
+        if blk is not None:
+            self._placed(blk)
+
+    def activate(self) -> None:
+        """Load the thread pointer register (before every call into the emulator)."""
+        assert self.thread_pointer is not None
+        self.emu.abi.set_thread_pointer(self.emu.uc, self.emu, self.thread_pointer,
+                                        self.emu.gdt)
+
+
+class EmulatorExecutor:
+    """Runs target code (initializers, finalizers, IFUNC resolvers) in an `Emulator`."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    def call_ifunc(self, resolver: int) -> int:
+        # glibc passes (hwcap, hwcap2 / __ifunc_arg_t*); an emulated CPU has none to offer.
+        return self.emu.call(resolver, 0, 0)
+
+    def call_init(self, func: int, argc: int, argv: int, envp: int) -> None:
+        if not argv:
+            argv = envp = self.emu.empty_vector
+        self.emu.call(func, argc, argv, envp)
+
+    def call_fini(self, func: int) -> None:
+        self.emu.call(func)
+
+
+class TrapProvider:
+    """Symbol provider for the emulator's runtime functions and `Emulator.provide`."""
+
+    is_host = True
+    path: str | None = None
+    soname: str | None = None
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self.name = f"<{emu.spec.name} emulator runtime>"
+        self.identity = ("emulator", id(emu))
+
+    def lookup(self, name: str, version: str | None,
+               exact: bool = False) -> tuple[int, int, int] | None:
+        addr = self.emu._trap_names.get(name)
+        return (addr, 0, STT_FUNC) if addr is not None else None
+
+    def read(self, addr: int, size: int) -> bytes:
+        return self.emu.read(addr, size)
+
+    def __repr__(self) -> str:
+        return f"<TrapProvider {self.name}>"
