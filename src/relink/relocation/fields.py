@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
-    "Check", "Field", "FieldOverflow", "NONE", "aarch64_add_lo12", "aarch64_adr",
+    "Check", "Field", "FieldOverflow", "NONE", "ObjectArch", "aarch64_add_lo12", "aarch64_adr",
     "aarch64_imm14", "aarch64_imm19", "aarch64_imm26", "aarch64_movw", "data_add",
     "data_set6", "data_sub", "data_sub6", "either", "riscv_b", "riscv_call", "riscv_cb",
-    "riscv_cj", "riscv_i", "riscv_j", "riscv_s", "riscv_u", "signed", "unsigned", "word",
+    "Recipe", "riscv_cj", "riscv_i", "riscv_j", "riscv_s", "riscv_u", "signed", "unsigned",
+    "word",
 ]
 
 
@@ -290,3 +291,59 @@ def riscv_cj(check: Check) -> Field:
 def riscv_call(check: Check = HI20) -> Field:
     """AUIPC + JALR pair (CALL, CALL_PLT): hi20 into the AUIPC, lo12 into the JALR."""
     return Field("riscv_call", 8, _call, check)
+
+
+# -- recipes -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How one object-relocation type is applied: a formula and a field.
+
+    Formulas (S symbol, A addend, P place, G GOT slot of S, GOT GOT base, L call target —
+    S or a synthesized stub, Z symbol size, TP/DTP thread-pointer / module offsets):
+    ``none``, ``S+A``, ``S+A-P``, ``L+A-P``, ``G+A-P``, ``G``, ``GOT+A-P``, ``S+A-GOT``,
+    ``Z+A``, ``Page(S+A)-Page(P)``, ``Page(G)-Page(P)``, ``hi-partner`` (RISC-V
+    PCREL_LO12: the value computed for the paired HI20), ``align`` (RISC-V ALIGN),
+    ``uleb-set``/``uleb-sub`` (RISC-V SET/SUB_ULEB128), and the TLS formulas
+    ``tls-gd``, ``tls-ld``, ``tls-ie``, ``tls-desc`` (GOT pairs/slots, relative to P),
+    ``tls-le`` (S+A-TP) and ``tls-dtp`` (S+A in the module's block).
+
+    ``needs`` names what the layout must synthesize: ``got``, ``plt``, ``tls``.
+    """
+
+    name: str
+    formula: str
+    field: Field | None = None
+    needs: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectArch:
+    """Everything the object relocator needs about one ISA: recipes plus stub shape.
+
+    Attributes:
+        recipes: relocation type -> Recipe (a type not listed is unsupported, by name).
+        stub_size: bytes per synthesized PLT stub / branch veneer.
+        branch_range: reach of the direct call the stubs back up (bytes, each way).
+        make_stub: ``make_stub(stub_addr, slot_addr) -> bytes`` — a stub that jumps to
+            the address stored in the GOT slot at `slot_addr`.
+        got_symbol: the name that means "the GOT base" (``_GLOBAL_OFFSET_TABLE_``).
+    """
+
+    name: str
+    e_machine: int
+    elf_class: int
+    recipes: dict[int, Recipe]
+    stub_size: int
+    branch_range: int
+    make_stub: Callable[[int, int], bytes]
+    got_symbol: str = "_GLOBAL_OFFSET_TABLE_"
+    pcrel_hi: frozenset[int] = frozenset()  # types whose value a *_LO12 partner reuses
+
+    @property
+    def word_size(self) -> int:
+        return self.elf_class // 8
+
+    def always_got(self, unit: object) -> bool:
+        """True when the unit names the GOT base symbol, so a GOT must exist."""
+        return self.got_symbol in getattr(unit, "undefined", {})

@@ -1,0 +1,213 @@
+"""Runtime state of a loaded link unit (one or more objects), and what owns it.
+
+Image layer of `relink.object`. `ObjectState` is what `relink.Module` wraps for objects:
+it offers the provider interface the rest of relink uses (`name`, `path`, `soname`,
+`base`, `state`, `lookup`, `symbol`, `resolve_ifunc`), the lifecycle (initializers,
+finalizers, read-only-after-init protection, release of init-lifetime groups) and the
+section map (`sections`). `ObjectOwner` is the owner a Module closes through, as
+`relink.api.LoadGroup` is for shared objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from relink.errors import InitializerError, UnsupportedError
+from relink.memory import PROT_NONE, Region
+from relink.runtime.executor import Executor
+
+__all__ = ["ObjectImage", "ObjectOwner", "ObjectState", "PlacedSection"]
+
+log = logging.getLogger(__name__)
+STT_GNU_IFUNC = 10
+MADV_DONTNEED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedSection:
+    """A section as loaded: where it went and which permission group holds it."""
+
+    object: str
+    name: str
+    address: int
+    size: int
+    group: str
+
+
+class ObjectImage:
+    """The minimal image view `relink.Module` reads (arch, entry, segments, contains)."""
+
+    dynamic = None
+    entry = 0
+
+    def __init__(self, spec: Any, region: Region, segments: list[tuple[int, int, int]]
+                 ) -> None:
+        self.spec = spec
+        self.region = region
+        self._segments = segments
+
+    def segments(self) -> list[tuple[int, int, int]]:
+        return list(self._segments)
+
+    def contains(self, addr: int) -> bool:
+        return any(a <= addr < a + n for a, n, _p in self._segments)
+
+
+class ObjectState:
+    """A relocated link unit of relocatable objects.
+
+    Attributes:
+        exports: name -> (address, size, STT type) of what the unit exports.
+        sections: every loaded section (`PlacedSection`), in address order.
+        init_funcs / fini_funcs: runtime addresses, in call order.
+        counts: relocation recipe name -> number applied.
+        scope: the providers relocation bound against (kept alive with the module).
+    """
+
+    is_host = False
+
+    def __init__(self, name: str, path: str | None, spec: Any, region: Region,
+                 executor: Executor | None, label: str) -> None:
+        self.name = name
+        self.path = path
+        self.soname: str | None = None
+        self.label = label
+        self.identity = ("object", id(self))
+        self.spec = spec
+        self.region = region
+        self.executor = executor
+        self.state = "mapped"
+        self.exports: dict[str, tuple[int, int, int]] = {}
+        self.local_symbols: dict[str, int] = {}
+        self.sections: list[PlacedSection] = []
+        self.init_funcs: list[int] = []
+        self.fini_funcs: list[int] = []
+        self.counts: dict[str, int] = {}
+        self.scope: list[Any] = []
+        self.modinfo: list[tuple[str, str]] = []
+        self.segments: list[tuple[int, int, int, int, str]] = []  # addr, size, init, final
+        self.init_segments: list[tuple[int, int]] = []
+        self.image = ObjectImage(spec, region, [])
+        self.lock = threading.RLock()
+        self._ifunc: dict[int, int] = {}
+
+    @property
+    def base(self) -> int:
+        return self.region.start
+
+    # -- provider interface ---------------------------------------------------------------
+
+    def lookup(self, name: str, version: str | None,
+               exact: bool = False) -> tuple[int, int, int] | None:
+        """(address, size, type) of an exported symbol; objects carry no versions."""
+        if version is not None and exact:
+            return None
+        return self.exports.get(name)
+
+    def symbol(self, name: str, version: str | None = None) -> int | None:
+        found = self.lookup(name, version, exact=version is not None)
+        return None if found is None else found[0]
+
+    def local_symbol(self, name: str) -> int | None:
+        """Address of a file-local (static) symbol by name, when the name is unique."""
+        return self.local_symbols.get(name)
+
+    def resolve_ifunc(self, resolver: int) -> int:
+        addr = self._ifunc.get(resolver)
+        if addr is None:
+            if self.executor is None:
+                raise UnsupportedError("calling an IFUNC resolver needs to run target code "
+                                       "and this load has no executor", file=self.label)
+            addr = self.executor.call_ifunc(resolver)
+            self._ifunc[resolver] = addr
+        return addr
+
+    def section(self, name: str) -> PlacedSection | None:
+        """The first loaded section called `name`."""
+        return next((s for s in self.sections if s.name == name), None)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def initialize(self, argc: int, argv: int, envp: int) -> None:
+        """Run the initializers once, then apply final protections, release init memory."""
+        with self.lock:
+            if self.state in ("initialized", "initializing"):
+                return
+            if self.state != "relocated":
+                raise InitializerError(f"cannot initialize an object in state {self.state}",
+                                       file=self.label)
+            self.state = "initializing"
+            try:
+                if self.init_funcs:
+                    if self.executor is None:
+                        raise InitializerError(
+                            "the objects have initializers but this load cannot run target "
+                            "code (no executor)", file=self.label)
+                    for func in self.init_funcs:
+                        self.executor.call_init(func, argc, argv, envp)
+            except BaseException:
+                self.state = "failed"
+                raise
+            self.state = "initialized"
+            self.finish_protection()
+
+    def finish_protection(self) -> None:
+        """Final protections (read-only-after-init), then drop init-lifetime groups."""
+        for addr, size, init_prot, final_prot, _group in self.segments:
+            if final_prot != init_prot:
+                self.region.protect(addr, size, final_prot)
+        for addr, size in self.init_segments:
+            self.region.protect(addr, size, PROT_NONE)
+            if self.spec.is_host and type(self.region).__name__ == "HostRegion":
+                from relink.runtime import libc  # give the pages back to the kernel
+
+                libc.madvise(addr, size, MADV_DONTNEED)
+        self.init_segments = []
+
+    def finalize(self) -> None:
+        with self.lock:
+            if self.state not in ("initialized", "failed"):
+                return
+            self.state = "finalized"
+            if self.executor is None:
+                return
+            for func in self.fini_funcs:
+                try:
+                    self.executor.call_fini(func)
+                except Exception:  # pragma: no cover - ctypes does not raise here
+                    log.exception("finalizer %#x of %s failed", func, self.name)
+
+    def release(self) -> None:
+        with self.lock:
+            if self.state == "closed":
+                return
+            self.state = "closed"
+            self.region.release()
+
+    def __repr__(self) -> str:
+        return f"<ObjectState {self.name} at {self.base:#x} {self.state}>"
+
+
+class ObjectOwner:
+    """Owns one `load_object` result: `Module.close()` lands in `release`."""
+
+    def __init__(self, state: ObjectState) -> None:
+        self.state = state
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def release(self, module: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        try:
+            self.state.finalize()
+        finally:
+            self.state.release()
