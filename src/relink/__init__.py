@@ -44,6 +44,7 @@ __all__ = [
     "__version__", "host_module", "load",
     "Linker", "LinkContext", "LinkContextError", "PreparedLoad", "ResolveRequest", "Existing",
     "Unresolved", "Observer", "LoadVetoedError", "default_context", "raise_pending",
+    "load_object", "SectionGroup",
 ]
 
 _LAZY = {
@@ -67,6 +68,8 @@ _LAZY = {
     "LoadVetoedError": ("relink.observer", "LoadVetoedError"),
     "default_context": ("relink.api", "default_context"),
     "raise_pending": ("relink.linker.callbacks", "raise_pending"),
+    "load_object": ("relink.object.loader", "load_object"),
+    "SectionGroup": ("relink.object.layout", "SectionGroup"),
 }
 
 if TYPE_CHECKING:
@@ -80,6 +83,8 @@ if TYPE_CHECKING:
     from relink.memory.buffer import BufferMapper
     from relink.memory.host import HostMapper
     from relink.module import Module, SyntheticModule
+    from relink.object.layout import SectionGroup
+    from relink.object.loader import load_object
     from relink.observer import LoadVetoedError, Observer
     from relink.runtime.host import HostPolicy
 
