@@ -45,10 +45,12 @@ __all__ = [
     "Linker", "LinkContext", "LinkContextError", "PreparedLoad", "ResolveRequest", "Existing",
     "Unresolved", "Observer", "LoadVetoedError", "default_context", "raise_pending",
     "load_object", "SectionGroup",
+    "scan",
 ]
 
 _LAZY = {
     "load": ("relink.api", "load"),
+    "scan": ("relink.plan.scan", "scan"),
     "host_module": ("relink.api", "host_module"),
     "Module": ("relink.module", "Module"),
     "SyntheticModule": ("relink.module", "SyntheticModule"),

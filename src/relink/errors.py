@@ -14,9 +14,12 @@ __all__ = [
     "ArchMismatchError",
     "DependencyError",
     "ElfParseError",
+    "ExecutionError",
+    "EmulationError",
     "InitializerError",
     "LinkerError",
     "MappingError",
+    "PlanError",
     "RelinkError",
     "RelocationError",
     "RelocationOverflowError",
@@ -236,4 +239,55 @@ class TlsError(RelinkError):
     def __init__(self, message: str, *, file: str | None = None,
                  tunable: str | None = None) -> None:
         self.tunable = tunable
+        super().__init__(message, file=file)
+
+
+class PlanError(RelinkError):
+    """A scan-first plan cannot be honoured (relink.plan): a pass asked for something the
+    module's capability does not allow, a placement does not fit, or a moved section could
+    not be repaired. Raised before anything is mapped.
+
+    Attributes:
+        module: the module (file name) concerned, when known.
+        section: the section name concerned, when known.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, module: str | None = None,
+                 section: str | None = None) -> None:
+        self.module = module
+        self.section = section
+        where = f"section {section}: " if section else ""
+        super().__init__(where + message, file=file or module)
+
+
+class EmulationError(RelinkError):
+    """Target code run inside an emulator (foreign ISA) faulted or did not return.
+
+    Attributes:
+        arch: the emulated ISA.
+        pc: the program counter when emulation stopped, when known.
+        address: the faulting memory address, when the fault was a memory access.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, arch: str = "",
+                 pc: int | None = None, address: int | None = None) -> None:
+        self.arch = arch
+        self.pc = pc
+        self.address = address
+        super().__init__(message, file=file)
+
+
+class ExecutionError(RelinkError):
+    """A program could not be started by `relink.execute` (the child never reached the
+    program's entry point), or `relink.run_main` could not find ``main``.
+
+    Attributes:
+        syscall: the system call that failed in the child (``"rt_sigaction"`` …), if any.
+        errno: its error number, if any.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, syscall: str | None = None,
+                 errno: int | None = None) -> None:
+        self.syscall = syscall
+        self.errno = errno
         super().__init__(message, file=file)
