@@ -12,23 +12,105 @@ releases the span before the error propagates.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from relink.arch import ArchSpec, host_spec, spec_for
-from relink.elf import check_segments
+from relink.elf import check_segments, dynamic_tables
 from relink.elf.dynamic import DynamicInfo, parse_dynamic
 from relink.elf.header import ElfHeader, ProgramHeader, parse_header, parse_program_headers
+from relink.elf.relocs import RelocTable
 from relink.elf.source import ElfSource
 from relink.elf.symbols import SymbolTable
 from relink.elf.view import AddressView
 from relink.errors import ArchMismatchError, ElfParseError, UnsupportedError
 from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
 
-__all__ = ["Image", "map_image", "prot_of"]
+__all__ = ["Image", "ParsedMetadata", "clear_parse_cache", "map_image", "prot_of"]
 
+_log = logging.getLogger(__name__)
 ET_REL, ET_EXEC, ET_DYN = 1, 2, 3
 PT_DYNAMIC, PT_INTERP, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME = 2, 3, 7, 0x6474E552, 0x6474E550
 PF_X, PF_W, PF_R = 1, 2, 4
+
+
+@dataclass(eq=False)
+class ParsedMetadata:
+    """Everything the loader reads from a file before relocating it (base-independent).
+
+    Cached per file identity and stamp (dev, inode, size, mtime_ns) — or per content for
+    memory inputs — so loading the same unchanged file again skips parsing. A file
+    rewritten in place gets a new stamp and is parsed afresh.
+    """
+
+    header: ElfHeader
+    phdrs: list[ProgramHeader]
+    loads: list[ProgramHeader]
+    spec: ArchSpec
+    dynamic: DynamicInfo | None = None
+    symbols: SymbolTable | None = None
+    tables: tuple[list[RelocTable], list[int]] | None = None
+    complete: bool = False
+
+
+_CACHE_LIMIT = 128
+_parse_cache: OrderedDict[tuple[object, ...], tuple[ParsedMetadata, object]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def clear_parse_cache() -> None:
+    """Forget every cached parse result."""
+    with _cache_lock:
+        _parse_cache.clear()
+
+
+def _cache_key(src: ElfSource, page: int) -> tuple[object, ...] | None:
+    if src.stamp is not None:
+        return ("file", src.identity, src.stamp, page)
+    data = src._data
+    if data is None:
+        return None
+    # Content key; a hit is confirmed byte for byte below. A bytes object caches its
+    # own hash, so loading the same bytes again costs one comparison.
+    obj = data.obj
+    if isinstance(obj, bytes) and len(obj) == len(data):
+        return ("mem", len(data), hash(obj), page)
+    return ("mem", len(data), hash(data.tobytes()), page)
+
+
+def _cached(key: tuple[object, ...] | None, src: ElfSource) -> ParsedMetadata | None:
+    if key is None:
+        return None
+    with _cache_lock:
+        hit = _parse_cache.get(key)
+        if hit is None:
+            return None
+        _parse_cache.move_to_end(key)
+    parsed, content = hit
+    if content is not None and content is not src._data.obj and content != src._data:
+        return None
+    return parsed if parsed.complete else None
+
+
+def _remember(key: tuple[object, ...] | None, src: ElfSource, parsed: ParsedMetadata) -> None:
+    if key is None:
+        return
+    if parsed.dynamic is not None and parsed.dynamic.strings is not None:
+        parsed.dynamic.strings = memoryview(bytes(parsed.dynamic.strings))
+    if parsed.symbols is not None:
+        parsed.symbols.detach()
+    parsed.complete = True
+    content = None
+    if key[0] == "mem" and src._data is not None:
+        obj = src._data.obj
+        content = obj if isinstance(obj, bytes) and len(obj) == len(src._data) else \
+            bytes(src._data)
+    with _cache_lock:
+        _parse_cache[key] = (parsed, content)
+        while len(_parse_cache) > _CACHE_LIMIT:
+            _parse_cache.popitem(last=False)
 
 
 def prot_of(p_flags: int) -> int:
@@ -64,8 +146,22 @@ class Image:
     page_size: int
     protections: list[tuple[int, int, int]] = field(default_factory=list)
     _segments_final: bool = False
-    # (runtime address, size) ranges PT_GNU_RELRO must leave writable (lazy PLT slots).
-    keep_writable: list[tuple[int, int]] = field(default_factory=list)
+    parsed: ParsedMetadata | None = None
+
+    def relocation_tables(self) -> tuple[list[RelocTable], list[int]]:
+        """The decoded REL/RELA tables and RELR addresses (cached with the metadata)."""
+        parsed = self.parsed
+        if parsed is not None and parsed.tables is not None:
+            return parsed.tables
+        if self.dynamic is None:
+            tables: tuple[list[RelocTable], list[int]] = ([], [])
+        else:
+            tables = dynamic_tables(self.view, self.dynamic, self.spec.elf_class,
+                                    relr_limit=max(self.region.size // self.spec.word_size,
+                                                   16))
+        if parsed is not None:
+            parsed.tables = tables
+        return tables
 
     @property
     def name(self) -> str:
@@ -105,8 +201,8 @@ class Image:
             mask = ~(self.page_size - 1)
             start = (self.base + self.relro.p_vaddr) & mask
             end = (self.base + self.relro.p_vaddr + self.relro.p_memsz) & mask
-            for lo, hi in _subtract_pages(start, end, self.keep_writable, self.page_size):
-                self.region.protect(lo, hi - lo, PROT_READ)
+            if end > start:
+                self.region.protect(start, end - start, PROT_READ)
 
     def finish_protection(self) -> None:
         """Apply each segment's exact p_flags, then make PT_GNU_RELRO read-only."""
@@ -115,17 +211,6 @@ class Image:
 
     def release(self) -> None:
         self.region.release()
-
-
-def _subtract_pages(start: int, end: int, keep: list[tuple[int, int]],
-                    page: int) -> list[tuple[int, int]]:
-    """Page ranges of ``[start, end)`` not touching any (address, size) in `keep`."""
-    out = [(start, end)] if end > start else []
-    for addr, size in keep:
-        lo, hi = addr & ~(page - 1), (addr + size + page - 1) & ~(page - 1)
-        out = [piece for s, e in out
-               for piece in ((s, min(e, lo)), (max(s, hi), e)) if piece[1] > piece[0]]
-    return out
 
 
 def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
@@ -143,6 +228,13 @@ def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
     Raises:
         ElfParseError, ArchMismatchError, UnsupportedError, MappingError.
     """
+    page = mapper.page_size
+    key = _cache_key(src, page)
+    parsed = _cached(key, src)
+    if parsed is not None:
+        want = expect if expect is not None else (host_spec() if mapper.native else None)
+        if want is None or want is parsed.spec:
+            return _map_parsed(src, parsed, mapper, address, key)
     eh = parse_header(src)
     if eh.e_type == ET_REL:
         raise UnsupportedError("this is a relocatable object (ET_REL): load it with "
@@ -162,23 +254,38 @@ def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
                if mapper.native else ""),
             file=src.label, expected=want.name, actual=spec.name)
     phdrs = parse_program_headers(src, eh)
-    page = mapper.page_size
     loads = check_segments(phdrs, src.size, src.label, page)
+    for i, ph in enumerate(loads):
+        if ph.p_flags & (PF_W | PF_X) == PF_W | PF_X and mapper.native:
+            # W^X: honoured because the file demands it, but never silently.
+            _log.warning("%s: PT_LOAD segment %d is writable and executable (p_flags %#x); "
+                         "its pages will be mapped W+X", src.label, i, ph.p_flags)
+    parsed = ParsedMetadata(eh, phdrs, loads, spec)
+    return _map_parsed(src, parsed, mapper, address, key)
+
+
+def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address: int | None,
+                key: tuple[object, ...] | None) -> Image:
+    page = mapper.page_size
     mask = ~(page - 1)
+    loads = parsed.loads
     lo = loads[0].p_vaddr & mask
     hi = (loads[-1].p_vaddr + loads[-1].p_memsz + page - 1) & mask
-    fixed = eh.e_type == ET_EXEC
+    fixed = parsed.header.e_type == ET_EXEC
     region = mapper.reserve(hi - lo, address=lo if fixed else address, fixed=fixed)
     try:
-        return _populate(src, eh, phdrs, loads, spec, mapper, region, lo, page)
+        image = _populate(src, parsed, mapper, region, lo, page)
     except BaseException:
         region.release()
         raise
+    if not parsed.complete:
+        _remember(key, src, parsed)
+    return image
 
 
-def _populate(src: ElfSource, eh: ElfHeader, phdrs: list[ProgramHeader],
-              loads: list[ProgramHeader], spec: ArchSpec, mapper: Mapper, region: Region,
+def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
               lo: int, page: int) -> Image:
+    eh, phdrs, loads, spec = parsed.header, parsed.phdrs, parsed.loads, parsed.spec
     mask = ~(page - 1)
     base = region.start - lo
     protections = []
@@ -206,7 +313,11 @@ def _populate(src: ElfSource, eh: ElfHeader, phdrs: list[ProgramHeader],
                     page_at = file_map_end - page
                     if not prot & PROT_WRITE:
                         region.protect(page_at, page, prot | PROT_WRITE)
-                    region.write(file_end, bytes(tail))
+                    if view is not None:
+                        at = file_end - region.start
+                        view[at:at + tail] = bytes(tail)
+                    else:
+                        region.write(file_end, bytes(tail))
                     if not prot & PROT_WRITE:
                         region.protect(page_at, page, prot)
                 if seg_end > file_map_end:
@@ -226,12 +337,16 @@ def _populate(src: ElfSource, eh: ElfHeader, phdrs: list[ProgramHeader],
         aview = AddressView.for_image(view, lo, phdrs, src.label)
     else:
         aview = AddressView.for_file(src.data, phdrs, src.label)
-    dyn_ph = next((ph for ph in phdrs if ph.p_type == PT_DYNAMIC), None)
-    dynamic = symbols = None
-    if dyn_ph is not None:
-        dynamic = parse_dynamic(aview, dyn_ph.p_vaddr, dyn_ph.p_memsz, eh.elf_class)
-        if dynamic.symtab:
-            symbols = SymbolTable(aview, dynamic, eh.elf_class)
+    if parsed.complete:
+        dynamic, symbols = parsed.dynamic, parsed.symbols
+    else:
+        dyn_ph = next((ph for ph in phdrs if ph.p_type == PT_DYNAMIC), None)
+        dynamic = symbols = None
+        if dyn_ph is not None:
+            dynamic = parse_dynamic(aview, dyn_ph.p_vaddr, dyn_ph.p_memsz, eh.elf_class)
+            if dynamic.symtab:
+                symbols = SymbolTable(aview, dynamic, eh.elf_class)
+        parsed.dynamic, parsed.symbols = dynamic, symbols
     tls = next((ph for ph in phdrs if ph.p_type == PT_TLS), None)
     relro = next((ph for ph in phdrs if ph.p_type == PT_GNU_RELRO), None)
     ehf = next((ph for ph in phdrs if ph.p_type == PT_GNU_EH_FRAME), None)
@@ -242,4 +357,4 @@ def _populate(src: ElfSource, eh: ElfHeader, phdrs: list[ProgramHeader],
                  region=region, base=base, span_vaddr=lo, view=aview, dynamic=dynamic,
                  symbols=symbols, tls=tls, relro=relro,
                  eh_frame_hdr=(base + ehf.p_vaddr) if ehf is not None else None,
-                 page_size=page, protections=protections)
+                 page_size=page, protections=protections, parsed=parsed)

@@ -97,6 +97,21 @@ class DynamicInfo:
         return bool(self.flags_1 & DF_1_NODELETE)
 
 
+_TAG_FIELDS = {
+    DT_STRTAB: "strtab", DT_STRSZ: "strsz", DT_SYMTAB: "symtab", DT_SYMENT: "syment",
+    DT_HASH: "hash", DT_GNU_HASH: "gnu_hash", DT_RELA: "rela", DT_RELASZ: "relasz",
+    DT_RELAENT: "relaent", DT_REL: "rel", DT_RELSZ: "relsz", DT_RELENT: "relent",
+    DT_RELR: "relr", DT_RELRSZ: "relrsz", DT_RELRENT: "relrent", DT_JMPREL: "jmprel",
+    DT_PLTRELSZ: "pltrelsz", DT_PLTREL: "pltrel", DT_RELACOUNT: "relcount",
+    DT_PLTGOT: "pltgot", DT_INIT: "init", DT_FINI: "fini", DT_INIT_ARRAY: "init_array",
+    DT_INIT_ARRAYSZ: "init_arraysz", DT_FINI_ARRAY: "fini_array",
+    DT_FINI_ARRAYSZ: "fini_arraysz", DT_PREINIT_ARRAY: "preinit_array",
+    DT_PREINIT_ARRAYSZ: "preinit_arraysz", DT_FLAGS: "flags", DT_FLAGS_1: "flags_1",
+    DT_VERSYM: "versym", DT_VERDEF: "verdef", DT_VERDEFNUM: "verdefnum",
+    DT_VERNEED: "verneed", DT_VERNEEDNUM: "verneednum",
+}
+
+
 def read_cstr(table: memoryview, offset: int, label: str, what: str) -> str:
     """Read a NUL-terminated string at `offset` of a string table view."""
     if offset < 0 or offset >= len(table):
@@ -126,104 +141,28 @@ def parse_dynamic(view: AddressView, vaddr: int, size: int, elf_class: int) -> D
         raise ElfParseError("PT_DYNAMIC is empty", file=label, what="dynamic section")
     raw = view.get(vaddr, count * layout.size, "dynamic section")
     info = DynamicInfo()
-    entries = info.entries
-    needed_offs: list[int] = []
-    soname = rpath = runpath = None
-    index = 0
-    for tag, value in layout.iter_unpack(raw):
-        if tag == DT_NULL:
-            break
-        entries.append((tag, value))
-        if tag == DT_NEEDED:
-            needed_offs.append(value)
-        elif tag == DT_STRTAB:
-            info.strtab = value
-        elif tag == DT_STRSZ:
-            info.strsz = value
-        elif tag == DT_SYMTAB:
-            info.symtab = value
-        elif tag == DT_SYMENT:
-            info.syment = value
-        elif tag == DT_HASH:
-            info.hash = value
-        elif tag == DT_GNU_HASH:
-            info.gnu_hash = value
-        elif tag == DT_RELA:
-            info.rela = value
-        elif tag == DT_RELASZ:
-            info.relasz = value
-        elif tag == DT_RELAENT:
-            info.relaent = value
-        elif tag == DT_REL:
-            info.rel = value
-        elif tag == DT_RELSZ:
-            info.relsz = value
-        elif tag == DT_RELENT:
-            info.relent = value
-        elif tag == DT_RELR:
-            info.relr = value
-        elif tag == DT_RELRSZ:
-            info.relrsz = value
-        elif tag == DT_RELRENT:
-            info.relrent = value
-        elif tag == DT_JMPREL:
-            info.jmprel = value
-        elif tag == DT_PLTRELSZ:
-            info.pltrelsz = value
-        elif tag == DT_PLTREL:
-            info.pltrel = value
-        elif tag in (DT_RELACOUNT, DT_RELCOUNT):
-            info.relcount = value
-        elif tag == DT_PLTGOT:
-            info.pltgot = value
-        elif tag == DT_INIT:
-            info.init = value
-        elif tag == DT_FINI:
-            info.fini = value
-        elif tag == DT_INIT_ARRAY:
-            info.init_array = value
-        elif tag == DT_INIT_ARRAYSZ:
-            info.init_arraysz = value
-        elif tag == DT_FINI_ARRAY:
-            info.fini_array = value
-        elif tag == DT_FINI_ARRAYSZ:
-            info.fini_arraysz = value
-        elif tag == DT_PREINIT_ARRAY:
-            info.preinit_array = value
-        elif tag == DT_PREINIT_ARRAYSZ:
-            info.preinit_arraysz = value
-        elif tag == DT_SONAME:
-            soname = value
-        elif tag == DT_RPATH:
-            rpath = value
-        elif tag == DT_RUNPATH:
-            runpath = value
-        elif tag == DT_SYMBOLIC:
-            info.symbolic = True
-        elif tag == DT_TEXTREL:
-            info.textrel = True
-        elif tag == DT_BIND_NOW:
-            info.bind_now = True
-        elif tag == DT_FLAGS:
-            info.flags = value
-        elif tag == DT_FLAGS_1:
-            info.flags_1 = value
-        elif tag == DT_VERSYM:
-            info.versym = value
-        elif tag == DT_VERDEF:
-            info.verdef = value
-        elif tag == DT_VERDEFNUM:
-            info.verdefnum = value
-        elif tag == DT_VERNEED:
-            info.verneed = value
-        elif tag == DT_VERNEEDNUM:
-            info.verneednum = value
-        elif tag == DT_DEBUG:
-            info.debug_slot = vaddr + index * layout.size + layout.size // 2
-        index += 1
-    else:
+    rows = list(layout.iter_unpack(raw))
+    try:
+        n = [tag for tag, _ in rows].index(DT_NULL)
+    except ValueError:
         raise ElfParseError("dynamic section has no DT_NULL terminator", file=label,
-                            what="dynamic section", offset=vaddr)
+                            what="dynamic section", offset=vaddr) from None
+    entries = info.entries = rows[:n]
+    tags = dict(entries)  # last occurrence wins, as in ld.so's l_info
+    for tag, attr in _TAG_FIELDS.items():
+        value = tags.get(tag)
+        if value is not None:
+            setattr(info, attr, value)
+    if DT_RELCOUNT in tags and DT_RELACOUNT not in tags:
+        info.relcount = tags[DT_RELCOUNT]
+    needed_offs = [v for t, v in entries if t == DT_NEEDED] if DT_NEEDED in tags else []
+    soname, rpath, runpath = tags.get(DT_SONAME), tags.get(DT_RPATH), tags.get(DT_RUNPATH)
+    info.symbolic = DT_SYMBOLIC in tags
+    info.textrel = DT_TEXTREL in tags
+    info.bind_now = DT_BIND_NOW in tags
+    if DT_DEBUG in tags:
+        i = [t for t, _ in entries].index(DT_DEBUG)
+        info.debug_slot = vaddr + i * layout.size + layout.size // 2
     if info.flags & DF_SYMBOLIC:
         info.symbolic = True
     if info.flags & DF_TEXTREL:

@@ -24,6 +24,7 @@ SourceLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, int, I
                    "ElfSource"]
 
 _fresh = itertools.count(1)
+_HEAD = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,8 @@ class ElfSource:
         stamp: (size, mtime_ns) for files, None for memory inputs.
     """
 
-    __slots__ = ("name", "path", "fd", "size", "identity", "stamp", "_data", "_owns_fd")
+    __slots__ = ("name", "path", "fd", "size", "identity", "stamp", "_data", "_owns_fd",
+                 "_head")
 
     def __init__(self, *, name: str, path: str | None, fd: int | None, size: int,
                  identity: SourceIdentity, data: memoryview | None,
@@ -68,6 +70,7 @@ class ElfSource:
         self.stamp = stamp
         self._data = data
         self._owns_fd = owns_fd
+        self._head: bytes | None = None
 
     @property
     def label(self) -> str:
@@ -102,6 +105,19 @@ class ElfSource:
                                 offset=offset)
         if self._data is not None:
             return bytes(self._data[offset:offset + size])
+        if offset + size <= _HEAD:
+            # Headers and program headers almost always sit in the first page:
+            # one pread serves them all.
+            head = self._head
+            if head is None:
+                assert self.fd is not None
+                try:
+                    head = self._head = os.pread(self.fd, min(_HEAD, self.size), 0)
+                except OSError as exc:
+                    raise MappingError(f"cannot read: {exc.strerror}", file=self.label,
+                                       op="pread", errno=exc.errno) from exc
+            if offset + size <= len(head):
+                return head[offset:offset + size]
         assert self.fd is not None
         try:
             out = os.pread(self.fd, size, offset)

@@ -186,6 +186,21 @@ class SymbolTable:
             out.append(raw.decode("utf-8", "surrogateescape"))
         return out
 
+    def detach(self) -> None:
+        """Copy every view into the image to private storage.
+
+        After this the table no longer refers to the mapping it was parsed from, so it
+        can outlive it (the loader's per-file parse cache relies on this).
+        """
+        if self._gnu is not None:
+            nb, so, shift, bloom, buckets, chains = self._gnu
+            self._gnu = (nb, so, shift, memoryview(bytes(bloom)).cast(bloom.format),
+                         memoryview(bytes(buckets)).cast("I"),
+                         memoryview(bytes(chains)).cast("I"))
+        if self._sysv is not None:
+            b, c = self._sysv
+            self._sysv = (memoryview(bytes(b)).cast("I"), memoryview(bytes(c)).cast("I"))
+
     # -- export index ---------------------------------------------------------------
 
     def _build_exports(self) -> None:
@@ -246,7 +261,10 @@ class SymbolTable:
         unversioned non-hidden definition also matches, as in ld.so's check_match.
         """
         if version is None:
-            return self.exports.get(name)
+            exports = self._exports
+            if exports is None:
+                exports = self.exports
+            return exports.get(name)
         i = self.versioned.get((name, version))
         if i is not None or exact:
             return i

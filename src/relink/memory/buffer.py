@@ -8,11 +8,15 @@ nothing is ever executed. Mapping a file copies its bytes.
 
 from __future__ import annotations
 
+import errno
 import os
+from typing import Any
 
 from relink.errors import MappingError
 
-__all__ = ["BufferMapper", "BufferRegion"]
+__all__ = ["BufferMapper", "BufferRegion", "DEFAULT_MAX_SIZE"]
+
+DEFAULT_MAX_SIZE = 1 << 30
 
 
 class BufferRegion:
@@ -25,7 +29,11 @@ class BufferRegion:
     def __init__(self, start: int, size: int) -> None:
         self.start = start
         self.size = size
-        self.data = bytearray(size)
+        try:
+            self.data = bytearray(size)
+        except (MemoryError, OverflowError) as exc:
+            raise MappingError(f"cannot allocate a {size:#x}-byte buffer region",
+                               op="reserve", errno=12, address=start) from exc
         self.protections: list[tuple[int, int, int]] = []
         self.released = False
 
@@ -81,17 +89,29 @@ class BufferMapper:
     Args:
         base: the address of the first reservation when no address is asked for.
         page_size: the target's page size (4 KiB by default).
+        max_size: the largest span one reservation may have. Buffer pages are real
+            zero-filled host memory, so an image whose segments claim a huge span (a
+            malformed or hostile file) is refused with MappingError instead of
+            exhausting the host's memory (1 GiB by default).
     """
 
     native = False
 
-    def __init__(self, base: int = 0x10000000, page_size: int = 0x1000) -> None:
+    def __init__(self, base: int = 0x10000000, page_size: int = 0x1000,
+                 max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.page_size = page_size
+        self.max_size = max_size
         self._next = base
         self.regions: list[BufferRegion] = []
+        self.tls_policy: Any = None
 
     def reserve(self, size: int, *, address: int | None = None,
                 fixed: bool = False) -> BufferRegion:
+        if size < 0 or size > self.max_size:
+            raise MappingError(f"cannot reserve {size:#x} bytes of buffer memory (the limit "
+                               f"is {self.max_size:#x}: raise BufferMapper(max_size=...) "
+                               "if the image really is that large)", op="reserve",
+                               errno=errno.ENOMEM, address=address)
         start = address if address is not None else self._next
         for r in self.regions:
             if not r.released and start < r.start + r.size and r.start < start + size:
@@ -103,3 +123,26 @@ class BufferMapper:
         self.regions.append(region)
         self._next = max(self._next, (start + size + 0xFFFF) & ~0xFFFF)
         return region
+
+    def host_view(self, addr: int, size: int) -> memoryview:
+        """A writable memoryview of ``[addr, addr + size)`` (used by `Module.variable`)."""
+        for r in self.regions:
+            if not r.released and r.start <= addr and addr + size <= r.start + r.size:
+                return memoryview(r.data)[addr - r.start:addr - r.start + size]
+        raise MappingError(f"{size:#x} bytes at {addr:#x} are not in any buffer region",
+                           op="access", address=addr)
+
+    @property
+    def tls(self) -> Any:
+        """The TLS policy `relink.load` uses for images in this buffer.
+
+        A `relink.runtime.emulator.ForeignTls`: module ids and the target ISA's static
+        TLS layout (variant I or II), so DTPMOD / DTPOFF / TPOFF relocations get the
+        values the target's code expects. There is no thread and no TLS area here, so
+        TLSDESC needs ``ForeignTls(tlsdesc_function=...)`` set on `tls_policy`.
+        """
+        if self.tls_policy is None:
+            from relink.runtime.emulator import ForeignTls
+
+            self.tls_policy = ForeignTls()
+        return self.tls_policy

@@ -23,8 +23,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, Literal
 
-from relink.arch import ArchSpec, FieldSpec, RelocClass
-from relink.elf import dynamic_tables
+from relink.arch import ArchSpec, FieldSpec, RelocClass, rtype_name
 from relink.elf.relocs import RelocTable
 from relink.errors import (
     RelocationError,
@@ -77,10 +76,24 @@ class RelocationPlan:
     """Counts of what one module's relocation did, for `relink info` and tests."""
 
     def __init__(self) -> None:
-        self.by_class: dict[str, int] = {}
+        self._named: dict[str, int] = {}
+        self._typed: dict[tuple[int, int], int] = {}
 
     def add(self, name: str, n: int = 1) -> None:
-        self.by_class[name] = self.by_class.get(name, 0) + n
+        self._named[name] = self._named.get(name, 0) + n
+
+    def add_type(self, spec: ArchSpec, r_type: int, n: int) -> None:
+        key = (spec.e_machine, r_type)
+        self._typed[key] = self._typed.get(key, 0) + n
+
+    @property
+    def by_class(self) -> dict[str, int]:
+        """Counts by relocation type name (names resolved only when asked)."""
+        out = dict(self._named)
+        for (machine, t), n in self._typed.items():
+            name = rtype_name(machine, t)
+            out[name] = out.get(name, 0) + n
+        return out
 
 
 def _windows(image: Image, all_segments: bool) -> list[tuple[int, int]]:
@@ -89,18 +102,27 @@ def _windows(image: Image, all_segments: bool) -> list[tuple[int, int]]:
 
 
 def _check_offsets(image: Image, table_name: str, offsets: list[int], width: int,
-                   windows: list[tuple[int, int]], types: list[int] | None = None) -> None:
-    """Raise unless every ``[off, off + width)`` lies inside one of `windows`."""
+                   windows: list[tuple[int, int]], types: list[int] | None = None,
+                   widths: dict[int, int] | None = None) -> None:
+    """Raise unless every ``[off, off + width)`` lies inside one of `windows`.
+
+    `widths` overrides the width per relocation type (narrow FIELD types, two-word
+    TLSDESC, 0 for NONE, whose offset is never written).
+    """
     if not offsets:
         return
-    lo, hi = min(offsets), max(offsets) + width
+    top = max(width, *widths.values()) if widths else width
+    lo, hi = min(offsets), max(offsets) + top
     for start, end in windows:
         if start <= lo and hi <= end:
             return
     starts = [w[0] for w in windows]
     for i, off in enumerate(offsets):
+        size = widths.get(types[i], width) if widths and types else width
+        if size == 0:
+            continue
         j = bisect_right(starts, off) - 1
-        if j < 0 or off + width > windows[j][1]:
+        if j < 0 or off + size > windows[j][1]:
             name = image.spec.rtype_name(types[i]) if types else "RELR"
             raise RelocationError(
                 "relocation target is outside every writable segment of the module",
@@ -125,14 +147,22 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
     if dyn is None:
         return plan
     spec = image.spec
-    tables, relr = dynamic_tables(image.view, dyn, spec.elf_class,
-                                  relr_limit=max(image.region.size // spec.word_size, 16))
+    tables, relr = image.relocation_tables()
     textrel = dyn.textrel
     windows = _windows(image, textrel)
     word = spec.word_size
+    # Each entry is checked with the width it writes: a word, a FIELD's width, two words
+    # for TLSDESC (a one-byte check would let a word straddle the segment's end).
+    widths = {t: fs.width for t, fs in spec.fields.items()}
+    for t, cls in spec.classes.items():
+        if cls is RelocClass.TLSDESC:
+            widths[t] = 2 * word
+        elif cls is RelocClass.NONE:
+            widths[t] = 0
+        elif cls is RelocClass.COPY:
+            widths[t] = 1  # the symbol's size is checked by _copy
     for t in tables:
-        _check_offsets(image, t.name, t.offsets, word if not spec.fields else 1, windows,
-                       t.types)
+        _check_offsets(image, t.name, t.offsets, word, windows, t.types, widths)
     _check_offsets(image, ".relr.dyn", relr, word, windows)
     region = image.region
     view = region.view()
@@ -290,7 +320,7 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
         pack(fmt, view, i, val & mask)
         counts[t] = counts.get(t, 0) + 1
     for t, cnt in counts.items():
-        plan.add(spec.rtype_name(t), cnt)
+        plan.add_type(spec, t, cnt)
 
 
 def _pre_pass(state: ModuleState, table: RelocTable, pre: Pre, view: memoryview,
@@ -424,6 +454,16 @@ def _copy(state: ModuleState, binder: Binder, sym: int, name: str, off: int,
                               r_type_name=name, offset=off)
     sname = syms.names[sym]
     size = syms.sizes[sym]
+    if not any(s <= off and off + size <= e for s, e in _windows(image, False)):
+        raise RelocationError(f"COPY of {size} bytes for '{sname}' does not fit in a "
+                              "writable segment", file=image.label, r_type_name=name,
+                              offset=off)
+    # The place was checked for one word only: the whole copy must fit a writable
+    # segment too, or a lying st_size would write past it (issue 9).
+    if not any(s <= off and off + size <= e for s, e in _windows(image, False)):
+        raise RelocationError(f"COPY of {size} bytes (st_size) does not fit a writable "
+                              "segment of the module", file=image.label, r_type_name=name,
+                              symbol=sname, offset=off)
     req = syms.versions.requirement(sym)
     version = req[0] if req else None
     for prov in binder.scope:
@@ -437,7 +477,15 @@ def _copy(state: ModuleState, binder: Binder, sym: int, name: str, off: int,
             size = min(size, found[1])
         if isinstance(prov, ModuleState):
             data = prov.image.region.read(addr, size)
+        elif hasattr(prov, "read"):
+            data = prov.read(addr, size)
+        elif not image.mapper.native:
+            # Host memory never backs a foreign image's definitions.
+            raise RelocationError(f"COPY of '{sname}' from {prov.name}, which is not in "
+                                  "the target's address space", file=image.label,
+                                  r_type_name=name, offset=off)
         else:
+            _check_host_readable(image.label, name, sname, off, addr, size)
             data = ctypes.string_at(addr, size)
         view[i:i + size] = data
         binder.used[id(prov)] = prov
@@ -445,6 +493,24 @@ def _copy(state: ModuleState, binder: Binder, sym: int, name: str, off: int,
     raise UnknownSymbolError(file=image.label, r_type_name=name, symbol=sname, offset=off,
                              searched=[p.name for p in binder.scope
                                        if getattr(p, "identity", None) != state.identity])
+
+
+def _check_host_readable(label: str, r_type_name: str, sname: str, off: int, addr: int,
+                         size: int) -> None:
+    """A host definition's size is unknown (dlsym gives none): before copying st_size
+    bytes from it, make sure they lie in one readable mapping, so a lying st_size is an
+    error rather than a read of unmapped memory."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perms = line.split(None, 2)[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= addr < hi:
+                if "r" in perms and addr + size <= hi:
+                    return
+                break
+    raise RelocationError(f"COPY of {size} bytes from the host definition at {addr:#x} "
+                          "runs past its readable mapping (st_size is wrong)", file=label,
+                          r_type_name=r_type_name, symbol=sname, offset=off)
 
 
 def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:

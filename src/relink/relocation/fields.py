@@ -346,4 +346,4 @@ class ObjectArch:
 
     def always_got(self, unit: object) -> bool:
         """True when the unit names the GOT base symbol, so a GOT must exist."""
-        return self.got_symbol in getattr(unit, "undefined", {})
+        return bool(getattr(unit, "wants_got", False))

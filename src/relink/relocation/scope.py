@@ -30,6 +30,10 @@ __all__ = ["Binder", "Binding"]
 Binding = tuple[int, int, int, Any]  # (address, size, STT type, provider or None)
 
 
+def _tname(mod: ModuleState, r_type: int) -> str:
+    return mod.image.spec.rtype_name(r_type)
+
+
 class Binder:
     """Resolves the symbol references of one module against a scope.
 
@@ -64,7 +68,7 @@ class Binder:
         """
         found = self.cache.get(sym)
         if found is None:
-            found = self._resolve(sym, self.module.image.spec.rtype_name(r_type), offset)
+            found = self._resolve(sym, r_type, offset)
             if self.on_bind is not None:
                 syms = self.module.image.symbols
                 name = syms.names[sym] if syms is not None else ""
@@ -75,7 +79,7 @@ class Binder:
                 self.used[id(prov)] = prov
         return found
 
-    def _resolve(self, sym: int, r_type_name: str, offset: int) -> Binding:
+    def _resolve(self, sym: int, r_type: int, offset: int) -> Binding:
         mod = self.module
         syms = mod.image.symbols
         label = mod.image.label
@@ -83,7 +87,7 @@ class Binder:
             raise RelocationError(
                 f"symbol index {sym} is out of range "
                 f"({syms.count if syms else 0} symbols)", file=label,
-                r_type_name=r_type_name, offset=offset)
+                r_type=r_type, r_type_name=_tname(mod, r_type), offset=offset)
         name = syms.names[sym]
         info = syms.infos[sym]
         bind = info >> 4
@@ -94,7 +98,8 @@ class Binder:
         if defined and (bind == STB_LOCAL or vis != STV_DEFAULT):
             return (mod.address_of_index(sym), syms.sizes[sym], info & 0xF, mod)
         if not defined and vis != STV_DEFAULT:
-            raise UnknownSymbolError(file=label, r_type_name=r_type_name, symbol=name,
+            raise UnknownSymbolError(file=label, r_type=r_type, r_type_name=_tname(mod, r_type),
+                                     symbol=name,
                                      offset=offset, searched=["<hidden reference>"])
         req = syms.versions.requirement(sym)
         version = req[0] if req else None
@@ -119,7 +124,8 @@ class Binder:
                 return binding
         if bind == STB_WEAK:
             return 0, 0, 0, None
-        raise UnknownSymbolError(file=label, r_type_name=r_type_name, symbol=name,
+        raise UnknownSymbolError(file=label, r_type=r_type, r_type_name=_tname(mod, r_type),
+                                     symbol=name,
                                  offset=offset, searched=[p.name for p in order],
                                  version=version)
 
