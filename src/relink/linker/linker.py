@@ -262,7 +262,7 @@ class PreparedLoad:
         self.stage = "preparing"
         root = self._root(source)
         self.root = root
-        queue = [root] if root in self.new else []
+        queue = [root] if root in self.new and root.owned else []
         while queue:
             e = queue.pop(0)
             dyn = e.module.image.dynamic
@@ -291,7 +291,8 @@ class PreparedLoad:
             e = self._known(self.key)
             assert e is not None
             return e
-        key = self.key or (source if isinstance(source, str) else None)
+        key = self.key or (os.fspath(source) if isinstance(source, (str, os.PathLike))
+                           else None)
         found: Found | None = None
         if isinstance(source, str):
             found = self._custom(source, None, is_root=True)
@@ -302,7 +303,9 @@ class PreparedLoad:
                                         search=self.linker.search, host=None,
                                         acceptor=self._acceptor())
         if found is not None:
-            return self._materialize(found, key or source, None, root=True)
+            e = self._materialize(found, key or source, None, root=True)
+            self.names.setdefault(key or source, e)  # the requested key names the root
+            return e
         src = open_source(source, name=self.name)
         return self._from_source(src, key, None, "root", root=True)
 
@@ -494,6 +497,10 @@ class PreparedLoad:
                     hook(rev)
                 st.init_funcs, st.fini_funcs = list(rev.init_funcs), list(rev.fini_funcs)
             st.image.finish_protection()
+            if st.image.mapper.native:  # C++ exceptions must unwind through it
+                from relink.runtime.unwind import register_frames
+
+                register_frames(st)
             self._record_bindings(e, binder.used.values())
         self.stage = "relocated"
 
