@@ -166,6 +166,10 @@ class Layout:
     segments: list[tuple[int, int, str]] = field(default_factory=list)
     size: int = 0
     skipped: list[tuple[int, int]] = field(default_factory=list)
+    tls: list[Placed] = field(default_factory=list)  # offsets are within the TLS block
+    tls_size: int = 0
+    tls_filesz: int = 0
+    tls_align: int = 1
 
 
 def _default_group(name: str, flags: int) -> str:
@@ -196,16 +200,16 @@ def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup]
     lay = Layout(all_groups)
     pieces: dict[str, list[Placed]] = {g: [] for g in all_groups}
     pools: dict[tuple[str, int, int, str], list[tuple[int, int]]] = {}
+    tls: list[Placed] = []
     for oi, obj in enumerate(unit.objects):
         dropped = unit.discarded[oi]
         for sh in obj.sections:
             if not sh.sh_flags & SHF_ALLOC or sh.index in dropped:
                 continue
             if sh.sh_flags & SHF_TLS:
-                raise UnsupportedError(
-                    f"section {sh.name} holds thread-local data: objects with TLS need "
-                    "relink's TLS runtime (relink.runtime.tls), which is not available",
-                    file=obj.label)
+                tls.append(Placed(sh.name, "tls", sh.sh_size, max(sh.sh_addralign, 1),
+                                  sh.sh_type == SHT_NOBITS, oi, sh.index))
+                continue
             group = _default_group(sh.name, sh.sh_flags)
             if hook is not None:
                 choice = hook(SectionInfo(obj.label, sh.index, sh.name, sh.sh_size,
@@ -233,6 +237,7 @@ def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup]
         p = Placed(f"COMMON:{name}", "data", size, max(align, 1), True)
         pieces["data"].append(p)
         lay.commons[name] = p
+    _plan_tls(lay, tls)
     _plan_got_plt(unit, arch, lay, pieces)
     offset = 0
     for gname in sorted(pieces, key=lambda g: (all_groups[g].lifetime == "init",
@@ -251,6 +256,21 @@ def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup]
         offset = end
     lay.size = max(offset, page)
     return lay
+
+
+def _plan_tls(lay: Layout, tls: list[Placed]) -> None:
+    """One TLS block: initialized sections (.tdata) first, then zeroed ones (.tbss)."""
+    off = 0
+    for p in sorted(tls, key=lambda p: p.nobits):
+        off = (off + p.align - 1) & ~(p.align - 1)
+        p.offset = off
+        off += p.size
+        if not p.nobits:
+            lay.tls_filesz = off
+        lay.tls_align = max(lay.tls_align, p.align)
+        lay.sections[(p.obj, p.index)] = p
+        lay.tls.append(p)
+    lay.tls_size = off
 
 
 def _merge_pool(unit: LinkUnit, lay: Layout, name: str, flags: int, entsize: int,
@@ -295,7 +315,7 @@ def _merge_pool(unit: LinkUnit, lay: Layout, name: str, flags: int, entsize: int
 def _plan_got_plt(unit: LinkUnit, arch: Any, lay: Layout,
                   pieces: dict[str, list[Placed]]) -> None:
     recipes = arch.recipes
-    got_keys: dict[Any, int] = {}
+    got_keys: dict[Any, int] = {}  # key -> number of word slots
     plt_keys: dict[Any, int] = {}
     total = sum(p.size for items in pieces.values() for p in items)
     far_unit = total > arch.branch_range // 2
@@ -319,23 +339,37 @@ def _plan_got_plt(unit: LinkUnit, arch: Any, lay: Layout,
                         lay.ifuncs.add(key)
                         plt_keys.setdefault(key, len(plt_keys))
                     if recipe.needs == "got":
-                        got_keys.setdefault(key, len(got_keys))
+                        _slots(got_keys, key, 1)
                     elif recipe.needs == "plt" and (far_unit or _is_outside(unit, oi, s)):
                         plt_keys.setdefault(key, len(plt_keys))
+                    elif recipe.formula in _TLS_SLOTS:
+                        kind, n = _TLS_SLOTS[recipe.formula]
+                        _slots(got_keys, (kind,) if kind == "ld" else (kind, key), n)
     word = arch.word_size
     if got_keys or plt_keys or arch.always_got(unit):
-        n = len(got_keys) + len(plt_keys)
+        n = sum(got_keys.values()) + len(plt_keys)
         lay.got_piece = Placed(".got", "relro", max(n, 1) * word, 16, True)
         pieces["relro"].insert(0, lay.got_piece)
-        for key, i in got_keys.items():
-            lay.got[key] = i * word
-        for key, i in plt_keys.items():
-            lay.got[("plt", key)] = (len(got_keys) + i) * word
+        at = 0
+        for key, count in got_keys.items():
+            lay.got[key] = at
+            at += count * word
+        for key in plt_keys:
+            lay.got[("plt", key)] = at
+            at += word
     if plt_keys:
         lay.plt_piece = Placed(".plt", "text", len(plt_keys) * arch.stub_size, 16, True)
         pieces["text"].append(lay.plt_piece)
         for key, i in plt_keys.items():
             lay.plt[key] = i * arch.stub_size
+
+
+_TLS_SLOTS = {"tls-gd": ("gd", 2), "tls-ld": ("ld", 2), "tls-ie": ("ie", 1),
+              "tls-desc": ("desc", 2)}
+
+
+def _slots(keys: dict[Any, int], key: Any, count: int) -> None:
+    keys.setdefault(key, count)
 
 
 def _is_ifunc(unit: LinkUnit, oi: int, si: int) -> bool:

@@ -67,6 +67,7 @@ class LinkUnit:
     external_sizes: dict[str, int] = field(default_factory=dict)
     providers: dict[str, Any] = field(default_factory=dict)
     signatures: dict[str, str] = field(default_factory=dict)
+    wants_got: bool = False  # some object names _GLOBAL_OFFSET_TABLE_
 
     def add(self, obj: ObjectFile) -> None:
         """Add one object: settle its COMDAT groups, then register its symbols."""

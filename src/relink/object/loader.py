@@ -35,6 +35,7 @@ from relink.object.link import LinkUnit, resolve_external
 from relink.object.parse import ObjectFile, parse_object
 from relink.object.relocator import Relocator
 from relink.object.state import ObjectOwner, ObjectState, PlacedSection
+from relink.object.tls import ObjectTls
 from relink.relocation.fields import ObjectArch
 from relink.runtime.executor import Executor, NativeExecutor
 
@@ -156,6 +157,8 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
                 f"{getattr(host_spec(), 'name', '?')}: load it with mapper=BufferMapper()",
                 file=label, expected=getattr(host_spec(), "name", "?"), actual=spec.name)
         arch = object_arch(spec, label)
+        if unit.undefined.pop(arch.got_symbol, None) is not None:
+            unit.wants_got = True  # the linker defines the GOT base symbol
         explicit = _explicit_symbols(symbols, keep)
         providers = [getattr(p, "_state", p) for p in scope]
         host_prov = None
@@ -276,8 +279,16 @@ def _build(unit: LinkUnit, lay: Layout, arch: ObjectArch, region: Region,
             buf[p.offset:p.offset + len(data)] = data
         owner = unit.objects[p.obj].label if p.obj >= 0 else "<relink>"
         st.sections.append(PlacedSection(owner, p.name, base + p.offset, p.size, p.group))
-    rel = Relocator(unit, lay, arch, base, buf)
+    tls = None
+    if st.spec.is_host and type(region).__name__ == "HostRegion" and arch.name == "x86_64":
+        tls = ObjectTls(st.label, lay.tls_size, lay.tls_align, st)
+        st.tls = tls
+    rel = Relocator(unit, lay, arch, base, buf, tls)
     rel.run()
+    if lay.tls and tls is None:
+        raise UnsupportedError("the objects define thread-local variables, which need the "
+                               "native TLS runtime (a load into this process)",
+                               file=st.label)
     st.counts = dict(rel.counts)
     st.counts_unaligned = rel.unaligned  # type: ignore[attr-defined]
     _lifecycle(unit, lay, buf, st, arch.word_size)

@@ -31,11 +31,13 @@ from relink.errors import (
 from relink.object.layout import Layout, symbol_key
 from relink.object.link import STT_SECTION, LinkUnit
 from relink.object.parse import SHF_EXECINSTR, SHN_ABS, SHN_COMMON, SHN_UNDEF
+from relink.object.tls import ObjectTls
 from relink.relocation.fields import FieldOverflow, ObjectArch, Recipe
 
 __all__ = ["Relocator"]
 
 _PAGE = ~0xFFF
+_TLS_KEYS = (("gd",), ("ld",), ("ie",), ("desc",))
 
 
 class Relocator:
@@ -47,7 +49,7 @@ class Relocator:
     """
 
     def __init__(self, unit: LinkUnit, lay: Layout, arch: ObjectArch, base: int,
-                 buf: bytearray, tls: Any = None) -> None:
+                 buf: bytearray, tls: ObjectTls | None = None) -> None:
         self.unit = unit
         self.lay = lay
         self.arch = arch
@@ -58,14 +60,22 @@ class Relocator:
         self.unaligned = 0
         self.got_base = base + lay.got_piece.offset if lay.got_piece is not None else 0
         self.plt_base = base + lay.plt_piece.offset if lay.plt_piece is not None else 0
+        self.tls_buf = bytearray(lay.tls_size)  # the TLS initialization image
+        for p in lay.tls:
+            if not p.nobits:
+                self.tls_buf[p.offset:p.offset + p.size] = unit.objects[p.obj].data(p.index)
+        self._tls_done: set[Any] = set()
         self._hi: dict[int, int] = {}
         self._uleb: dict[int, int] = {}
 
     # -- addresses -------------------------------------------------------------------
 
     def section_addr(self, oi: int, shndx: int) -> int | None:
+        """Runtime address of a section; for a TLS section, its offset in the block."""
         p = self.lay.sections.get((oi, shndx))
-        return None if p is None else self.base + p.offset
+        if p is None:
+            return None
+        return p.offset if p.group == "tls" else self.base + p.offset
 
     def defined_addr(self, oi: int, si: int) -> int:
         """Runtime address of a symbol defined in object `oi` (not undefined)."""
@@ -144,6 +154,8 @@ class Relocator:
             return
         mask = (1 << (8 * word)) - 1
         for key, off in lay.got.items():
+            if isinstance(key, tuple) and key[:1] in _TLS_KEYS:
+                continue  # TLS slots are written when their relocation is applied
             target = key[1] if isinstance(key, tuple) and key[:1] == ("plt",) else key
             if target in lay.ifuncs:
                 if resolve_ifunc is None:
@@ -167,24 +179,29 @@ class Relocator:
         """Apply every relocation of every kept section (HI20 partners first)."""
         self.fill_got_plt(None)
         later: list[tuple[int, Any, int, Recipe]] = []
+        work: list[tuple[int, Any, Any]] = []
         for oi, obj in enumerate(self.unit.objects):
             dropped = self.unit.discarded[oi]
             for target, rsecs in obj.relocs.items():
                 placed = self.lay.sections.get((oi, target))
                 if placed is None or target in dropped:
                     continue  # relocations of unloaded sections (debug info, skipped)
-                for rs in rsecs:
-                    if rs.index in dropped:
-                        continue
-                    for k in range(len(rs.offsets)):
-                        recipe = self.arch.recipes.get(rs.types[k])
-                        if recipe is not None and recipe.formula == "hi-partner":
-                            later.append((oi, rs, k, recipe))
-                            continue
-                        self._one(oi, rs, k, placed.offset, recipe)
+                work += [(oi, rs, placed) for rs in rsecs if rs.index not in dropped]
+        # The TLS image first: it is handed to the TLS runtime before any TLS formula.
+        work.sort(key=lambda w: w[2].group != "tls")
+        for oi, rs, placed in work:
+            if self.tls is not None and placed.group != "tls" and not self.tls.image:
+                self.tls.image = bytes(self.tls_buf[:self.lay.tls_filesz])
+            for k in range(len(rs.offsets)):
+                recipe = self.arch.recipes.get(rs.types[k])
+                if recipe is not None and recipe.formula == "hi-partner":
+                    later.append((oi, rs, k, recipe))
+                    continue
+                self._one(oi, rs, k, placed, recipe)
+        if self.tls is not None and not self.tls.image:
+            self.tls.image = bytes(self.tls_buf[:self.lay.tls_filesz])
         for oi, rs, k, recipe in later:
-            placed = self.lay.sections[(oi, rs.target)]
-            self._one(oi, rs, k, placed.offset, recipe)
+            self._one(oi, rs, k, self.lay.sections[(oi, rs.target)], recipe)
 
     def _error_args(self, oi: int, rs: Any, k: int) -> dict[str, Any]:
         obj = self.unit.objects[oi]
@@ -197,7 +214,7 @@ class Relocator:
                 "r_type_name": rtype_name(obj.header.e_machine, t), "symbol": sym,
                 "offset": rs.offsets[k]}
 
-    def _one(self, oi: int, rs: Any, k: int, sec_off: int, recipe: Recipe | None) -> None:
+    def _one(self, oi: int, rs: Any, k: int, placed: Any, recipe: Recipe | None) -> None:
         if recipe is None:
             raise UnsupportedRelocationError(
                 **self._error_args(oi, rs, k),
@@ -207,12 +224,8 @@ class Relocator:
         self.counts[name] = self.counts.get(name, 0) + 1
         if formula == "none":
             return
-        if recipe.needs == "tls":
-            raise UnsupportedRelocationError(
-                **self._error_args(oi, rs, k),
-                detail="thread-local storage in relocatable objects needs relink's TLS "
-                       "runtime (relink.runtime.tls), which is not available")
-        off = sec_off + rs.offsets[k]
+        buf = self.tls_buf if placed.group == "tls" else self.buf
+        off = placed.offset + rs.offsets[k]
         place = self.base + off
         si = rs.syms[k]
         a = rs.addends[k]
@@ -230,13 +243,16 @@ class Relocator:
         if key is not None and key in self.lay.ifuncs and formula not in ("G+A-P", "G",
                                                                         "Page(G)-Page(P)"):
             s = self.plt_base + self.lay.plt[key]  # the canonical address of an IFUNC
-        value = self._value(formula, s, a, place, key, oi, si, rs, k, off, recipe)
+        if recipe.needs == "tls":
+            value: int | None = self._tls_value(formula, s, a, place, key, oi, si, rs, k)
+        else:
+            value = self._value(formula, s, a, place, key, oi, si, rs, k, off, recipe)
         if value is None:
             return
         field = recipe.field
         assert field is not None
         try:
-            field.apply(self.buf, off, value)
+            field.apply(buf, off, value)
         except FieldOverflow as exc:
             raise RelocationOverflowError(**self._error_args(oi, rs, k), value=exc.value,
                                           bits=exc.bits, signed=exc.signed) from None
@@ -305,6 +321,55 @@ class Relocator:
             return None
         raise UnsupportedRelocationError(**self._error_args(oi, rs, k),
                                          detail=f"formula {formula} is not implemented")
+
+    def _tls_value(self, formula: str, s: int, a: int, p: int, key: Any, oi: int, si: int,
+                   rs: Any, k: int) -> int:
+        """TLS formulas: the unit's own block, or another module's TLS variable."""
+        tls = self.tls
+        if tls is None:
+            raise UnsupportedRelocationError(
+                **self._error_args(oi, rs, k),
+                detail="thread-local storage needs relink's native TLS runtime: it works "
+                       "for objects loaded into this process, not into a buffer or for "
+                       f"{self.arch.name}")
+        obj = self.unit.objects[oi]
+        name = obj.sym_names[si]
+        own = obj.sym_shndx[si] != SHN_UNDEF or name in self.unit.defs
+        provider = None if own else self.unit.providers.get(name)
+        if not own and (provider is None or not s):
+            raise RelocationError("thread-local symbol is not defined anywhere",
+                                  **self._error_args(oi, rs, k))
+        if formula == "tls-le":
+            if not own:
+                raise RelocationError("local-exec TLS access to another module's variable",
+                                      **self._error_args(oi, rs, k))
+            return tls.tpoff(s + a)
+        if formula == "tls-dtp":
+            if not own:
+                raise RelocationError("DTPOFF relocation against another module's variable",
+                                      **self._error_args(oi, rs, k))
+            return s + a
+        if formula == "tls-ld":
+            slot_key: Any = ("ld",)
+        else:
+            slot_key = ({"tls-gd": "gd", "tls-ie": "ie", "tls-desc": "desc"}[formula], key)
+        slot = self._got(slot_key, oi, rs, k)
+        if slot_key not in self._tls_done:
+            self._tls_done.add(slot_key)
+            if formula == "tls-ld":
+                words = [tls.modid(), 0]
+            elif formula == "tls-gd":
+                words = list((tls.modid(), s) if own else tls.ext_gd(provider, s))
+            elif formula == "tls-ie":
+                words = [tls.tpoff(s) if own else tls.ext_tpoff(provider, s)]
+            else:
+                words = list(tls.desc(s) if own else tls.ext_desc(provider, s))
+            word = self.arch.word_size
+            at = slot - self.base
+            for i, w in enumerate(words):
+                self.buf[at + i * word:at + (i + 1) * word] = \
+                    (w % (1 << (8 * word))).to_bytes(word, "little")
+        return slot + a - p
 
     def _need_got(self, oi: int, rs: Any, k: int) -> int:
         if self.lay.got_piece is None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from relink.errors import InitializerError, UnsupportedError
+from relink.errors import InitializerError, TlsError, UnsupportedError
 from relink.memory import PROT_NONE, Region
 from relink.runtime.executor import Executor
 
@@ -23,6 +24,7 @@ __all__ = ["ObjectImage", "ObjectOwner", "ObjectState", "PlacedSection"]
 
 log = logging.getLogger(__name__)
 STT_GNU_IFUNC = 10
+STT_TLS = 6
 MADV_DONTNEED = 4
 
 
@@ -91,6 +93,8 @@ class ObjectState:
         self.segments: list[tuple[int, int, int, int, str]] = []  # addr, size, init, final
         self.init_segments: list[tuple[int, int]] = []
         self.image = ObjectImage(spec, region, [])
+        self.tls: Any = None  # ObjectTls when the unit has thread-local storage
+        self.extras: list[Callable[[], None]] = []  # release hooks (TLS carrier …)
         self.lock = threading.RLock()
         self._ifunc: dict[int, int] = {}
 
@@ -108,8 +112,16 @@ class ObjectState:
         return self.exports.get(name)
 
     def symbol(self, name: str, version: str | None = None) -> int | None:
+        """Address of an export; for a ``__thread`` variable, the calling thread's copy."""
         found = self.lookup(name, version, exact=version is not None)
-        return None if found is None else found[0]
+        if found is None:
+            return None
+        if found[2] == STT_TLS:
+            if self.tls is None:
+                raise TlsError(f"'{name}' is thread-local and this load has no TLS runtime",
+                               file=self.label)
+            return int(self.tls.address(found[0]))
+        return found[0]
 
     def local_symbol(self, name: str) -> int | None:
         """Address of a file-local (static) symbol by name, when the name is unique."""
@@ -185,6 +197,12 @@ class ObjectState:
             if self.state == "closed":
                 return
             self.state = "closed"
+            while self.extras:
+                hook = self.extras.pop()
+                try:
+                    hook()
+                except Exception:
+                    log.exception("releasing a resource of %s failed", self.name)
             self.region.release()
 
     def __repr__(self) -> str:
