@@ -1,0 +1,137 @@
+"""Exception unwinding through relink-loaded code: ``.eh_frame`` registration.
+
+Runtime layer, native only; the linker calls `register_frames` for each native module
+after relocation (before initializers, which may throw and catch internally).
+
+The unwinder that C++ exceptions (and ``backtrace``, ``pthread_cancel``…) use lives in
+``libgcc_s`` and finds a PC's frame description through ``_dl_find_object`` /
+``dl_iterate_phdr``, which only know objects glibc loaded: a throw inside a relink module
+would end in ``std::terminate``. libgcc also keeps a list of explicitly registered
+``.eh_frame`` sections, consulted first: `register_frames` locates the module's
+``.eh_frame`` through PT_GNU_EH_FRAME (the ``eh_frame_ptr`` field of ``.eh_frame_hdr``),
+checks that the CIE/FDE chain ends with the zero terminator libgcc's walk relies on,
+and hands it to ``__register_frame``; ``__deregister_frame`` runs when the module is
+released (before its memory goes away). ``libgcc_s`` and ``libstdc++`` themselves come
+from the host (`HostPolicy`), so there is one unwinder and one type_info world.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import struct
+import threading
+from typing import Any
+
+from relink.errors import RelinkError
+from relink.runtime import libc as c
+
+__all__ = ["eh_frame_address", "register_frames", "registered_frames"]
+
+log = logging.getLogger(__name__)
+
+DW_EH_PE_omit = 0xFF
+_FORMATS = {0x01: ("<H", 2), 0x02: ("<H", 2), 0x03: ("<I", 4), 0x04: ("<Q", 8),
+            0x09: ("<h", 2), 0x0A: ("<h", 2), 0x0B: ("<i", 4), 0x0C: ("<q", 8),
+            0x00: ("<Q", 8)}
+_MAX_WALK = 1 << 28
+
+_registered: dict[int, str] = {}  # eh_frame address -> module label
+_lock = threading.Lock()
+_functions: list[Any] = []
+
+
+def _read(addr: int, n: int) -> bytes:
+    return ctypes.string_at(addr, n)
+
+
+def eh_frame_address(state: Any) -> int | None:
+    """Runtime address of the module's ``.eh_frame`` (from PT_GNU_EH_FRAME), or None."""
+    image = state.image
+    hdr = image.eh_frame_hdr
+    if hdr is None:
+        return None
+    size = next((ph.p_memsz for ph in image.phdrs if ph.p_type == 0x6474E550), 0)
+    if size < 8 or not image.contains(hdr) or not image.contains(hdr + size - 1):
+        raise RelinkError("PT_GNU_EH_FRAME lies outside the loaded segments",
+                          file=image.label)
+    version, ptr_enc = _read(hdr, 2)
+    if version != 1 or ptr_enc == DW_EH_PE_omit:
+        return None
+    fmt = _FORMATS.get(ptr_enc & 0x0F)
+    if fmt is None or ptr_enc & 0x70 not in (0x00, 0x10):  # absptr or pcrel only
+        raise RelinkError(f".eh_frame_hdr uses unsupported pointer encoding {ptr_enc:#x}",
+                          file=image.label)
+    field = hdr + 4
+    value = struct.unpack(fmt[0], _read(field, fmt[1]))[0]
+    if ptr_enc & 0x70 == 0x10:  # DW_EH_PE_pcrel
+        value += field
+    elif image.header.e_type == 3:  # absolute, but relative to the link address
+        value += image.base
+    return int(value) & (2**64 - 1)
+
+
+def _terminated(state: Any, start: int) -> bool:
+    """True if the CIE/FDE chain from `start` ends with a zero length inside the image."""
+    image = state.image
+    addr = start
+    for _ in range(_MAX_WALK):
+        if not image.contains(addr) or not image.contains(addr + 3):
+            return False
+        length = struct.unpack("<I", _read(addr, 4))[0]
+        if length == 0:
+            return True
+        if length == 0xFFFFFFFF:  # 64-bit DWARF length
+            if not image.contains(addr + 11):
+                return False
+            length = struct.unpack("<Q", _read(addr + 4, 8))[0] + 8
+        addr += 4 + length
+    return False
+
+
+def _libgcc() -> tuple[Any, Any]:
+    if not _functions:
+        from relink.runtime.host import host_library
+
+        lib = host_library("libgcc_s.so.1", load=True)
+        reg = lib.address_of("__register_frame") if lib is not None else 0
+        dereg = lib.address_of("__deregister_frame") if lib is not None else 0
+        if not reg or not dereg:
+            raise RelinkError("the host has no libgcc_s with __register_frame: C++ "
+                              "exceptions cannot unwind through relink-loaded code")
+        _functions.extend([c.REGISTER_FRAME(reg), c.REGISTER_FRAME(dereg)])
+    return _functions[0], _functions[1]
+
+
+def register_frames(state: Any) -> bool:
+    """Register `state`'s ``.eh_frame`` with the host unwinder; False if it has none.
+
+    The release hook (deregistration) is appended to ``state.extras``.
+    """
+    start = eh_frame_address(state)
+    if start is None:
+        return False
+    if not _terminated(state, start):
+        log.warning("%s: .eh_frame has no zero terminator inside the image; exceptions "
+                    "will not unwind through it", state.image.label)
+        return False
+    if struct.unpack("<I", _read(start, 4))[0] == 0:
+        return False  # an empty .eh_frame
+    reg, dereg = _libgcc()
+    with _lock:
+        reg(start)
+        _registered[start] = state.image.label
+
+    def release() -> None:
+        with _lock:
+            if _registered.pop(start, None) is not None:
+                dereg(start)
+
+    state.extras.append(release)
+    return True
+
+
+def registered_frames() -> dict[int, str]:
+    """Every ``.eh_frame`` relink registered: address -> module label."""
+    with _lock:
+        return dict(_registered)
