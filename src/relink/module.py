@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from relink.errors import RelinkError, SymbolNotFoundError
+from relink.linker import callbacks as _callbacks
 
 __all__ = ["Module", "SyntheticModule"]
 
 C = TypeVar("C")
+_MISS = object()
 STT_FUNC, STT_OBJECT, STT_NOTYPE = 2, 1, 0
 
 
@@ -35,10 +37,14 @@ class Module:
         dependencies: the modules providing `needed`, in order (host ones included).
     """
 
-    __slots__ = ("_state", "_owner", "_functions", "_keep", "dependencies", "__weakref__")
+    __slots__ = ("_state", "_owner", "_functions", "_keep", "_symcache", "dependencies",
+                 "__weakref__")
 
     def __init__(self, state: Any, owner: Any = None) -> None:
         self._state = state
+        # Shared with the state, which empties it when the module is released; None for
+        # providers whose answers may change (synthetic modules) or need no cache.
+        self._symcache: dict[str, int | None] | None = getattr(state, "symcache", None)
         self._owner = owner
         self._functions: dict[tuple[Any, ...], Any] = {}
         self._keep: list[Any] = []  # objects that must live as long as this facade
@@ -113,8 +119,16 @@ class Module:
 
         Like dlsym/dlvsym: IFUNCs are resolved; the module's own exports only.
         """
+        cache = self._symcache
+        if version is None and cache is not None:
+            hit = cache.get(name, _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
         self._check_open()
-        return self._state.symbol(name, version)
+        addr: int | None = self._state.symbol(name, version)
+        if version is None and cache is not None and self._state.cacheable(name):
+            cache[name] = addr
+        return addr
 
     def __contains__(self, name: str) -> bool:
         return self.symbol(name) is not None
@@ -139,10 +153,28 @@ class Module:
         fn = self._functions.get(key)
         if fn is None:
             addr = self._address(name, version)
+            foreign = self._foreign_memory()
+            if foreign is not None:
+                # Never run a foreign image's code on the host: the backend calls it
+                # (the emulator backend runs it inside unicorn).
+                make = getattr(foreign, "function", None)
+                if make is None:
+                    from relink.errors import UnsupportedError
+
+                    raise UnsupportedError(
+                        f"{name} is {self.arch} code in {type(foreign).__name__} memory, "
+                        "which cannot run it: load it into relink.memory.unicorn.Emulator",
+                        file=self.path or self.name)
+                fn = make(addr, name, restype, argtypes)
+                self._functions[key] = fn
+                return fn
             fn = ctypes.CFUNCTYPE(restype, *argtypes)(addr)
             # Keep the mapping alive as long as the function object.
             setattr(fn, "__name__", name)  # noqa: B010
             setattr(fn, "_relink_module", self)  # noqa: B010
+            if _callbacks.active():
+                # A Python callback this call reaches may have raised: re-raise it here.
+                fn.errcheck = _callbacks.errcheck
             self._functions[key] = fn
         return fn
 
@@ -150,8 +182,26 @@ class Module:
         """A ctypes object of type `ctype` living at the symbol's address.
 
         The object does not keep the module alive: do not use it after close().
+        For a foreign image it aliases the backend's host buffer (target byte order and
+        sizes: use fixed-width ctypes types).
         """
-        return ctype.from_address(self._address(name, version))  # type: ignore[attr-defined]
+        addr = self._address(name, version)
+        foreign = self._foreign_memory()
+        if foreign is not None:
+            host_view = getattr(foreign, "host_view", None)
+            if host_view is None:
+                from relink.errors import UnsupportedError
+
+                raise UnsupportedError(f"{name}: {type(foreign).__name__} memory has no "
+                                       "host view", file=self.path or self.name)
+            return ctype.from_buffer(host_view(addr, ctypes.sizeof(ctype)))  # type: ignore
+        return ctype.from_address(addr)  # type: ignore[attr-defined]
+
+    def _foreign_memory(self) -> Any:
+        """The memory backend of a non-native image (None for host memory)."""
+        image = getattr(self._state, "image", None)
+        mapper = getattr(image, "mapper", None)
+        return mapper if mapper is not None and not mapper.native else None
 
     def __getitem__(self, name: str) -> int:
         return self._address(name, None)
@@ -184,6 +234,12 @@ class Module:
         if owner is not None:
             owner.release(self)
         self._functions.clear()
+
+    def initialize(self) -> None:
+        """Run the initializers a load with ``init=False`` left pending (deps first)."""
+        init = getattr(self._owner, "initialize", None)
+        if init is not None:
+            init(self)
 
     def __enter__(self) -> Module:
         return self
@@ -230,7 +286,7 @@ class SyntheticModule:
             addr = value
         elif isinstance(value, tuple):
             func, restype, *argtypes = value
-            cfunc = ctypes.CFUNCTYPE(restype, *argtypes)(func)
+            cfunc = _callbacks.wrap_callable(func, restype, tuple(argtypes), name=name)
             self._keep[name] = cfunc
             addr = ctypes.cast(cfunc, ctypes.c_void_p).value or 0
         elif isinstance(value, ctypes._CFuncPtr):  # type: ignore[attr-defined]
@@ -239,6 +295,10 @@ class SyntheticModule:
         elif isinstance(value, ctypes._SimpleCData | ctypes.Structure | ctypes.Array):
             self._keep[name] = value
             addr = ctypes.addressof(value)
+        elif callable(value):  # integer-register signature inferred from its parameters
+            cfunc = _callbacks.wrap_callable(value, name=name)
+            self._keep[name] = cfunc
+            addr = ctypes.cast(cfunc, ctypes.c_void_p).value or 0
         else:
             raise TypeError(f"symbol {name!r}: expected an address, a ctypes function or "
                             f"object, or (callable, restype, *argtypes), got "

@@ -75,6 +75,7 @@ class ModuleState:
         self.extras: list[Callable[[], None]] = []
         self.lock = threading.RLock()
         self._ifunc: dict[int, int] = {}
+        self.symcache: dict[str, int | None] = {}  # Module.symbol's cache, misses too
 
     @property
     def base(self) -> int:
@@ -117,6 +118,11 @@ class ModuleState:
             addr = self.executor.call_ifunc(resolver)
             self._ifunc[resolver] = addr
         return addr
+
+    def cacheable(self, name: str) -> bool:
+        """Whether `symbol(name)` may be cached: not for thread-local variables."""
+        found = self.lookup(name, None)
+        return found is None or found[2] != 6  # STT_TLS: a per-thread address
 
     def symbol(self, name: str, version: str | None = None) -> int | None:
         """What ``dlsym``/``dlvsym`` would return: IFUNCs resolved, TLS via the runtime."""
@@ -182,6 +188,7 @@ class ModuleState:
             if self.state == State.CLOSED:
                 return
             self.state = State.CLOSED
+            self.symcache.clear()
             while self.extras:
                 hook = self.extras.pop()
                 try:
