@@ -9,13 +9,17 @@ import is resolved by relink inside the chain or by the emulator's runtime traps
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from relink.arch import spec_named
-from support.build import FixtureBuildError, build_shared
+from support.build import FixtureBuildError, build_object, build_shared
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMULATED = ("x86", "x86_64", "aarch64", "arm", "riscv32", "riscv64")
@@ -55,3 +59,34 @@ def build_chain(arch: str) -> dict[str, Path]:
     except FixtureBuildError as exc:
         pytest.fail(f"cross-compiling the {arch} chain failed: {exc}")
     return {"base": base, "middle": middle, "leaf": leaf}
+
+
+# musl triples compile non-PIC objects (zig refuses -fno-PIC for *-linux-gnu targets).
+MUSL = {"x86": "x86-linux-musl", "x86_64": "x86_64-linux-musl",
+        "aarch64": "aarch64-linux-musl", "arm": "arm-linux-musleabihf",
+        "riscv64": "riscv64-linux-musl", "riscv32": "riscv32-linux-musl",
+        "loongarch64": "loongarch64-linux-musl"}
+
+
+def build_copy_exe(arch: str, base: Path) -> Path:
+    """A non-PIE ET_EXEC over libbase whose ``base_data`` is a COPY relocation.
+
+    Compiled -fno-PIC by the cached fixture compiler, linked with zig's ld.lld next to
+    libbase (so DT_RUNPATH $ORIGIN finds it); relinked only when an input changed.
+    """
+    obj = build_object("exe", source("exe.c"), cc="zig", target=MUSL[arch],
+                       cflags=["-O1", "-fno-builtin", "-fno-PIC"], group="foreign-exe")
+    out = base.parent / "exe"
+    stamp = base.parent / "exe.stamp"
+    key = hashlib.sha256(obj.read_bytes() + base.read_bytes()).hexdigest()
+    if out.exists() and stamp.exists() and stamp.read_text() == key:
+        return out
+    tmp = base.parent / f".exe.{os.getpid()}"
+    cmd = [sys.executable, "-m", "ziglang", "ld.lld", "-o", str(tmp), str(obj), str(base),
+           "-e", "_start", "--export-dynamic", "--allow-shlib-undefined", "-rpath", "$ORIGIN"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise FixtureBuildError(cmd, res.stderr, res.returncode)
+    os.replace(tmp, out)
+    stamp.write_text(key)
+    return out
