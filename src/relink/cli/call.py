@@ -36,6 +36,10 @@ def register(sub: Any) -> None:
                    help="return type (default: int)")
     p.add_argument("--version-of", metavar="VERSION", dest="version",
                    help="call the definition of this symbol version (like dlvsym)")
+    p.add_argument("--emulate", action="store_true",
+                   help="load FILE (any ISA unicorn runs: x86, x86_64, aarch64, arm, "
+                        "riscv32, riscv64) into a unicorn emulator and call SYMBOL there; "
+                        "integer, pointer and string arguments only (needs relink[emu])")
     p.set_defaults(func=run)
 
 
@@ -86,9 +90,27 @@ def _load(path: str) -> Any:
     return relink.load(path)
 
 
+def _load_emulated(path: str) -> Any:
+    import relink
+    from relink.elf import ElfFile
+    from relink.memory.unicorn import Emulator
+
+    with ElfFile(path) as elf:
+        machine, elf_class = elf.header.e_machine, elf.header.elf_class
+    from relink.arch import spec_for
+
+    spec = spec_for(machine, elf_class)
+    if spec is None:
+        from relink.errors import UnsupportedError
+
+        raise UnsupportedError(f"no architecture spec for e_machine {machine}", file=path)
+    return relink.load(path, memory=Emulator(spec))
+
+
 def run(args: argparse.Namespace) -> int:
     parsed = [parse_arg(a) for a in args.args]
-    module = _load(args.file)
+    module = _load_emulated(args.file) if getattr(args, "emulate", False) else \
+        _load(args.file)
     try:
         fn = module.function(args.symbol, CTYPES[args.returns], *(t for t, _ in parsed),
                              version=args.version)

@@ -223,6 +223,10 @@ class SymbolTable:
                 ndx = ver & 0x7FFF
                 if ndx >= 2:
                     vname = vnames.get(ndx)
+                    if vname is None and ndx in self.versions.need_names:
+                        # A definition versioned by a verneed entry: an executable's
+                        # COPY target (glibc's l_versions holds both kinds of names).
+                        vname = self.versions.need_names[ndx][0]
                     if vname is not None:
                         versioned.setdefault((name, vname), i)
                     if ver & 0x8000:

@@ -376,7 +376,8 @@ class Emulator:
              timeout_us: int = 0, signed: bool = False) -> int:
         """Call the target function at `func` with integer arguments; return its result.
 
-        bytes / str arguments are copied to the emulator heap and passed as pointers.
+        bytes / str arguments are copied (NUL-terminated) to the emulator heap and passed
+        as pointers.
         The result is the ABI result register masked to the word (`signed` converts it).
 
         Raises:
@@ -386,7 +387,9 @@ class Emulator:
         if self._running:
             raise EmulationError("Emulator.call is not re-entrant (called from a trap?)",
                                  arch=self.spec.name)
-        ints = [self.put(a) if isinstance(a, (bytes, str)) else int(a) for a in args]
+        # bytes are copied with a trailing NUL (C strings work; buffers do not mind).
+        ints = [self.put(a if isinstance(a, str) else bytes(a) + b"\0")
+                if isinstance(a, (bytes, bytearray, str)) else int(a) for a in args]
         self._prepare()
         start = self.abi.prepare_call(self.uc, self, func, ints, self.sentinel,
                                       self._stack.start + self._stack.size - 64)
