@@ -275,6 +275,8 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
         done = _relative_numpy(table, classes, view, delta, base, word)
         if done is not None:
             offsets, types, syms, addends, skipped = done
+            # _special / fallback index the table by k: give them the remaining entries
+            table = RelocTable(table.name, offsets, types, syms, addends)
             plan.add("RELATIVE", skipped)
             n = len(offsets)
     bind = binder.bind
