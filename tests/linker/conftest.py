@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from linker_helpers import RUNPATH, shared
 
+
 @pytest.fixture(scope="session")
 def provider() -> Path:
     return shared("provider", soname="libprovider.so", cflags=["-DPROVIDER_VALUE=1"])
@@ -91,3 +92,11 @@ def broken(provider: Path) -> Path:
 @pytest.fixture(scope="session")
 def nodelete() -> Path:
     return shared("nodelete", ldflags=["-Wl,-z,nodelete"], soname="libnodelete.so")
+
+
+@pytest.fixture(scope="session")
+def zuser() -> Path:
+    libz = Path("/usr/lib/x86_64-linux-gnu/libz.so.1")
+    if not libz.exists():
+        pytest.skip("the system zlib is not installed")
+    return shared("zuser", deps=[libz])
