@@ -11,7 +11,8 @@ See docs/planning.md.
 
 from __future__ import annotations
 
-
+from relink.plan.hotpack import HotPack, hot_pack, read_profile
+from relink.plan.layout import PackingPolicy
 from relink.plan.model import (
     HUGE_PAGE,
     PAGE,
@@ -28,6 +29,6 @@ from relink.plan.model import (
 from relink.plan.scan import scan
 
 __all__ = [
-    "Arena", "Capability", "HUGE_PAGE", "Materialization", "MemoryClass", "ModulePlan",
+    "Arena", "Capability", "HotPack", "PackingPolicy", "HUGE_PAGE", "Materialization", "MemoryClass", "ModulePlan",
     "PAGE", "Placement", "Plan", "Section", "Sharing", "hot_pack", "read_profile", "scan",
 ]

@@ -267,8 +267,6 @@ def _map_arenas(plan: Plan, layout: Layout, mapper: Mapper,
                 continue
             addr, span = base + off, layout.arena_spans[arena.index]
             rw = PROT_READ | PROT_WRITE
-            if arena.mem_class is MemoryClass.CODE:
-                rw |= PROT_EXEC  # IFUNC resolvers run during relocation; r-x afterwards
             if arena.page_size >= HUGE_PAGE:
                 arena.huge = map_arena(region, addr, span, rw, hugepages, mapper.native)
             else:
@@ -280,6 +278,13 @@ def _map_arenas(plan: Plan, layout: Layout, mapper: Mapper,
                 data = bufs[s.index]
                 if data and not s.nobits:
                     region.write(base + layout.new_addr[id(s)], data)
+        # Code and read-only data are final before relocation (which never writes them:
+        # TEXTREL modules are refused), so IFUNC resolvers can run and no page is W+X.
+        for arena in plan.arenas:
+            if arena.address is not None and arena.mem_class in (MemoryClass.CODE,
+                                                                 MemoryClass.RODATA):
+                region.protect(arena.address, layout.arena_spans[arena.index],
+                               _CLASS_PROT[arena.mem_class])
     except BaseException:
         region.release()
         raise
@@ -400,13 +405,21 @@ def _link(plan: Plan, states: dict[str, ModuleState], group: Any, scope: Sequenc
                         tls=tls, fallback=fallback)
         st.scope = scope_list
         st.state = State.RELOCATED
+        if shared is not None:  # this module's RELRO is done: read-only now, as ld.so does
+            for arena in plan.arenas:
+                if arena.owner == key and arena.mem_class in (MemoryClass.RELRO,
+                                                              MemoryClass.TLS) \
+                        and arena.address is not None:
+                    shared.region.protect(arena.address, layout.arena_spans[arena.index],
+                                          _CLASS_PROT[arena.mem_class])
         st.image.finish_protection()
     if shared is not None:
         for arena in plan.arenas:
             off = layout.arena_offsets.get(arena.index)
             if off is not None and arena.address is not None:
-                shared.region.protect(arena.address, layout.arena_spans[arena.index],
-                                      _CLASS_PROT[arena.mem_class])
+                if arena.mem_class not in (MemoryClass.CODE, MemoryClass.RODATA):
+                    shared.region.protect(arena.address, layout.arena_spans[arena.index],
+                                          _CLASS_PROT[arena.mem_class])
                 if arena.page_size >= HUGE_PAGE and arena.huge:
                     arena.huge["smaps_kb"] = smaps_huge_kb(arena.address,
                                                            layout.arena_spans[arena.index])

@@ -152,6 +152,7 @@ class Section:
     size: int = -1
     placement: Placement | None = None
     _data: bytearray | None = None
+    parent: Section | None = None  # for function fragments split out of a code section
 
     def __post_init__(self) -> None:
         if self.size < 0:
@@ -177,6 +178,9 @@ class Section:
         """The section's bytes in the file (zeros for SHT_NOBITS)."""
         if self.nobits:
             return bytes(self.orig_size)
+        if self.parent is not None:
+            start = self.addr - self.parent.addr
+            return self.parent.data()[start:start + self.orig_size]
         return bytes(self.module.elf.section_data(self.module.elf.sections[self.index]))
 
     def data(self) -> bytes:

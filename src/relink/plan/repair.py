@@ -83,7 +83,15 @@ class ModuleRepair:
                                           for s in mod.alloc_sections()}
         # Address lookup excludes .tbss: it has an address but no memory of its own.
         spans = sorted((s.addr, s.orig_size, s.index) for s in mod.alloc_sections()
-                       if not (s.nobits and s.mem_class is MemoryClass.TLS))
+                       if not (s.nobits and s.mem_class is MemoryClass.TLS)
+                       and s.parent is None)
+        # Function fragments (hot copies split out of a code section) take precedence
+        # over their parent for addresses inside them; the parent keeps a working copy.
+        self.fragments: dict[int, list[Section]] = {}
+        for s in mod.alloc_sections():
+            if s.parent is not None:
+                self.fragments.setdefault(s.parent.index, []).append(s)
+        self._frag_list = [f for fs in self.fragments.values() for f in fs]
         self._starts = [a for a, _, _ in spans]
         self._spans = spans
         self.abs_targets: dict[int, int] = {}
@@ -92,6 +100,9 @@ class ModuleRepair:
 
     def remap(self, addr: int, what: str) -> int:
         """New address of old address `addr` (inside, or at the end of, a section)."""
+        for f in self._frag_list:
+            if f.addr <= addr < f.addr + f.orig_size:
+                return self.new[f.index] + addr - f.addr
         i = bisect_right(self._starts, addr) - 1
         j = i
         while j >= 0 and self._starts[j] == self._starts[i]:
@@ -119,6 +130,9 @@ class ModuleRepair:
             return None
         if sec.mem_class is MemoryClass.TLS:
             return None
+        for f in self.fragments.get(shndx, ()):
+            if f.addr <= value < f.addr + f.orig_size:
+                return self.new[f.index] + value - f.addr
         return self.new[shndx] + value - sec.addr
 
     def section_at(self, addr: int) -> Section:
@@ -138,6 +152,10 @@ class ModuleRepair:
             raise PlanError("DT_RELR (packed relative relocations) cannot be re-encoded for "
                             "moved sections yet; relink the library without "
                             "-z pack-relative-relocs or use whole-image materialization",
+                            module=self.mod.name)
+        if dyn is not None and dyn.textrel:
+            raise PlanError("text relocations (DT_TEXTREL): moved code would be written "
+                            "after it is made executable; use whole-image materialization",
                             module=self.mod.name)
         retained_in = set()
         for s in self.mod.sections:
@@ -175,6 +193,13 @@ class ModuleRepair:
                 for name, info, _o, shndx, v, _sz in _SYM.iter_unpack(raw)]
 
     def _retained(self, rel: Section, target: Section) -> None:
+        self._retained_into(rel, target, target)
+        for frag in self.fragments.get(target.index, ()):
+            self._retained_into(rel, target, frag)
+
+    def _retained_into(self, rel: Section, target: Section, copy: Section) -> None:
+        """Apply `rel` (retained relocations of `target`) to the bytes of `copy`
+        (`target` itself, or a function fragment of it; places outside it are skipped)."""
         if not 0 < rel.link < len(self.mod.sections):
             raise PlanError("retained relocation section has no symbol table",
                             file=self.label, section=rel.name)
@@ -184,8 +209,9 @@ class ModuleRepair:
         if len(raw) % _RELA.size:
             raise PlanError("relocation section size is not a multiple of 24",
                             file=self.label, section=rel.name)
-        buf = self.buf[target.index]
-        old_base, new_base = target.addr, self.new[target.index]
+        buf = self.buf[copy.index]
+        old_base, new_base = copy.addr, self.new[copy.index]
+        fragment = copy is not target
         got = None
         for r_offset, info, addend in _RELA.iter_unpack(raw):
             rtype, symi = info & 0xFFFFFFFF, info >> 32
@@ -198,6 +224,8 @@ class ModuleRepair:
                                 file=self.label, section=rel.name)
             value, shndx, stype, _n = syms[symi]
             off = r_offset - old_base
+            if fragment and not 0 <= off < copy.orig_size:
+                continue
             if rtype in _PCREL:
                 width, _signed = _PCREL[rtype]
             elif rtype in _ABS:
@@ -232,7 +260,7 @@ class ModuleRepair:
                     continue  # undefined / absolute: the dynamic relocation sets it
                 width, signed = _ABS[rtype]
                 _store(buf, off, width, signed, s_new + addend, where, self.label)
-                if rtype == 1:
+                if rtype == 1 and not fragment:
                     self.abs_targets[r_offset] = s_new + addend
 
     def _got_symbol(self, syms: list[tuple[int, int, int, int]], symtab: Section) -> int:
