@@ -11,9 +11,9 @@ import ctypes
 from pathlib import Path
 
 import pytest
+from core_fixtures import shared
 
 import relink
-from conftest import shared
 from relink.elf import ElfFile
 from support.elfgen_malform import (
     header_boundaries,

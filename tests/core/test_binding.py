@@ -6,9 +6,9 @@ import ctypes
 from pathlib import Path
 
 import pytest
+from core_fixtures import shared
 
 import relink
-from conftest import shared
 
 pytestmark = pytest.mark.needs_cc
 

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from core_fixtures import shared, src
 
 import relink
-from conftest import shared, src
 from support.build import build_shared
 
 pytestmark = pytest.mark.needs_cc

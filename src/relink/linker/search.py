@@ -45,7 +45,7 @@ import enum
 import os
 import platform as _platform
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, Literal, TypeAlias
@@ -366,6 +366,14 @@ class ModuleSearchInfo:
 # -- the resolver -------------------------------------------------------------
 
 
+@lru_cache(maxsize=512)
+def _search_dirs_memo(resolver: SearchPathResolver, owner: ModuleSearchInfo | None,
+                      chain: tuple[ModuleSearchInfo, ...]) -> tuple[tuple[str, str], ...]:
+    """`SearchPathResolver.search_dirs`, memoized: a pure function of the resolver's
+    configuration and the modules' search info (files are checked later, by `accept`)."""
+    return tuple(resolver.search_dirs(owner, chain))
+
+
 class _Collector:
     def __init__(self) -> None:
         self.items: list[Candidate] = []
@@ -504,30 +512,51 @@ class SearchPathResolver:
         main executable).  Returns ``[]`` if ``needed`` is empty or its token
         expansion fails.
         """
+        return list(self._iter_candidates(needed, owner, tuple(loader_chain)))
+
+    def _iter_candidates(
+        self,
+        needed: str,
+        owner: ModuleSearchInfo | None,
+        loader_chain: tuple[ModuleSearchInfo, ...],
+    ) -> Iterator[Candidate]:
+        """:meth:`candidates`, lazily: `resolve` stops at the first accepted path, so
+        the cache and default-dir steps are computed only when earlier ones miss."""
         if not needed:
-            return []
+            return
         origin = owner.origin if owner is not None else None
         name = expand_tokens(needed, origin=origin, lib=self.lib, platform=self.platform)
         if not name:
-            return []
+            return
         if "/" in name:
-            return [Candidate(name, "direct path")]
+            yield Candidate(name, "direct path")
+            return
+        seen: set[str] = set()
 
-        out = _Collector()
-        for directory, reason in self.search_dirs(owner, loader_chain):
-            out.add(_join(directory, name), reason)
+        def fresh(path: str) -> bool:
+            key = normalize_dir(path)
+            if key in seen:
+                return False
+            seen.add(key)
+            return True
 
+        for directory, reason in _search_dirs_memo(self, owner, loader_chain):
+            path = _join(directory, name)
+            if fresh(path):
+                yield Candidate(path, reason)
         nodeflib = owner is not None and owner.nodeflib
         defaults = self.effective_default_dirs()
         if self.use_ld_cache:
             for path in self._cache().lookup(name, machine_flags=self.machine_flags):
                 if nodeflib and _under_any(path, defaults):
                     continue
-                out.add(path, "ld.so.cache")
+                if fresh(path):
+                    yield Candidate(path, "ld.so.cache")
         if self.use_default_dirs and not nodeflib:
             for directory in defaults:
-                out.add(_join(directory, name), "default dir")
-        return out.items
+                path = _join(directory, name)
+                if fresh(path):
+                    yield Candidate(path, "default dir")
 
     def resolve(
         self,
@@ -545,7 +574,7 @@ class SearchPathResolver:
         failure the list holds every candidate, for the error message.
         """
         tried: list[Candidate] = []
-        for candidate in self.candidates(needed, owner, loader_chain):
+        for candidate in self._iter_candidates(needed, owner, tuple(loader_chain)):
             tried.append(candidate)
             if accept(candidate.path):
                 return candidate.path, tried
