@@ -19,6 +19,7 @@ from relink.errors import (
     ArchMismatchError,
     DependencyError,
     ElfParseError,
+    ExecutionError,
     InitializerError,
     LinkerError,
     MappingError,
@@ -46,6 +47,7 @@ __all__ = [
     "Unresolved", "Observer", "LoadVetoedError", "default_context", "raise_pending",
     "load_object", "SectionGroup",
     "scan",
+    "run_main", "execute", "ExecutionError",
 ]
 
 _LAZY = {
@@ -72,6 +74,8 @@ _LAZY = {
     "raise_pending": ("relink.linker.callbacks", "raise_pending"),
     "load_object": ("relink.object.loader", "load_object"),
     "SectionGroup": ("relink.object.layout", "SectionGroup"),
+    "run_main": ("relink.runtime.exec", "run_main"),
+    "execute": ("relink.runtime.exec", "execute"),
 }
 
 if TYPE_CHECKING:
@@ -88,6 +92,7 @@ if TYPE_CHECKING:
     from relink.object.layout import SectionGroup
     from relink.object.loader import load_object
     from relink.observer import LoadVetoedError, Observer
+    from relink.runtime.exec import execute, run_main
     from relink.runtime.host import HostPolicy
 
 

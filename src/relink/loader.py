@@ -146,6 +146,8 @@ class Image:
     page_size: int
     protections: list[tuple[int, int, int]] = field(default_factory=list)
     _segments_final: bool = False
+    # (runtime address, size) ranges PT_GNU_RELRO must leave writable (lazy PLT slots).
+    keep_writable: list[tuple[int, int]] = field(default_factory=list)
     parsed: ParsedMetadata | None = None
 
     def relocation_tables(self) -> tuple[list[RelocTable], list[int]]:
@@ -201,8 +203,8 @@ class Image:
             mask = ~(self.page_size - 1)
             start = (self.base + self.relro.p_vaddr) & mask
             end = (self.base + self.relro.p_vaddr + self.relro.p_memsz) & mask
-            if end > start:
-                self.region.protect(start, end - start, PROT_READ)
+            for lo, hi in _subtract_pages(start, end, self.keep_writable, self.page_size):
+                self.region.protect(lo, hi - lo, PROT_READ)
 
     def finish_protection(self) -> None:
         """Apply each segment's exact p_flags, then make PT_GNU_RELRO read-only."""
@@ -211,6 +213,17 @@ class Image:
 
     def release(self) -> None:
         self.region.release()
+
+
+def _subtract_pages(start: int, end: int, keep: list[tuple[int, int]],
+                    page: int) -> list[tuple[int, int]]:
+    """Page ranges of ``[start, end)`` not touching any (address, size) in `keep`."""
+    out = [(start, end)] if end > start else []
+    for addr, size in keep:
+        lo, hi = addr & ~(page - 1), (addr + size + page - 1) & ~(page - 1)
+        out = [piece for s, e in out
+               for piece in ((s, min(e, lo)), (max(s, hi), e)) if piece[1] > piece[0]]
+    return out
 
 
 def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,

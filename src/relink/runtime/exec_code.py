@@ -58,10 +58,6 @@ class CodePage:
         self.address = region.start
         self.size = len(code)
 
-    def function(self, restype: Any, *argtypes: Any) -> Any:
-        """A ctypes callable for the stub (GIL released during the call)."""
-        return ctypes.CFUNCTYPE(restype, *argtypes)(self.address)
-
 
 def code_page(code: bytes) -> CodePage:
     """Place `code` in a new read+execute page and return it."""
@@ -100,10 +96,11 @@ _probe: list[object] = []
 def _probe_functions() -> tuple[Any, Any]:
     with _probe_lock:
         if not _probe:
+            from relink.runtime import libc
+
             page = code_page(_PROBES)
-            cpuid_fn = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
-                                        ctypes.POINTER(ctypes.c_uint32))(page.address)
-            xgetbv_fn = ctypes.CFUNCTYPE(ctypes.c_uint64)(page.address + _XGETBV_AT)
+            cpuid_fn = libc.CPUID(page.address)
+            xgetbv_fn = libc.XGETBV(page.address + _XGETBV_AT)
             _probe.extend([page, cpuid_fn, xgetbv_fn])
     return _probe[1], _probe[2]
 

@@ -104,7 +104,6 @@ _RESOLVER_MARK = struct.pack("<Q", 0x1111111111111111)
 _ABORT_MARK = struct.pack("<Q", 0x2222222222222222)
 _FRAME_MARK = struct.pack("<I", 0x33333333)
 
-_RESOLVER = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)
 _lock = threading.Lock()
 _registry: dict[int, LazyModule] = {}
 _next_cookie = [0x5245_4C00_0000_0001]  # "REL\0" tag: recognisable in a debugger
@@ -126,9 +125,9 @@ def trampoline_address() -> int:
             from relink.runtime.exec_code import code_page, xsave_info
 
             info = xsave_info()
-            callback = _RESOLVER(_resolve)
+            callback = libc.LAZY_RESOLVER(_resolve)
             resolver = ctypes.cast(callback, ctypes.c_void_p).value or 0
-            abort = ctypes.cast(libc.libc.abort, ctypes.c_void_p).value or 0
+            abort = ctypes.cast(libc.abort, ctypes.c_void_p).value or 0
             if info.osxsave:
                 frame = 64 + ((info.size + 63) & ~63)
                 code = _patch(_XSAVE_TRAMPOLINE, _FRAME_MARK, struct.pack("<I", frame))

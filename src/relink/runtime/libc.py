@@ -134,3 +134,24 @@ REGISTER_FRAME = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # __(de)register_frame
 __all__ += ["CPUID", "DL_ITERATE_PHDR_CALLBACK", "DlPhdrInfo", "REGISTER_FRAME",
             "RTLD_DI_LINKMAP", "RTLD_DI_TLS_DATA", "RTLD_DI_TLS_MODID", "TLS_GET_ADDR",
             "TlsIndex", "dl_iterate_phdr", "pthread_self"]
+
+
+# -- lazy binding and executables (relink.runtime.lazy / exec / exec_code) -------------
+
+getauxval = libc.getauxval
+getauxval.argtypes = [ctypes.c_ulong]
+getauxval.restype = ctypes.c_ulong
+
+fflush = libc.fflush
+fflush.argtypes = [ctypes.c_void_p]
+fflush.restype = ctypes.c_int
+
+abort = libc.abort
+abort.argtypes = []
+abort.restype = None
+
+LAZY_RESOLVER = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)
+XGETBV = ctypes.CFUNCTYPE(ctypes.c_uint64)
+FORK_ENTER = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p)  # pid or -errno
+MAIN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+__all__ += ["FORK_ENTER", "LAZY_RESOLVER", "MAIN", "XGETBV", "abort", "fflush", "getauxval"]

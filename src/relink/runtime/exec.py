@@ -1,0 +1,455 @@
+"""Executables: call ``main`` in-process (`run_main`) or run a program for real (`execute`).
+
+Runtime layer, native x86_64 Linux only (design.md decision 8, feasibility §6).
+
+`run_main(source, argv)` loads a PIE or ET_EXEC program with `relink.load` (ET_EXEC at
+its fixed address, MAP_FIXED_NOREPLACE: a clash is a MappingError; COPY relocations
+applied), finds ``main`` through ``.dynsym`` or, failing that, ``.symtab``, calls
+``main(argc, argv, environ)`` through ctypes, flushes C stdio, unloads the program and
+returns what main returned. Its limit: a COPY relocation against data of a host
+library (``stdout``, ``optind``, ``environ``…) gives the program a private copy that
+the host libc never sees, so state libc updates later (``getopt``'s ``optind``, a
+reassigned ``stdout``) is not shared; data of relink-loaded libraries is shared
+correctly (their references bind to the program's copy). ``exit()`` in main exits
+Python; a non-PIE program's ``atexit`` handlers would run after it is unmapped.
+
+`execute(source, argv, env)` runs the program as the kernel would start it, in a child
+process, without writing it anywhere: in the parent, the program and its PT_INTERP
+(ld.so) are mapped with relink's loader (not relocated: ld.so does that, or the static
+program itself), a stack is mapped and the initial stack image (argc, argv, envp, auxv
+with AT_PHDR/PHENT/PHNUM/ENTRY/BASE/PAGESZ/RANDOM/EXECFN/PLATFORM/HWCAP/HWCAP2/
+SYSINFO_EHDR/UID/EUID/GID/EGID/SECURE/CLKTCK/MINSIGSTKSZ/FLAGS) is written into it, and
+the execve-like resets are planned (relink.runtime.exec_stack). A machine-code stub then
+forks with the raw system call; the child runs no Python and no libc — the stub replays
+the planned system calls and jumps to the entry point with rsp at argc and rdx = 0. The
+parent unmaps its copies, learns through a close-on-exec pipe whether the child got to
+the jump (a failed set-up call is reported as ExecutionError) and waits for the exit
+status. stdin/stdout/stderr are inherited. The child keeps a copy of the parent's
+address space around the program (as after fork); `/proc/self/exe` and
+`/proc/self/cmdline` still name Python, so ``$ORIGIN`` in the program's own run paths
+resolves against Python's directory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import struct
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from relink.elf import ElfFile
+from relink.elf.source import SourceLike, open_source
+from relink.errors import ElfParseError, ExecutionError, RelinkError, UnsupportedError
+from relink.runtime.exec_stack import AT, ChildPlan, build_stack, plan_child, random_bytes
+
+__all__ = ["execute", "find_main", "run_main"]
+
+ET_EXEC, ET_DYN = 2, 3
+PT_LOAD, PT_INTERP, PT_PHDR, PT_GNU_STACK = 1, 3, 6, 0x6474E551
+PF_X = 1
+STT_FUNC, SHT_SYMTAB, SHN_UNDEF = 2, 2, 0
+STACK_SIZE = 8 << 20
+
+# Assembled from (GNU as, AT&T) — long fork_enter(const uint64_t *table):
+#
+#       mov  $57, %eax                # fork()
+#       syscall
+#       test %rax, %rax
+#       jnz  9f                       # parent: pid or -errno
+#       mov  %rdi, %r14               # child: table base (rdi survives syscall)
+#       lea  64(%rdi), %r15           # first op
+#   1:  mov  0(%r15), %rax            # kind; 0 = jump
+#       test %rax, %rax
+#       jz   3f
+#       mov  8(%r15), %rax            # nr, then a0..a5 -> rdi rsi rdx r10 r8 r9
+#       mov  16(%r15), %rdi
+#       mov  24(%r15), %rsi
+#       mov  32(%r15), %rdx
+#       mov  40(%r15), %r10
+#       mov  48(%r15), %r8
+#       mov  56(%r15), %r9
+#       syscall
+#       cmpq $1, 0(%r15)              # kind 1: must succeed
+#       jne  2f
+#       cmp  $-4095, %rax
+#       jae  4f
+#   2:  add  $64, %r15
+#       jmp  1b
+#   3:  mov  8(%r15), %r11            # entry
+#       mov  16(%r15), %rsp           # -> argc
+#       mov  24(%r15), %rdx           # rtld_fini for __libc_start_main: 0
+#       xor  %eax,%eax; xor %ebx,%ebx; xor %ecx,%ecx; xor %esi,%esi; xor %edi,%edi
+#       xor  %ebp,%ebp; xor %r8d,%r8d; ... xor %r15d,%r15d
+#       jmp  *%r11
+#   4:  mov  %rax, 0(%r15)            # report [-errno, nr, ...] on the error fd
+#       mov  $1, %eax
+#       mov  0(%r14), %rdi
+#       mov  %r15, %rsi
+#       mov  $64, %edx
+#       syscall
+#       mov  $231, %eax               # exit_group(127)
+#       mov  $127, %edi
+#       syscall
+#       hlt
+#   9:  ret
+_FORK_ENTER = bytes.fromhex(
+    "b8390000000f054885c00f85930000004989fe4c8d7f40498b074885c07432498b4708498b7f10"
+    "498b7718498b57204d8b57284d8b47304d8b4f380f0549833f017508483d01f0ffff73364983c7"
+    "40ebc64d8b5f08498b6710498b571831c031db31c931f631ff31ed4531c04531c94531d24531e4"
+    "4531ed4531f64531ff41ffe3498907b801000000498b3e4c89feba400000000f05b8e7000000bf"
+    "7f0000000f05f4c3")
+_stub: list[Any] = []
+
+
+def _fork_enter() -> Any:
+    if not _stub:
+        from relink.runtime import libc
+        from relink.runtime.exec_code import code_page
+
+        page = code_page(_FORK_ENTER)
+        _stub.extend([page, libc.FORK_ENTER(page.address)])
+    return _stub[1]
+
+
+# -- inputs ---------------------------------------------------------------------------
+
+def _read_input(source: SourceLike, name: str | None) -> tuple[str | None, bytes | None,
+                                                              str]:
+    """(path, bytes, display name): a path stays a path, anything else becomes bytes."""
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        return path, None, os.path.basename(path)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return None, bytes(source), name or "<memory>"
+    src = open_source(source, name=name)
+    try:
+        data = bytes(src.data)
+    finally:
+        src.close()
+    return None, data, name or src.name
+
+
+def _argv(argv: Sequence[str | bytes] | None, default: str) -> list[bytes]:
+    args = list(argv) if argv else [default]
+    return [a if isinstance(a, bytes) else os.fsencode(a) for a in args]
+
+
+def _envp(env: Mapping[str, str] | Mapping[bytes, bytes] | None) -> list[bytes]:
+    items = os.environb.items() if env is None else env.items()
+    out = []
+    for k, v in items:
+        kb = k if isinstance(k, bytes) else os.fsencode(k)
+        vb = v if isinstance(v, bytes) else os.fsencode(v)
+        if b"=" in kb or b"\0" in kb or b"\0" in vb:
+            raise ValueError(f"illegal environment variable name or value: {kb!r}")
+        out.append(kb + b"=" + vb)
+    return out
+
+
+# -- main -----------------------------------------------------------------------------
+
+def _symtab_function(elf: ElfFile, wanted: str) -> int | None:
+    """Link-time address of defined function `wanted` in ``.symtab``, or None."""
+    target = wanted.encode() + b"\0"
+    for sh in elf.sections:
+        if sh.sh_type != SHT_SYMTAB:
+            continue
+        if sh.sh_entsize not in (0, 24) or sh.sh_link >= len(elf.sections):
+            raise ElfParseError("malformed .symtab header (entry size or string table "
+                                "link)", file=elf.label, what=f"section {sh.index}")
+        strtab = elf.section_data(elf.sections[sh.sh_link])
+        data = elf.section_data(sh)
+        for off in range(0, len(data) - len(data) % 24, 24):
+            st_name, st_info, _other, shndx, value, _size = struct.unpack_from(
+                "<IBBHQQ", data, off)
+            if st_info & 0xF != STT_FUNC or shndx == SHN_UNDEF:
+                continue
+            if bytes(strtab[st_name:st_name + len(target)]) == target:
+                return int(value)
+    return None
+
+
+def find_main(module: Any, source: SourceLike | None = None) -> int:
+    """The runtime address of ``main`` in a loaded program: its ``.dynsym`` export
+    (``-rdynamic``), else its ``.symtab`` (read from `source`, or the module's path).
+
+    Raises:
+        ExecutionError: main is in neither table (a stripped program).
+    """
+    addr = module.symbol("main")
+    if addr:
+        return int(addr)
+    where = source if source is not None else module.path
+    if where is None:
+        raise ExecutionError("cannot find main: it is not exported and the program's "
+                             "bytes are not available to read .symtab", file=module.name)
+    with ElfFile(where, name=module.name) as elf:
+        value = _symtab_function(elf, "main")
+    if value is None:
+        raise ExecutionError("cannot find main in .dynsym or .symtab (stripped program? "
+                             "link with -rdynamic or keep the symbol table)",
+                             file=module.name)
+    return int(module.base) + value
+
+
+def run_main(source: SourceLike, argv: Sequence[str | bytes] | None = None, *,
+             name: str | None = None, **load_options: Any) -> int:
+    """Load a program into this process, call its ``main(argc, argv, environ)``,
+    unload it and return main's result.
+
+    Args:
+        source: a path, bytes, an fd or a binary file (PIE or ET_EXEC, dynamically
+            linked; a static program cannot share this process's libc).
+        argv: the full argument vector, argv[0] included (default: the file name).
+        name: a name for a memory input.
+        load_options: passed to `relink.load` (scope, host, resolver, interpose…).
+
+    Limits: COPY relocations against host library data (``stdout``, ``optind``…) give
+    the program private copies libc does not update; ``exit()`` ends Python;
+    initializers receive Python's argc/argv. Use `execute` to run a program faithfully.
+    """
+    from relink.api import load
+    from relink.runtime import libc
+
+    path, data, display = _read_input(source, name)
+    args = _argv(argv, path or display)
+    with ElfFile(path if path is not None else data or b"", name=display) as elf:
+        if elf.header.e_type not in (ET_EXEC, ET_DYN):
+            raise UnsupportedError(f"not a program (ELF type {elf.header.type_name})",
+                                   file=elf.label)
+        if elf.header.e_type == ET_DYN and elf.interp is None:
+            raise UnsupportedError("a shared object or static-pie program has no main to "
+                                   "call in-process: use relink.execute()", file=elf.label)
+    module = load(path if path is not None else data, name=name or display,
+                  **load_options)
+    try:
+        main = find_main(module, path if path is not None else data)
+        c_args = (ctypes.c_char_p * (len(args) + 1))(*args, None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        rc = libc.MAIN(main)(len(args), c_args, libc.environ_pointer())
+        libc.fflush(None)
+    finally:
+        module.close()
+    return int(rc)
+
+
+# -- execute --------------------------------------------------------------------------
+
+def _phdr_address(image: Any) -> int:
+    for ph in image.phdrs:
+        if ph.p_type == PT_PHDR:
+            return int(image.base + ph.p_vaddr)
+    phoff = image.header.e_phoff
+    for ph in image.loads:
+        if ph.p_offset <= phoff and phoff + image.header.e_phnum * image.header.e_phentsize \
+                <= ph.p_offset + ph.p_filesz:
+            return int(image.base + ph.p_vaddr + phoff - ph.p_offset)
+    raise UnsupportedError("the program headers are not inside a loaded segment (no "
+                           "PT_PHDR): AT_PHDR cannot be given", file=image.label)
+
+
+def _host_aux(kind: int) -> int:
+    from relink.runtime import libc
+
+    return int(libc.getauxval(kind))
+
+
+def _signal_handlers() -> dict[int, int]:
+    """signal -> the calling process's handler (0 default, 1 ignore, 2 caught)."""
+    import signal
+
+    out = {}
+    for sig in range(1, 65):
+        try:
+            h = signal.getsignal(sig)
+        except (ValueError, OSError):
+            out[sig] = 2  # glibc-internal or unknown: reset to default
+            continue
+        out[sig] = 0 if h is signal.SIG_DFL else 1 if h is signal.SIG_IGN else 2
+    return out
+
+
+def _cloexec_fds(keep: set[int]) -> list[int]:
+    import fcntl
+
+    fds = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = [str(fd) for fd in range(3, 1024)]
+    for n in names:
+        fd = int(n)
+        if fd < 3 or fd in keep:
+            continue
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                fds.append(fd)
+        except OSError:
+            continue
+    return fds
+
+
+def _rseq_area() -> tuple[int, int] | None:
+    from relink.runtime import libc
+
+    try:
+        offset = ctypes.c_long.in_dll(libc.libc, "__rseq_offset").value
+        size = ctypes.c_uint.in_dll(libc.libc, "__rseq_size").value
+    except ValueError:
+        return None
+    if not size:
+        return None
+    return int(libc.pthread_self() or 0) + offset, max(size, 32)
+
+
+def _blocked_mask() -> int:
+    import signal
+
+    mask = 0
+    for sig in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+        mask |= 1 << (int(sig) - 1)
+    return mask
+
+
+def execute(source: SourceLike, argv: Sequence[str | bytes] | None = None,
+            env: Mapping[str, str] | Mapping[bytes, bytes] | None = None, *,
+            name: str | None = None) -> int:
+    """Run a program in a forked child, as if it had been exec'd; return its status.
+
+    Args:
+        source: a path, bytes, an fd or a binary file: a dynamically linked program
+            (PIE or ET_EXEC), a static or static-pie program, or ld.so itself. Bytes
+            are mapped from memory, never written to a file.
+        argv: the full argument vector, argv[0] included (default: the file name).
+        env: the environment (default: this process's ``os.environ``).
+        name: a name for a memory input (AT_EXECFN when there is no path).
+
+    Returns:
+        The exit status, or ``-signal`` if the program was killed (as subprocess).
+
+    Raises:
+        RelinkError subclasses for a bad file or interpreter (nothing is left mapped),
+        ExecutionError when the child failed before reaching the entry point.
+    """
+    from relink.loader import map_image
+    from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE
+    from relink.memory.host import HostMapper
+
+    path, data, display = _read_input(source, name)
+    args = _argv(argv, path or display)
+    envp = _envp(env)
+    mapper = HostMapper()
+    owned: list[Any] = []
+    try:
+        program = map_image(open_source(path if path is not None else data or b"",
+                                        name=display), mapper=mapper)
+        owned.append(program)
+        program.protect_segments()
+        interp_base = 0
+        entry = program.entry
+        with ElfFile(path if path is not None else data or b"", name=display) as elf:
+            interp = elf.interp
+            if interp is not None:
+                interp = interp.split("\0", 1)[0]  # the kernel reads up to the first NUL
+            gnu_stack = elf.phdr(PT_GNU_STACK)
+        if interp is not None:
+            try:
+                interp_src = open_source(interp)
+            except (RelinkError, OSError, ValueError) as exc:
+                why = exc.message if isinstance(exc, RelinkError) else str(exc)
+                raise ExecutionError(f"cannot open the program interpreter {interp!r}: "
+                                     f"{why}", file=display) from exc
+            ld = map_image(interp_src, mapper=mapper)
+            owned.append(ld)
+            ld.protect_segments()
+            if ld.header.e_type != ET_DYN:
+                raise UnsupportedError(f"the program interpreter {interp} is not ET_DYN",
+                                       file=display)
+            interp_base = ld.base
+            entry = ld.entry
+        exec_stack = gnu_stack is None or bool(gnu_stack.p_flags & PF_X)
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+        size = STACK_SIZE if soft == resource.RLIM_INFINITY else min(max(soft, 1 << 20),
+                                                                     64 << 20)
+        stack = mapper.reserve(size)
+        owned.append(stack)
+        stack.map_anon(stack.start, size, PROT_READ | PROT_WRITE
+                       | (PROT_EXEC if exec_stack else 0))
+        eh = program.header
+        auxv = [(AT.SYSINFO_EHDR, _host_aux(AT.SYSINFO_EHDR)),
+                (AT.MINSIGSTKSZ, _host_aux(AT.MINSIGSTKSZ)),
+                (AT.HWCAP, _host_aux(AT.HWCAP)), (AT.PAGESZ, mapper.page_size),
+                (AT.CLKTCK, _host_aux(AT.CLKTCK) or os.sysconf("SC_CLK_TCK")),
+                (AT.PHDR, _phdr_address(program)), (AT.PHENT, eh.e_phentsize),
+                (AT.PHNUM, eh.e_phnum), (AT.BASE, interp_base), (AT.FLAGS, 0),
+                (AT.ENTRY, program.entry), (AT.UID, os.getuid()), (AT.EUID, os.geteuid()),
+                (AT.GID, os.getgid()), (AT.EGID, os.getegid()),
+                (AT.SECURE, _host_aux(AT.SECURE)), (AT.HWCAP2, _host_aux(AT.HWCAP2))]
+        for kind in (AT.RSEQ_FEATURE_SIZE, AT.RSEQ_ALIGN, AT.HWCAP3, AT.HWCAP4):
+            value = _host_aux(kind)
+            if value:
+                auxv.append((kind, value))
+        auxv = [(k, v) for k, v in auxv if k != AT.SYSINFO_EHDR or v]
+        execfn = os.fsencode(path) if path is not None else os.fsencode(display)
+        image = build_stack(stack.start + size, args, envp, execfn, auxv, random_bytes())
+        stack.write(image.start, image.data)
+        stub = _fork_enter()
+        return _spawn(stub, image.sp, entry, display, args[0])
+    finally:
+        for item in reversed(owned):
+            try:
+                item.release()
+            finally:
+                src = getattr(item, "source", None)
+                if src is not None:
+                    src.close()
+
+
+def _spawn(stub: Any, sp: int, entry: int, display: str, argv0: bytes) -> int:
+    """Fork through the stub, check the child reached the entry, wait for it."""
+    from relink.runtime import libc
+
+    rfd, wfd = os.pipe()  # both close-on-exec: closed by the child's plan too
+    try:
+        plan = ChildPlan()
+        plan_child(plan, handlers=_signal_handlers(), close_fds=_cloexec_fds({wfd}),
+                   blocked_mask=_blocked_mask(), comm=os.path.basename(argv0),
+                   rseq=_rseq_area())
+        plan.call(1, 3, wfd)  # close(error fd): EOF tells the parent the jump is next
+        table = plan.table(wfd, entry, sp)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        libc.fflush(None)
+        pid = int(stub(ctypes.addressof(table)))
+    finally:
+        os.close(wfd)
+    try:
+        if pid < 0:
+            raise ExecutionError(f"fork failed: {os.strerror(-pid)}", file=display,
+                                 syscall="fork", errno=-pid)
+        report = b""
+        while True:
+            chunk = os.read(rfd, 64)
+            if not chunk:
+                break
+            report += chunk
+    finally:
+        os.close(rfd)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        raise
+    if report:
+        call, err = plan.describe(report.ljust(16, b"\0"))
+        raise ExecutionError(f"setting up the child failed: {call}: {os.strerror(err)}",
+                             file=display, syscall=call, errno=err)
+    return os.waitstatus_to_exitcode(status)
