@@ -6,11 +6,11 @@ PC32 = S + A - P (signed 32), PLT32 = L + A - P (the symbol itself when it is in
 else a synthesized stub), 32 = S + A zero-extended, 32S = S + A sign-extended, PC64,
 GOTPCREL / GOTPCRELX / REX_GOTPCRELX = G + A - P (a synthesized GOT slot holding S; the
 instruction is left as the compiler wrote it), GOTOFF64 = S + A - GOT, GOTPC32/64 =
-GOT + A - P, SIZE32/64 = Z + A, and the TLS models (general and local dynamic through
-GOT pairs, initial exec through a GOT slot holding the TP offset, local exec, TLS
-descriptors). TLSDESC_CALL only marks the call for linker relaxation: nothing to patch.
-The PLT stub is ``endbr64; jmp *slot(%rip)`` padded with int3 to 16 bytes, so it also
-works under IBT.
+GOT + A - P, GOT64 = G + A - GOT and PLTOFF64 = L + A - GOT (the large code model),
+SIZE32/64 = Z + A, and the TLS models (general and local dynamic through GOT pairs,
+initial exec through a GOT slot holding the TP offset, local exec, TLS descriptors).
+TLSDESC_CALL only marks the call for linker relaxation: nothing to patch. The PLT stub
+is ``endbr64; jmp *slot(%rip)`` padded with int3 to 16 bytes, so it also works under IBT.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ RECIPES: dict[int, Recipe] = {RT[f"R_X86_64_{r.name}"].value: r for r in (
     Recipe("REX_GOTPCRELX", "G+A-P", _S32, "got"),
     Recipe("GOTPCREL64", "G+A-P", _W64, "got"),
     Recipe("GOTOFF64", "S+A-GOT", _W64),
+    Recipe("GOT64", "G+A-GOT", _W64, "got"),
+    Recipe("GOTPLT64", "G+A-GOT", _W64, "got"),
+    # L - GOT with a 64-bit field always reaches: the symbol itself serves as L.
+    Recipe("PLTOFF64", "S+A-GOT", _W64),
     Recipe("GOTPC32", "GOT+A-P", _S32),
     Recipe("GOTPC64", "GOT+A-P", _W64),
     Recipe("SIZE32", "Z+A", _U32),

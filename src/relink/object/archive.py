@@ -100,6 +100,9 @@ class Archive:
                 real, skip = self._member_name(name, longnames, data_off, size)
                 self.members.append(Member(real, data_off + skip, size - skip, off))
             off = data_off + size + (size & 1)
+        if off < src.size and src.read(off, src.size - off).strip(b"\n"):
+            raise ElfParseError(f"truncated member header at offset {off:#x}",
+                                file=self.label, what="archive", offset=off)
         if raw_index is not None:
             self._read_index(*raw_index)
 

@@ -20,7 +20,7 @@ init_data  RW-         (released)   .init.data*, .init.rodata*
 Groups are page-aligned and never writable and executable at once (a group asking for
 W+X is refused); the memory is RW while section bytes are copied and relocated. A
 ``layout`` hook may move any section to another group (built-in or user-defined) or skip
-it. Mergeable sections (SHF_MERGE) with the same name, flags and entry size are pooled
+it. Mergeable sections (SHF_MERGE) with the same flags and entry size are pooled
 and deduplicated (strings by content, constants by entry), with an offset map so
 relocations land on the kept copy. GOT slots and PLT stubs are counted here from the
 relocation recipes (`needs`), one slot per target symbol, one stub per call target that
@@ -224,7 +224,10 @@ def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup]
                     group = choice
             if (sh.sh_flags & SHF_MERGE and sh.sh_entsize and sh.sh_type != SHT_NOBITS
                     and sh.sh_size % sh.sh_entsize == 0):
-                key = (sh.name, sh.sh_flags, sh.sh_entsize, group)
+                # Pooled across names, as ld pools every input of one output section
+                # (-fdata-sections names them .rodata.<fn>.str1.1).
+                kind = "str" if sh.sh_flags & SHF_STRINGS else "cst"
+                key = (f".rodata.{kind}{sh.sh_entsize}", sh.sh_flags, sh.sh_entsize, group)
                 pools.setdefault(key, []).append((oi, sh.index))
                 continue
             p = Placed(sh.name, group, sh.sh_size, max(sh.sh_addralign, 1),

@@ -37,6 +37,7 @@ from relink.relocation.fields import FieldOverflow, ObjectArch, Recipe
 __all__ = ["Relocator"]
 
 _PAGE = ~0xFFF
+_GOT_FORMULAS = frozenset({"G+A-P", "G", "Page(G)-Page(P)", "G+A-GOT"})
 _TLS_KEYS = (("gd",), ("ld",), ("ie",), ("desc",))
 
 
@@ -240,8 +241,7 @@ class Relocator:
                                           **self._error_args(oi, rs, k))
                 s, a = s + mapped, 0
         key = symbol_key(self.unit, oi, si) if si else None
-        if key is not None and key in self.lay.ifuncs and formula not in ("G+A-P", "G",
-                                                                        "Page(G)-Page(P)"):
+        if key is not None and key in self.lay.ifuncs and formula not in _GOT_FORMULAS:
             s = self.plt_base + self.lay.plt[key]  # the canonical address of an IFUNC
         if recipe.needs == "tls":
             value: int | None = self._tls_value(formula, s, a, place, key, oi, si, rs, k)
@@ -283,10 +283,12 @@ class Relocator:
                 except FieldOverflow:
                     v = self.plt_base + stub + a - p
             return v
-        if formula in ("G+A-P", "G", "Page(G)-Page(P)"):
+        if formula in _GOT_FORMULAS:
             g = self._got(key, oi, rs, k)
             if formula == "G":
                 return g + a
+            if formula == "G+A-GOT":
+                return g + a - self.got_base
             if formula == "Page(G)-Page(P)":
                 return ((g + a) & _PAGE) - (p & _PAGE)
             v = g + a - p
