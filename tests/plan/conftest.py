@@ -33,5 +33,7 @@ def libs() -> dict[str, Path]:
     plain = build_shared("plain", _src("provider.c"), cflags=["-O2"], group="plan")
     rich = build_shared("rich", _src("rich.c"), cflags=["-O2", "-ffunction-sections"],
                         ldflags=EMIT, group="plan")
-    return {"provider": provider, "dependent": dependent, "root": root, "plain": plain,
+    norel = build_shared("norel", _src("norel.c"), cflags=["-O2"], ldflags=EMIT,
+                         group="plan")
+    return {"norel": norel, "provider": provider, "dependent": dependent, "root": root, "plain": plain,
             "rich": rich}

@@ -80,7 +80,7 @@ def function_symbols(mod: ModulePlan) -> dict[str, tuple[int, int, int]]:
     raw = symtab.file_bytes()
     for name, info, _other, shndx, value, size in _SYM.iter_unpack(
             raw[:len(raw) - len(raw) % _SYM.size]):
-        if info & 0xF != STT_FUNC or not size or not 0 < shndx < len(mod.sections):
+        if info & 0xF != STT_FUNC or not 0 < shndx < len(mod.sections):
             continue
         end = strtab.find(b"\0", name)
         if end < 0:
@@ -142,6 +142,9 @@ def hot_pack(names: Iterable[str] | str | os.PathLike[str], *,
 def _fragment(mod: ModulePlan, name: str, addr: int, size: int, shndx: int,
               table: dict[str, tuple[int, int, int]], align: int) -> Section:
     parent = mod.sections[shndx]
+    if not size:
+        raise PlanError(f"function {name} has no size in .symtab: cannot move it",
+                        module=mod.name, section=parent.name)
     if parent.mem_class is not MemoryClass.CODE or parent.parent is not None:
         raise PlanError(f"function {name} is not in a code section", module=mod.name,
                         section=parent.name)

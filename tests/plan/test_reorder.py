@@ -1,0 +1,155 @@
+"""Section-region materialization of real libraries: moved code still computes the right
+values (static calls, function-pointer tables, switches, strings, GOT, TLS, PLT), hot-code
+packing across modules, huge-page arenas, unrepairable input, and the ``relink plan`` CLI.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from relink.cli import main
+from relink.elf import ElfFile
+from relink.errors import PlanError
+from relink.memory.buffer import BufferMapper
+from relink.plan import HUGE_PAGE, MemoryClass, hot_pack, read_profile, scan
+
+pytestmark = pytest.mark.needs_cc
+
+RICH = ["twice", "apply", "classify", "bump", "greet_len", "call_twice", "tls_bump"]
+
+
+def check_rich(lib: object) -> None:
+    f = lib.function  # type: ignore[attr-defined]
+    assert f("twice", ctypes.c_int, ctypes.c_int)(21) == 42
+    assert f("apply", ctypes.c_int, ctypes.c_int, ctypes.c_int)(0, 7) == 49
+    assert f("apply", ctypes.c_int, ctypes.c_int, ctypes.c_int)(1, 7) == 14
+    assert [f("classify", ctypes.c_int, ctypes.c_int)(i) for i in range(8)] == \
+        [11, 22, 37, 41, 55, 69, 70, -1]
+    assert f("bump", ctypes.c_int)() == 11
+    assert f("greet_len", ctypes.c_ulong)() == 5
+    assert f("call_twice", ctypes.c_int, ctypes.c_int)(3) == 15
+
+
+def test_chain_reordered_returns_right_values(libs: dict[str, Path]) -> None:
+    with scan(libs["root"]) as plan, plan.load() as lib:
+        assert lib.function("root_value", ctypes.c_int)() == 3
+        dep = lib.dependencies[0]
+        assert dep.function("dependent_value", ctypes.c_int)() == 2
+
+
+def test_rich_library_reordered(libs: dict[str, Path]) -> None:
+    plan = scan(libs["rich"])
+    with plan.load() as lib:
+        check_rich(lib)
+        try:
+            assert lib.function("tls_bump", ctypes.c_int)() == 6
+        except Exception as exc:  # no TLS runtime: must be a clear relink error
+            pytest.fail(f"TLS in a moved module failed: {exc}")
+        code = next(a for a in plan.arenas if a.mem_class is MemoryClass.CODE)
+        assert code.address is not None and code.address % HUGE_PAGE == 0
+        assert code.address <= lib.symbol("classify") < code.address + code.size
+
+
+def test_unwind_tables_follow_moved_code(libs: dict[str, Path]) -> None:
+    """.eh_frame_hdr's search table is rebuilt: sorted, and each entry's start address
+    is the pc_begin of the FDE it points to."""
+    plan = scan(libs["rich"])
+    plan.run(hot_pack(["classify", "twice"]))
+    with plan.load() as lib:
+        mod = plan.root
+        hdr = mod.section(".eh_frame_hdr")
+        frame = mod.section(".eh_frame")
+        hdr_addr = hdr.placement.arena.address + hdr.placement.offset  # type: ignore
+        raw = ctypes.string_at(hdr_addr, hdr.size)
+        count = struct.unpack_from("<I", raw, 8)[0]
+        rows = [struct.unpack_from("<ii", raw, 12 + 8 * k) for k in range(count)]
+        assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+        frame_addr = frame.placement.arena.address + frame.placement.offset  # type: ignore
+        starts = set()
+        for loc, fde in rows:
+            at = hdr_addr + fde
+            assert frame_addr <= at < frame_addr + frame.size
+            pc_field = at + 8
+            pc = pc_field + struct.unpack("<i", ctypes.string_at(pc_field, 4))[0]
+            assert pc == hdr_addr + loc
+            starts.add(pc)
+        assert lib.symbol("classify") in starts
+
+
+def test_hot_pack_across_modules(libs: dict[str, Path], tmp_path: Path) -> None:
+    profile = tmp_path / "hot.txt"
+    profile.write_text("# count name\n10 provider_value\n500 classify\n20 root_value\n"
+                       "1 not_a_function\n")
+    assert read_profile(profile) == ["classify", "root_value", "provider_value",
+                                     "not_a_function"]
+    plan = scan(libs["root"])
+    rich = scan(libs["rich"])
+    packer = hot_pack(profile)
+    plan.run(packer)
+    assert [(m, f) for m, f, _n, _o in packer.packed] == [("libroot.so", "root_value"),
+                                                         ("libprovider.so", "provider_value")]
+    assert packer.missing == ["classify", "not_a_function"]
+    hot = next(a for a in plan.arenas if a.name == "code.hot")
+    with plan.load() as lib:
+        assert hot.address is not None and hot.address % HUGE_PAGE == 0
+        assert lib.symbol("root_value") == hot.address
+        prov = lib.dependencies[0].dependencies[0]
+        assert hot.address < prov.symbol("provider_value") < hot.address + 64
+        assert lib.function("root_value", ctypes.c_int)() == 3
+        assert "smaps_kb" in hot.huge and hot.huge["mode"] == "auto"
+        assert hot.huge["madvise"] or hot.huge["hugetlb"]
+    rich.run(hot_pack(RICH))
+    with rich.load() as lib:
+        check_rich(lib)
+
+
+def test_hot_pack_refuses_relocation_free_branch(libs: dict[str, Path]) -> None:
+    """Without -ffunction-sections, gas resolves a call to a static function of the same
+    section itself: the caller cannot move alone (its callee could)."""
+    plan = scan(libs["norel"])
+    with pytest.raises(PlanError, match="caller branches to helper"):
+        plan.run(hot_pack(["caller"]))
+    with pytest.raises(PlanError, match="no size"):
+        scan(libs["provider"]).run(hot_pack(["deregister_tm_clones"]))
+    plan = scan(libs["norel"])
+    plan.run(hot_pack(["helper"]))  # the original copy stays valid for relocation-free calls
+    with plan.load() as lib:
+        assert lib.function("caller", ctypes.c_int, ctypes.c_int)(4) == 10
+
+
+def test_unsupported_retained_relocation_fails_before_mapping(libs: dict[str, Path]) -> None:
+    raw = bytearray(libs["rich"].read_bytes())
+    with ElfFile(bytes(raw)) as elf:
+        rela = elf.section(".rela.text")
+        assert rela is not None
+        at = rela.sh_offset + 8
+    info = struct.unpack_from("<Q", raw, at)[0]
+    struct.pack_into("<Q", raw, at, (info & ~0xFFFFFFFF) | 14)  # R_X86_64_8
+    plan = scan(bytes(raw), name="librich.so")
+    mapper = BufferMapper()
+    with pytest.raises(PlanError, match="R_X86_64_8") as exc:
+        plan.load(mapper=mapper)
+    assert "librich.so" in str(exc.value)
+
+
+def test_cli_plan(libs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(libs["root"])]) == 0
+    out = capsys.readouterr().out
+    assert "libprovider.so" in out and "capability: reorderable" in out
+    assert ".text" in out and "code" in out
+    assert main(["plan", str(libs["plain"]), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    mod = data["modules"][0]
+    assert mod["capability"] == "section_data"
+    data_sec = next(s for s in mod["sections"] if s["name"] == ".data")
+    assert data_sec["class"] == "data" and data_sec["align"] >= 1
+    assert main(["plan", str(libs["root"]), "--hot", "root_value", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert any(a["name"] == "code.hot" for a in data["arenas"])
+    assert data["hot"]["packed"][0]["function"] == "root_value"
+    assert main(["plan", "/nonexistent/libx.so"]) == 1
