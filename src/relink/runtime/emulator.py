@@ -182,6 +182,34 @@ class ForeignTls(TlsHooks):
                 "space: use the emulator backend or pass tlsdesc_function= to ForeignTls")
         return self._tlsdesc_function
 
+    def initial_image(self) -> tuple[int, bytes]:
+        """(target address, bytes) of the static TLS area at `thread_pointer`.
+
+        Every placed block holds its module's initialization image (.tdata, zeroed
+        .tbss); for variant II the TCB's first word (at the thread pointer) points to
+        itself. A backend or an external runner (a qemu snapshot, a remote target)
+        writes this to the target before running code that uses TLS.
+        """
+        tp = self.thread_pointer
+        if tp is None or self.spec is None or self.layout is None:
+            raise TlsError("no thread pointer (or no TLS block placed yet)")
+        word = self.spec.word_size
+        used = self._cursor or 0
+        if self.layout.variant == 1:
+            start, buf = tp, bytearray(max(used, self.layout.tcb_size))
+        else:
+            start, buf = tp - used, bytearray(used + word)
+            buf[used:used + word] = tp.to_bytes(word, "little")
+        for blk in self.blocks.values():
+            image = blk.state.image
+            ph = image.tls
+            assert ph is not None
+            init = image.region.read(image.base + ph.p_vaddr, ph.p_filesz) \
+                if ph.p_filesz else b""
+            at = tp + blk.tpoff - start
+            buf[at:at + blk.size] = init + bytes(blk.size - len(init))
+        return start, bytes(buf)
+
     def address(self, state: ModuleState, offset: int) -> int:
         """Target address of byte `offset` of `state`'s TLS block (one thread)."""
         if self.thread_pointer is None:
