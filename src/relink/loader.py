@@ -53,6 +53,9 @@ class ParsedMetadata:
     symbols: SymbolTable | None = None
     tables: tuple[list[RelocTable], list[int]] | None = None
     complete: bool = False
+    # Binding plans (relocation/scope.py): scope signature -> recorded resolutions.
+    bind_plans: dict[tuple[object, ...], dict[int, tuple[int, int, int, int]]] = field(
+        default_factory=dict)
 
 
 _CACHE_LIMIT = 128

@@ -148,6 +148,7 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
         return plan
     spec = image.spec
     tables, relr = image.relocation_tables()
+    binder.prime()
     textrel = dyn.textrel
     windows = _windows(image, textrel)
     word = spec.word_size
@@ -217,6 +218,7 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
                 view[idx:idx + word] = value
             else:
                 region.write(region.start + idx, value)
+    binder.remember()
     _lifecycle_lists(state, view, delta)
     if tls is not None:
         tls.relocated(state)

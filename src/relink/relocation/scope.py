@@ -46,7 +46,8 @@ class Binder:
             returning the binding to use (may replace it); None for no observer.
     """
 
-    __slots__ = ("module", "scope", "unique", "interpose", "on_bind", "cache", "used")
+    __slots__ = ("module", "scope", "unique", "interpose", "on_bind", "cache", "used",
+                 "_plan_key", "_unique_hit")
 
     def __init__(self, module: ModuleState, scope: Sequence[Any], *,
                  unique: dict[str, Binding] | None = None,
@@ -60,6 +61,77 @@ class Binder:
         self.on_bind = on_bind
         self.cache: dict[int, Binding] = {}
         self.used: dict[int, Any] = {}  # id(provider) -> provider actually bound to
+        self._plan_key: tuple[Any, ...] | None = None
+        self._unique_hit = False
+
+    # -- binding plans: resolutions replayed on the next load of the same files --------
+
+    def _key(self) -> tuple[Any, ...] | None:
+        """What the resolutions depend on, or None when they must not be replayed."""
+        if self.interpose is not None or self.on_bind is not None:
+            return None
+        parts: list[Any] = []
+        for prov in self.scope:
+            if isinstance(prov, ModuleState):
+                parsed = prov.image.parsed
+                if parsed is None or not parsed.complete:
+                    return None
+                parts.append(parsed)
+            elif type(prov).__name__ in ("HostLibrary", "ProcessHost"):
+                parts.append(prov)  # process-wide and never unloaded
+            else:
+                return None  # synthetic modules and unknown providers may change
+        return tuple(parts)
+
+    def prime(self) -> None:
+        """Fill the cache from a plan recorded by an earlier load with the same scope."""
+        parsed = self.module.image.parsed
+        if parsed is None or not parsed.complete:
+            return
+        key = self._key()
+        if key is None:
+            return
+        self._plan_key = key
+        plan = parsed.bind_plans.get(key)
+        if plan is None:
+            return
+        scope = self.scope
+        me = self.module
+        cache = self.cache
+        used = self.used
+        for sym, (pos, value, size, stype) in plan.items():
+            if pos == -1:
+                cache[sym] = (0, 0, 0, None)
+                continue
+            prov = me if pos == -2 else scope[pos]
+            addr = value + prov.base if isinstance(prov, ModuleState) else value
+            cache[sym] = (addr, size, stype, prov)
+            if prov is not me:
+                used[id(prov)] = prov
+
+    def remember(self) -> None:
+        """Record this module's resolutions for the next load of the same files."""
+        key = self._plan_key
+        if key is None or self._unique_hit:
+            return
+        parsed = self.module.image.parsed
+        if parsed is None or key in parsed.bind_plans:
+            return
+        positions = {id(p): i for i, p in enumerate(self.scope)}
+        plan: dict[int, tuple[int, int, int, int]] = {}
+        for sym, (addr, size, stype, prov) in self.cache.items():
+            if prov is None:
+                if addr:
+                    return  # an address from nowhere (cannot happen without interpose)
+                plan[sym] = (-1, 0, 0, 0)
+                continue
+            pos = -2 if prov is self.module else positions.get(id(prov))
+            if pos is None:
+                return
+            value = addr - prov.base if isinstance(prov, ModuleState) else addr
+            plan[sym] = (pos, value, size, stype)
+        if len(parsed.bind_plans) < 8:
+            parsed.bind_plans[key] = plan
 
     def bind(self, sym: int, r_type: int, offset: int) -> Binding:
         """The definition symbol `sym` of the module binds to (cached).
@@ -120,6 +192,7 @@ class Binder:
                     stype = 2
                 binding = (addr, size, stype, prov)
                 if self._is_unique(prov, name, version):
+                    self._unique_hit = True
                     binding = self.unique.setdefault(name, binding)
                 return binding
         if bind == STB_WEAK:
