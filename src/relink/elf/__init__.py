@@ -114,8 +114,13 @@ class ElfFile:
 
     def __init__(self, source: SourceLike, *, name: str | None = None) -> None:
         self.source: ElfSource = open_source(source, name=name)
-        self.header: ElfHeader = parse_header(self.source)
-        self.phdrs: list[ProgramHeader] = parse_program_headers(self.source, self.header)
+        try:
+            self.header: ElfHeader = parse_header(self.source)
+            self.phdrs: list[ProgramHeader] = parse_program_headers(self.source, self.header)
+        except BaseException:
+            if self.source is not source:  # we opened it: do not leak its fd (issue 9)
+                self.source.close()
+            raise
 
     @property
     def label(self) -> str:

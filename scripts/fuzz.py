@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Fuzz relink's parsing and non-executing load paths (issue 9).
+
+Usage::
+
+    python scripts/fuzz.py --execs 1000000 --workers 1 --coverage --out fuzz-out
+    python scripts/fuzz.py --seconds 60                       # a quick look
+    python scripts/fuzz.py --replay fuzz-out/findings/*.elf   # re-run saved findings
+
+Each execution mutates an input from the corpus (seeds from `fuzz_seeds`, plus mutants
+that produced a behaviour not seen before) with the structure-aware `fuzz_mutate.Mutator`
+and runs it through every target of `fuzz_targets.Targets`: ELF parsing and all its
+tables, ``relink info``, scan, and loading into a `BufferMapper`. The contract under test:
+
+* the only exceptions that escape are `RelinkError` subclasses;
+* nothing hangs (a per-execution alarm turns a hang into a finding);
+* the interpreter never dies (workers are separate processes; a dead worker's current
+  input is kept through a shared memory slot and saved as a ``crash`` finding);
+* nothing maps executable host memory or runs target code (`install_guards`);
+* file descriptors and mappings do not leak (checked every ``--check-every`` executions).
+
+Findings are saved as ``<out>/findings/<kind>-<hash>.elf`` with a ``.txt`` traceback,
+deduplicated by (exception type, innermost relink frame). Workers are separate processes
+so ``--workers 1`` keeps the run on one core. Exit status: 0 clean, 1 findings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import mmap
+import multiprocessing as mp
+import os
+import random
+import re
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from fuzz_mutate import Mutator  # noqa: E402
+from fuzz_seeds import REPO, Seed, load_seeds  # noqa: E402
+from fuzz_targets import SafetyViolation, Targets, install_guards  # noqa: E402
+
+from relink.errors import RelinkError  # noqa: E402
+
+__all__ = ["FuzzStats", "fuzz_loop", "main", "replay"]
+
+SLOT = 8 << 20          # shared "current input" slot per worker (crash recovery)
+CORPUS_MAX = 400        # interesting mutants kept per worker
+MAX_INPUT = 4 << 20     # mutants larger than this are cut back
+
+
+class FuzzTimeout(BaseException):
+    """Raised by the per-execution alarm."""
+
+
+class FuzzStats:
+    """Counters of one run (merged across workers)."""
+
+    def __init__(self) -> None:
+        self.execs = 0
+        self.outcomes: dict[str, int] = {}
+        self.findings: dict[str, str] = {}  # key -> saved file (or traceback text)
+        self.corpus = 0
+        self.leaks: list[str] = []
+
+    def merge(self, other: dict[str, Any]) -> None:
+        self.execs += other["execs"]
+        for k, v in other["outcomes"].items():
+            self.outcomes[k] = self.outcomes.get(k, 0) + v
+        self.findings.update(other["findings"])
+        self.corpus += other["corpus"]
+        self.leaks += other["leaks"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"execs": self.execs, "outcomes": dict(self.outcomes),
+                "findings": dict(self.findings), "corpus": self.corpus,
+                "leaks": list(self.leaks)}
+
+
+_NUM = re.compile(r"0x[0-9a-f]+|\d+")
+
+
+def _signature(exc: BaseException | None) -> str:
+    """A behaviour signature: outcome class plus the message with numbers removed."""
+    if exc is None:
+        return "ok"
+    what = getattr(exc, "what", None) or getattr(exc, "op", None) or ""
+    msg = _NUM.sub("N", getattr(exc, "message", str(exc)))[:80]
+    return f"{type(exc).__name__}|{what}|{msg}"
+
+
+def _finding_key(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in tb if "/relink/" in f.filename] or list(tb)
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    return f"{type(exc).__name__}@{where}"
+
+
+def _resources() -> tuple[int, int]:
+    """(open fds, /proc/self/maps entries) of this process."""
+    fds = len(os.listdir("/proc/self/fd"))
+    with open("/proc/self/maps") as f:
+        maps = sum(1 for _ in f)
+    return fds, maps
+
+
+def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | None = None,
+              out: Path | None = None, slot: mmap.mmap | None = None, timeout: float = 10.0,
+              check_every: int = 5000, report: Any = None,
+              targets: tuple[str, ...] = ("parse", "info", "scan", "load")) -> FuzzStats:
+    """Run `execs` executions in this process and return the statistics.
+
+    Args:
+        seeds: the starting corpus.
+        execs: number of executions (mutants) to run.
+        seed: RNG seed (a run is reproducible for a given seed and corpus).
+        seconds: optional wall-clock budget, whichever ends first.
+        out: where findings are written (None: kept in memory only).
+        slot: shared memory that receives each input before it runs (crash recovery).
+        timeout: seconds one execution may take before it is a ``timeout`` finding.
+        check_every: executions between fd / mapping leak checks.
+        report: callable receiving a stats dict every `check_every` executions.
+        targets: which targets to run (unavailable ones are skipped).
+    """
+    install_guards()
+    rng = random.Random(seed)
+    mut = Mutator(rng)
+    tg = Targets(targets)
+    stats = FuzzStats()
+    corpus: list[bytes] = [d for _n, d in seeds]
+    base_corpus = len(corpus)
+    added = 0
+    seen: set[str] = set()
+    small = [d for d in corpus if len(d) < 200_000] or corpus
+    deadline = time.monotonic() + seconds if seconds else None
+    findings_dir = out / "findings" if out else None
+    if findings_dir:
+        findings_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise FuzzTimeout(f"execution took longer than {timeout}s")
+
+    old_handler = signal.signal(signal.SIGALRM, on_alarm)
+    baseline: tuple[int, int] | None = None
+    try:
+        for n in range(execs):
+            if deadline is not None and n % 64 == 0 and time.monotonic() > deadline:
+                break
+            # Favour small inputs: large ones (libc) are slow and rarely add new paths.
+            pool = corpus if rng.random() < 0.5 else small
+            parent = rng.choice(pool)
+            data = mut.mutate(parent, small)[:MAX_INPUT] if rng.random() < 0.97 else parent
+            if slot is not None:
+                slot[:8] = len(data).to_bytes(8, "little")
+                slot[8:8 + len(data)] = data
+            variant = rng.getrandbits(3)
+            exc: BaseException | None = None
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                tg.run(data, variant)
+            except RelinkError as e:
+                exc = e
+            except (FuzzTimeout, SafetyViolation, Exception) as e:
+                exc = e
+                key = _finding_key(e)
+                if key not in stats.findings:
+                    stats.findings[key] = _save(findings_dir, key, data, e)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            sig = _signature(exc)
+            outcome = type(exc).__name__ if exc is not None else "ok"
+            stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
+            if sig not in seen:
+                seen.add(sig)
+                added += 1
+                if len(corpus) - base_corpus < CORPUS_MAX:
+                    corpus.append(data)
+                else:  # full: new behaviour replaces a random earlier mutant
+                    corpus[rng.randrange(base_corpus, len(corpus))] = data
+                if len(data) < 200_000:
+                    if len(small) < CORPUS_MAX + base_corpus:
+                        small.append(data)
+                    else:
+                        small[rng.randrange(len(small))] = data
+            stats.execs += 1
+            if check_every and (n + 1) % check_every == 0:
+                now = _resources()
+                if baseline is None:
+                    baseline = now
+                elif now[0] > baseline[0] + 4 or now[1] > baseline[1] + 64:
+                    stats.leaks.append(f"after {n + 1} execs: fds/maps {baseline} -> {now}")
+                    baseline = now
+                if report is not None:
+                    stats.corpus, added = added, 0
+                    report(stats.as_dict())
+                    stats = _reset_counts(stats)
+    finally:
+        signal.signal(signal.SIGALRM, old_handler)
+        tg.close()
+    stats.corpus = added
+    return stats
+
+
+def _reset_counts(stats: FuzzStats) -> FuzzStats:
+    fresh = FuzzStats()
+    fresh.findings = stats.findings  # keep dedup state; counts are reported as deltas
+    return fresh
+
+
+def _save(findings_dir: Path | None, key: str, data: bytes, exc: BaseException) -> str:
+    text = f"{key}\n" + "".join(traceback.format_exception(exc))
+    if findings_dir is None:
+        return text
+    h = hashlib.sha256(data).hexdigest()[:16]
+    kind = "timeout" if isinstance(exc, FuzzTimeout) else "exception"
+    path = findings_dir / f"{kind}-{h}.elf"
+    path.write_bytes(data)
+    path.with_suffix(".txt").write_text(text)
+    return str(path)
+
+
+# -- multi-process driver ---------------------------------------------------------------
+
+def _worker(wid: int, args: dict[str, Any], queue: Any, slot_path: str) -> None:
+    os.nice(5)  # the team's tests come first on a shared machine
+    cov = None
+    if args["coverage"]:
+        import coverage
+
+        cov = coverage.Coverage(data_file=str(Path(args["out"]) / ".coverage"),
+                                data_suffix=f"w{wid}", source=["relink"], branch=False)
+        cov.start()
+    with open(slot_path, "r+b") as f:
+        slot = mmap.mmap(f.fileno(), SLOT)
+    seeds = load_seeds()
+
+    def report(d: dict[str, Any]) -> None:
+        queue.put(("stats", wid, d))
+
+    try:
+        stats = fuzz_loop(seeds, execs=args["execs"], seed=args["seed"] * 1000 + wid,
+                          seconds=args["seconds"], out=Path(args["out"]), slot=slot,
+                          timeout=args["timeout"], check_every=args["check_every"],
+                          report=report)
+        queue.put(("stats", wid, stats.as_dict()))
+    finally:
+        if cov is not None:
+            cov.stop()
+            cov.save()
+        queue.put(("done", wid, None))
+
+
+def run_workers(args: argparse.Namespace) -> FuzzStats:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    per = -(-args.execs // args.workers)
+    total = FuzzStats()
+    procs: dict[int, Any] = {}
+    slots: dict[int, str] = {}
+    wargs = {"execs": per, "seed": args.seed, "seconds": args.seconds, "out": str(out),
+             "timeout": args.timeout, "check_every": args.check_every,
+             "coverage": args.coverage}
+    for wid in range(args.workers):
+        slots[wid] = str(out / f".slot{wid}")
+        with open(slots[wid], "wb") as f:
+            f.truncate(SLOT)
+        p = ctx.Process(target=_worker, args=(wid, wargs, queue, slots[wid]), daemon=True)
+        p.start()
+        procs[wid] = p
+    start = time.monotonic()
+    done: set[int] = set()
+    last = 0.0
+    while len(done) < len(procs):
+        try:
+            kind, wid, payload = queue.get(timeout=5)
+        except Exception:
+            kind, wid, payload = "poll", -1, None
+        if kind == "stats":
+            total.merge(payload)
+        elif kind == "done":
+            done.add(wid)
+        for w, p in procs.items():
+            if w not in done and not p.is_alive() and p.exitcode not in (0, None):
+                total.findings[f"crash:worker{w}:exit{p.exitcode}"] = _save_crash(out, slots[w])
+                done.add(w)
+        if time.monotonic() - last > 30:
+            last = time.monotonic()
+            rate = total.execs / max(time.monotonic() - start, 1e-9)
+            print(f"[fuzz] {total.execs} execs, {rate:.0f}/s, findings {len(total.findings)},"
+                  f" corpus +{total.corpus}", flush=True)
+    for p in procs.values():
+        p.join(timeout=10)
+    return total
+
+
+def _save_crash(out: Path, slot_path: str) -> str:
+    with open(slot_path, "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[:8], "little")
+    data = raw[8:8 + n]
+    path = out / "findings" / f"crash-{hashlib.sha256(data).hexdigest()[:16]}.elf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def coverage_report(out: Path) -> str:
+    """Combine the workers' coverage data; return the per-file line coverage table."""
+    import io
+
+    import coverage
+
+    cov = coverage.Coverage(data_file=str(out / ".coverage"))
+    cov.combine(data_paths=[str(out)], strict=False)
+    cov.save()
+    buf = io.StringIO()
+    cov.report(file=buf, show_missing=False, ignore_errors=True)
+    return buf.getvalue()
+
+
+def replay(paths: list[str]) -> int:
+    """Run saved inputs through every target once; print what escapes. Returns #bad."""
+    install_guards()
+    tg = Targets()
+    bad = 0
+    for p in paths:
+        data = Path(p).read_bytes()
+        for variant in range(8):
+            try:
+                tg.run(data, variant)
+            except RelinkError:
+                pass
+            except BaseException as e:  # noqa: BLE001 - report everything
+                bad += 1
+                print(f"{p} (variant {variant}): {_finding_key(e)}")
+                traceback.print_exception(e)
+                break
+    tg.close()
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--execs", type=int, default=100_000)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--check-every", type=int, default=5000)
+    ap.add_argument("--out", default=str(REPO / ".fuzz-out"))
+    ap.add_argument("--coverage", action="store_true", help="measure line coverage of relink")
+    ap.add_argument("--replay", nargs="+", metavar="FILE")
+    args = ap.parse_args(argv)
+    if args.replay:
+        return 1 if replay(args.replay) else 0
+    t0 = time.monotonic()
+    stats = run_workers(args)
+    elapsed = time.monotonic() - t0
+    print(f"\nexecutions: {stats.execs} in {elapsed:.0f}s "
+          f"({stats.execs / max(elapsed, 1e-9):.0f}/s, {args.workers} worker(s))")
+    print("outcomes:", ", ".join(f"{k}={v}" for k, v in sorted(stats.outcomes.items(),
+                                                               key=lambda kv: -kv[1])))
+    print(f"new behaviours (corpus additions): {stats.corpus}")
+    print(f"leak checks: {'clean' if not stats.leaks else stats.leaks}")
+    print(f"findings: {len(stats.findings)}")
+    for key, where in sorted(stats.findings.items()):
+        print(f"  {key}: {where.splitlines()[0] if where else ''}")
+    if args.coverage:
+        print("\ncoverage of relink (lines):")
+        print(coverage_report(Path(args.out)))
+    return 1 if stats.findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

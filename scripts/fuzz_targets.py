@@ -1,0 +1,193 @@
+"""What scripts/fuzz.py runs on every mutant: the parsing and non-executing paths of relink.
+
+Targets (each takes the mutant's bytes; a `RelinkError` is an accepted outcome, any other
+exception is a finding):
+
+* ``parse``  — `relink.ElfFile` and every table behind it: headers, sections and their
+  data, PT_INTERP, the dynamic section, symbols (export dicts, GNU and SysV hash walks),
+  versions, REL/RELA/RELR tables, notes;
+* ``info``   — ``relink info`` through `relink.cli.main` (when the CLI module exists);
+* ``scan``   — `relink.scan` (when it exists);
+* ``load``   — `relink.load` into a `BufferMapper` (virtual memory: maps and relocates, runs
+  nothing), from bytes and from an fd (memfd), with ``init=True`` to prove that even a
+  request to initialize does not execute anything.
+
+`install_guards` makes any attempt to create host-executable memory or to run target
+code raise `SafetyViolation` (a BaseException, so no ``except Exception`` can hide it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:
+    sys.path.insert(0, str(REPO / "src"))
+
+import relink  # noqa: E402
+from relink.memory.buffer import BufferMapper  # noqa: E402
+
+__all__ = ["SafetyViolation", "Targets", "install_guards"]
+
+LOOKUP_NAMES = ("malloc", "answer", "seed_add", "seed_ver", "zlibVersion", "", "\udcff")
+BUFFER_LIMIT = 64 << 20  # the fuzzer's virtual images stay small (see BufferMapper)
+
+
+class SafetyViolation(BaseException):
+    """A non-executing path tried to map executable host memory or to run target code."""
+
+
+def install_guards() -> None:
+    """Trap PROT_EXEC host mappings and every native call into loaded code."""
+    from relink.runtime import executor as ex
+    from relink.runtime import libc as c
+
+    if getattr(c, "_fuzz_guarded", False):
+        return
+    real_mmap, real_mprotect = c.mmap, c.mprotect
+
+    def mmap(addr: Any, size: int, prot: int, *rest: Any) -> Any:
+        if prot & c.PROT_EXEC:
+            raise SafetyViolation(f"mmap with PROT_EXEC ({prot:#x})")
+        return real_mmap(addr, size, prot, *rest)
+
+    def mprotect(addr: Any, size: int, prot: int) -> Any:
+        if prot & c.PROT_EXEC:
+            raise SafetyViolation(f"mprotect with PROT_EXEC ({prot:#x})")
+        return real_mprotect(addr, size, prot)
+
+    def refuse(self: Any, *args: Any) -> Any:
+        raise SafetyViolation("NativeExecutor called during a non-executing operation")
+
+    c.mmap, c.mprotect = mmap, mprotect  # type: ignore[assignment]
+    for name in ("call_ifunc", "call_init", "call_fini"):
+        setattr(ex.NativeExecutor, name, refuse)
+    c._fuzz_guarded = True  # type: ignore[attr-defined]
+
+
+def _optional(module: str, attr: str | None = None) -> Any:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return getattr(mod, attr, None) if attr else mod
+
+
+class Targets:
+    """The target set, built once per worker (memfd, host policy, resolver)."""
+
+    def __init__(self, names: tuple[str, ...] = ("parse", "info", "scan", "load")) -> None:
+        from relink.linker.search import SearchPathResolver
+        from relink.runtime.host import HostPolicy
+
+        self.memfd = os.memfd_create("relink-fuzz", os.MFD_CLOEXEC)
+        self.path = f"/proc/self/fd/{self.memfd}"
+        # Only the already-loaded libc is served by the host; nothing else is dlopened,
+        # and no system directory is searched (a fuzzed RUNPATH still is).
+        self.host = HostPolicy(("libc.so.6",), serve_loaded=False)
+        self.resolver = SearchPathResolver(use_ld_cache=False, use_default_dirs=False)
+        self.cli_main = _optional("relink.cli", "main") \
+            if _optional("relink.cli.info") is not None else None
+        self.scan = getattr(relink, "scan", None) if "scan" in relink.__all__ else \
+            _optional("relink.plan", "scan")
+        self.available: dict[str, Callable[[bytes, int], None]] = {}
+        table = {"parse": self.parse, "info": self.info, "scan": self.run_scan,
+                 "load": self.load}
+        for name in names:
+            if name == "info" and self.cli_main is None:
+                continue
+            if name == "scan" and self.scan is None:
+                continue
+            self.available[name] = table[name]
+
+    def close(self) -> None:
+        os.close(self.memfd)
+
+    def _to_memfd(self, data: bytes) -> None:
+        os.ftruncate(self.memfd, 0)
+        os.pwrite(self.memfd, data, 0)
+
+    def run(self, data: bytes, variant: int) -> None:
+        """Run every available target on `data` (`variant` picks path vs bytes inputs)."""
+        if variant & 1 or "info" in self.available:
+            self._to_memfd(data)
+        for fn in self.available.values():
+            fn(data, variant)
+
+    # -- targets ------------------------------------------------------------------------
+
+    def parse(self, data: bytes, variant: int) -> None:
+        with relink.ElfFile(data, name="fuzz.so") as elf:
+            _ = elf.header.machine_name, elf.header.type_name, elf.phdrs
+            for sh in elf.sections:
+                elf.section_data(sh)
+            elf.section(".dynsym")
+            _ = elf.interp
+            dyn = elf.dynamic
+            if dyn is not None:
+                _ = dyn.static_tls, dyn.nodelete, dyn.needed
+            syms = elf.symbols
+            if syms is not None:
+                exports = syms.exports
+                _ = syms.versioned
+                names = list(LOOKUP_NAMES) + list(exports)[:16]
+                for name in names:
+                    syms.find(name)
+                    syms.find(name, "SEED_1")
+                    syms.gnu_lookup(name)
+                    syms.sysv_lookup(name)
+                for i in range(min(syms.count, 64)):
+                    syms.versions.requirement(i)
+            elf.relocation_tables()
+            from relink.elf.notes import describe_note
+
+            for note in elf.notes():
+                describe_note(note)
+            if any(ph.p_type == 1 for ph in elf.phdrs):
+                from relink.elf import check_segments
+
+                check_segments(elf.phdrs, elf.source.size, elf.label, 0x1000)
+
+    def info(self, data: bytes, variant: int) -> None:
+        assert self.cli_main is not None
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            self.cli_main(["info", self.path, *(["--json"] if variant & 2 else [])])
+
+    def run_scan(self, data: bytes, variant: int) -> None:
+        assert self.scan is not None
+        self.scan(data if variant & 2 else self.path, mapper=BufferMapper(
+            page_size=0x1000, max_size=BUFFER_LIMIT)) if _scan_takes_mapper(self.scan) \
+            else self.scan(data if variant & 2 else self.path)
+
+    def load(self, data: bytes, variant: int) -> None:
+        mapper = BufferMapper(max_size=BUFFER_LIMIT)
+        source: Any = os.dup(self.memfd) if variant & 1 else data
+        try:
+            mod = relink.load(source, name="fuzz.so", mapper=mapper, host=self.host,
+                              resolver=self.resolver, init=bool(variant & 4))
+        finally:
+            if variant & 1:
+                os.close(source)
+        try:
+            _ = mod.segments, mod.needed, mod.entry
+            for name in LOOKUP_NAMES[:5]:
+                mod.symbol(name)
+        finally:
+            mod.close()
+
+
+def _scan_takes_mapper(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    try:
+        return "mapper" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

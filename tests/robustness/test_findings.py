@@ -1,0 +1,106 @@
+"""Regression tests for what the fuzzer (scripts/fuzz.py) and the malformed-case suite
+found. Each input is rebuilt from a valid image by construction (no binary is checked
+in); each test failed before its fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import relink
+from relink.errors import ElfParseError, MappingError, RelinkError
+from relink.memory.buffer import BufferMapper
+from relink.runtime.host import PROCESS, HostPolicy, host_library
+from support import elfgen_defs as d
+from support.elfgen import DylibWriter, patch_phdr
+
+
+def _versioned_import(version: bytes) -> bytes:
+    w = DylibWriter(soname="libverfz.so", needed=["libc.so.6"])
+    w.add_undefined("malloc", version="GLIBC_ZZZ", version_lib="libc.so.6")
+    w.add_reloc("GLOB_DAT", "malloc")
+    data = w.build().data
+    assert data.count(b"GLIBC_ZZZ") == 1
+    return data.replace(b"GLIBC_ZZZ", version.ljust(9, b"_")[:9])
+
+
+def test_host_lookup_with_non_utf8_version_name() -> None:
+    """Finding: UnicodeEncodeError in HostLibrary/ProcessHost.address_of when a version
+    name from the file is not UTF-8 (names are decoded with surrogateescape)."""
+    name = b"GLIBC\xff\xfe".decode("utf-8", "surrogateescape")
+    libc = host_library("libc.so.6", load=True)
+    assert libc is not None
+    assert libc.lookup("malloc", name, exact=True) is None
+    assert PROCESS.lookup("malloc", name, exact=True) is None
+
+
+@pytest.mark.parametrize("mapper", [None, "buffer"])
+def test_load_with_non_utf8_version_requirement(mapper: str | None) -> None:
+    data = _versioned_import(b"GLIBC\xff\xfe\x80")
+    # For the buffer load, the host serves libc's symbols as in the fuzzer (otherwise
+    # libc itself would be loaded into the buffer, which needs an IFUNC executor).
+    kw = {"mapper": BufferMapper(), "host": HostPolicy(("libc.so.6",), serve_loaded=False)} \
+        if mapper else {}
+    # The requirement is not hidden, so like ld.so's check_match relink may fall back to
+    # the default definition; what matters is that no UnicodeEncodeError escapes.
+    with relink.load(data, name="libverfz.so", **kw) as mod:
+        assert mod.needed == ["libc.so.6"]
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_elffile_closes_its_fd_when_parsing_fails(tmp_path: Path) -> None:
+    """Finding: ElfFile(path) leaked the fd it opened when the header did not parse
+    (seen as ~80 leaked fds per 1000 `relink info` runs of the fuzzer)."""
+    bad = tmp_path / "bad.so"
+    bad.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x03\x00\x3e\x00" + bytes(40))
+    before = _fd_count()
+    for _ in range(50):
+        with pytest.raises(ElfParseError):
+            relink.ElfFile(bad)
+    assert _fd_count() == before
+
+
+def test_relink_info_does_not_leak_fds_on_bad_files(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from relink.cli import main
+
+    bad = tmp_path / "trunc.so"
+    bad.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(20))
+    before = _fd_count()
+    for _ in range(20):
+        assert main(["info", str(bad)]) == 1
+    assert _fd_count() == before
+    assert "relink:" in capsys.readouterr().err
+
+
+def test_buffer_mapper_refuses_absurd_spans() -> None:
+    """Finding: a segment claiming a 512 GiB span made BufferMapper allocate (and zero) a
+    bytearray of that size — MemoryError or the OOM killer instead of a RelinkError."""
+    w = DylibWriter(soname="libhuge.so")
+    w.add_object("x", bytes(8))
+    img = w.build()
+    loads = [i for i, p in enumerate(img.phdrs) if p["p_type"] == d.PT_LOAD]
+    data = patch_phdr(img.data, loads[-1], p_memsz=1 << 39)
+    with pytest.raises(MappingError) as info:
+        relink.load(data, name="libhuge.so", mapper=BufferMapper())
+    assert info.value.errno == errno.ENOMEM
+    assert "max_size" in str(info.value)
+    # The limit is the caller's to raise; a modest image loads under a small limit.
+    with relink.load(img.data, name="libhuge.so", mapper=BufferMapper(max_size=1 << 20)) as m:
+        assert m.symbol("x") is not None
+
+
+def test_relink_error_is_the_only_escape_for_a_lying_copy() -> None:
+    """Finding: COPY with a huge st_size read that many bytes from the host definition
+    and raised ValueError from a memoryview assignment (or could fault)."""
+    from support.elfgen_cases import base_image
+
+    with pytest.raises(RelinkError, match="COPY"):
+        relink.load(base_image(copy_size=1 << 20).data, name="libcase.so")
