@@ -153,7 +153,7 @@ class RelocationEvent:
         if not self._sym:
             return None
         try:
-            return int(self._binder.bind(self._sym, self.r_type_name, self.offset)[0])
+            return int(self._binder.bind(self._sym, self.r_type, self.offset)[0])
         except LinkerError:
             raise
         except Exception:

@@ -53,11 +53,14 @@ class ObservedBinder(Binder):
         self.post = post
         self.facade = facade
 
-    def _resolve(self, sym: int, r_type_name: str, offset: int) -> Binding:
+    def _resolve(self, sym: int, r_type: int, offset: int) -> Binding:
         try:
-            return super()._resolve(sym, r_type_name, offset)
+            return super()._resolve(sym, r_type, offset)
         except UnknownSymbolError as exc:
-            ev = RelocationEvent(self.facade, exc.r_type or 0, r_type_name, offset,
+            name = self.module.image.spec.rtype_name(r_type) if isinstance(r_type, int) \
+                else str(r_type)
+            ev = RelocationEvent(self.facade, r_type if isinstance(r_type, int) else 0, name,
+                                 offset,
                                  self.module.base + offset, 0, _symname(self.module, sym),
                                  self.scope, self, 0, error=exc)
             for hook in self.post:
