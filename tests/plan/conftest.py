@@ -35,5 +35,5 @@ def libs() -> dict[str, Path]:
                         ldflags=EMIT, group="plan")
     norel = build_shared("norel", _src("norel.c"), cflags=["-O2"], ldflags=EMIT,
                          group="plan")
-    return {"norel": norel, "provider": provider, "dependent": dependent, "root": root, "plain": plain,
-            "rich": rich}
+    return {"norel": norel, "provider": provider, "dependent": dependent, "root": root,
+            "plain": plain, "rich": rich}

@@ -29,6 +29,7 @@ from relink.plan.model import (
 from relink.plan.scan import scan
 
 __all__ = [
-    "Arena", "Capability", "HotPack", "PackingPolicy", "HUGE_PAGE", "Materialization", "MemoryClass", "ModulePlan",
-    "PAGE", "Placement", "Plan", "Section", "Sharing", "hot_pack", "read_profile", "scan",
+    "Arena", "Capability", "HotPack", "HUGE_PAGE", "Materialization", "MemoryClass",
+    "ModulePlan", "PackingPolicy", "PAGE", "Placement", "Plan", "Section", "Sharing",
+    "hot_pack", "read_profile", "scan",
 ]

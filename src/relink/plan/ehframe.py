@@ -157,7 +157,7 @@ def _cie(fx: _Fixer, i: int, end: int) -> tuple[str, int, int]:
                 i += 1
             elif ch == "P":
                 enc = buf[i]
-                i = fx.pointer(i + 1, enc & ~DW_EH_PE_indirect if False else enc)
+                i = fx.pointer(i + 1, enc)
             elif ch in "SBG":
                 continue
             else:

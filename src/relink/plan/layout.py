@@ -29,6 +29,7 @@ from relink.plan.model import (
     Materialization,
     MemoryClass,
     ModulePlan,
+    Placement,
     Plan,
     Section,
     Sharing,
@@ -98,7 +99,7 @@ def normalize(plan: Plan, policy: PackingPolicy | None = None) -> Layout:
     for mod in layout.regions:
         _place_tls(plan, mod)
         for s in mod.alloc_sections():
-            if s.placement is None:
+            if s.placement is None and s.mem_class is not None:
                 s.assign_next(_default_arena(plan, mod, s.mem_class, policy, shared))
     _lay_out(plan, layout)
     return layout
@@ -168,8 +169,6 @@ def _place_tls(plan: Plan, mod: ModulePlan) -> None:
                             section=s.name)
         off = start + s.addr - ph.p_vaddr
         arena.placements.append((s, off))
-        from relink.plan.model import Placement
-
         s.placement = Placement(arena, off)
 
 

@@ -36,8 +36,17 @@ import struct
 from bisect import bisect_right
 
 from relink.arch.rtypes import rtype_name
-from relink.elf.dynamic import ADDRESS_TAGS, DT_DEBUG, DT_JMPREL, DT_NULL, DT_PLTGOT
-from relink.elf.dynamic import DT_PLTRELSZ, DT_RELA, DT_RELASZ, DT_RELR
+from relink.elf.dynamic import (
+    ADDRESS_TAGS,
+    DT_DEBUG,
+    DT_JMPREL,
+    DT_NULL,
+    DT_PLTGOT,
+    DT_PLTRELSZ,
+    DT_RELA,
+    DT_RELASZ,
+    DT_RELR,
+)
 from relink.errors import PlanError
 from relink.plan.model import MemoryClass, ModulePlan, Section
 
@@ -313,7 +322,7 @@ class ModuleRepair:
     def _dynamic(self, s: Section) -> None:
         buf = self.buf[s.index]
         entries = [_DYN.unpack_from(buf, at) for at in range(0, len(buf) - 15, 16)]
-        tags = {}
+        tags: dict[int, int] = {}
         for tag, val in entries:
             if tag == DT_NULL:
                 break

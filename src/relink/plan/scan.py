@@ -30,7 +30,6 @@ from relink.plan.model import (
     SHF_EXECINSTR,
     SHF_TLS,
     SHF_WRITE,
-    SHT_NOBITS,
     Capability,
     MemoryClass,
     ModulePlan,
