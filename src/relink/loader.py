@@ -56,6 +56,8 @@ class ParsedMetadata:
     # Binding plans (relocation/scope.py): scope signature -> recorded resolutions.
     bind_plans: dict[tuple[object, ...], dict[int, tuple[int, int, int, int]]] = field(
         default_factory=dict)
+    # Base-independent facts other subsystems derive from the file (e.g. runtime/unwind).
+    facts: dict[str, object] = field(default_factory=dict)
 
 
 _CACHE_LIMIT = 128

@@ -72,21 +72,42 @@ def eh_frame_address(state: Any) -> int | None:
 
 
 def _terminated(state: Any, start: int) -> bool:
-    """True if the CIE/FDE chain from `start` ends with a zero length inside the image."""
+    """True if the CIE/FDE chain from `start` ends with a zero length inside the image.
+
+    The walk reads the segment holding `start` through the image's own view (bounds
+    are the segment's), and its verdict is a property of the file: it is cached with
+    the parsed metadata, so loading the same file again does not walk it.
+    """
     image = state.image
-    addr = start
+    vaddr = start - image.base
+    parsed = getattr(image, "parsed", None)
+    facts = parsed.facts if parsed is not None and parsed.complete else None
+    key = f"eh_frame_terminated@{vaddr:#x}"
+    if facts is not None and key in facts:
+        return bool(facts[key])
+    try:
+        data = image.view.until(vaddr, ".eh_frame")
+    except RelinkError:
+        return False
+    end = len(data)
+    pos = 0
+    unpack = struct.unpack_from
+    verdict = False
     for _ in range(_MAX_WALK):
-        if not image.contains(addr) or not image.contains(addr + 3):
-            return False
-        length = struct.unpack("<I", _read(addr, 4))[0]
+        if pos + 4 > end:
+            break
+        length = unpack("<I", data, pos)[0]
         if length == 0:
-            return True
+            verdict = True
+            break
         if length == 0xFFFFFFFF:  # 64-bit DWARF length
-            if not image.contains(addr + 11):
-                return False
-            length = struct.unpack("<Q", _read(addr + 4, 8))[0] + 8
-        addr += 4 + length
-    return False
+            if pos + 12 > end:
+                break
+            length = unpack("<Q", data, pos + 4)[0] + 8
+        pos += 4 + length
+    if facts is not None:
+        facts[key] = verdict
+    return verdict
 
 
 def _libgcc() -> tuple[Any, Any]:
