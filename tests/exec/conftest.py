@@ -34,6 +34,11 @@ def pie() -> Path:
 
 
 @pytest.fixture(scope="session")
+def static_pie() -> Path:
+    return program("static-pie")
+
+
+@pytest.fixture(scope="session")
 def exec_program() -> Path:
     return program("exec")
 

@@ -253,8 +253,6 @@ def test_main_through_dynsym_and_stripped(tmp_path: Path) -> None:
     assert relink.execute(stripped, ["s"]) == 41
 
 
-def test_run_main_refuses_static_pie() -> None:
-    from conftest import program
-
+def test_run_main_refuses_static_pie(static_pie: Path) -> None:
     with pytest.raises(relink.UnsupportedError, match="execute"):
-        relink.run_main(program("static-pie"))
+        relink.run_main(static_pie)

@@ -175,7 +175,7 @@ class LazyModule:
         image = self.state.image
         entry = self.entries.get(index)
         if entry is None:
-            raise RelinkError(f"lazy binding: relocation index {index} is not a lazily "
+            raise RelinkError(f"relocation index {index} is not a lazily "
                               "bound JUMP_SLOT of this module", file=image.label)
         off, sym, addend, r_type = entry
         with self.lock:
@@ -183,10 +183,10 @@ class LazyModule:
             if done is not None:
                 return done
             if self.state.state == "closed":
-                raise RelinkError("lazy binding: the module is closed", file=image.label)
+                raise RelinkError("the module is closed", file=image.label)
             addr = self.binder.bind(sym, r_type, off)[0]
             if not addr:
-                raise RelinkError(f"lazy binding: '{self.symbol_name(sym)}' is a weak "
+                raise RelinkError(f"'{self.symbol_name(sym)}' is a weak "
                                   "undefined symbol that nothing defines: calling it "
                                   "would jump to address 0", file=image.label)
             target = (addr + addend) & 0xFFFFFFFFFFFFFFFF
@@ -200,7 +200,7 @@ def _resolve(cookie: int, index: int) -> int:
     try:
         lm = _registry.get(cookie)
         if lm is None:
-            raise RelinkError(f"lazy binding: unknown module cookie {cookie:#x} "
+            raise RelinkError(f"unknown module cookie {cookie:#x} "
                               "(called through a GOT of a module that was unloaded?)")
         return lm.resolve(index)
     except BaseException as exc:  # noqa: BLE001 - nothing may propagate into C
