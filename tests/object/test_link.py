@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from objsupport import archive, needs_gcc, obj, shared
 
 import relink
 from relink.errors import (
@@ -21,8 +22,6 @@ from relink.errors import (
     UnknownSymbolError,
     UnsupportedError,
 )
-
-from objsupport import archive, needs_gcc, obj, shared
 
 pytestmark = [needs_gcc]
 

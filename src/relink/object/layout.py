@@ -170,6 +170,8 @@ class Layout:
     tls_size: int = 0
     tls_filesz: int = 0
     tls_align: int = 1
+    eh_frame: Placed | None = None  # first piece of the unit's .eh_frame chain
+    linker: dict[str, int] = field(default_factory=dict)  # linker-defined symbol offsets
 
 
 def _default_group(name: str, flags: int) -> str:
@@ -201,6 +203,7 @@ def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup]
     pieces: dict[str, list[Placed]] = {g: [] for g in all_groups}
     pools: dict[tuple[str, int, int, str], list[tuple[int, int]]] = {}
     tls: list[Placed] = []
+    eh_frames: list[Placed] = []
     for oi, obj in enumerate(unit.objects):
         dropped = unit.discarded[oi]
         for sh in obj.sections:
@@ -232,16 +235,36 @@ def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup]
                 continue
             p = Placed(sh.name, group, sh.sh_size, max(sh.sh_addralign, 1),
                        sh.sh_type == SHT_NOBITS, oi, sh.index)
-            pieces[group].append(p)
             lay.sections[(oi, sh.index)] = p
+            if sh.name == ".eh_frame" and sh.sh_size % p.align == 0:
+                eh_frames.append(p)  # kept together: one CIE/FDE chain for the unwinder
+                continue
+            pieces[group].append(p)
     for (name, flags, entsize, group), members in pools.items():
         pieces[group].append(_merge_pool(unit, lay, name, flags, entsize, group, members))
     for name, (size, align) in unit.commons.items():
         p = Placed(f"COMMON:{name}", "data", size, max(align, 1), True)
         pieces["data"].append(p)
         lay.commons[name] = p
+    if eh_frames:
+        group = eh_frames[0].group
+        pieces[group] += eh_frames
+        pieces[group].append(Placed(".eh_frame.end", group, 4, 4, False, data=bytes(4)))
+        lay.eh_frame = eh_frames[0]
     _plan_tls(lay, tls)
     _plan_got_plt(unit, arch, lay, pieces)
+    dso = None
+    if "__dso_handle" in unit.linker_symbols:
+        dso = Placed("__dso_handle", "data", 8, 8, True)
+        pieces["data"].append(dso)
+    bounds = set(unit.linker_symbols.values()) - {""}
+    for items in pieces.values():  # ld keeps same-named sections contiguous for __start_
+        for sec in bounds:
+            same = [p for p in items if p.name == sec]
+            if same:
+                at = items.index(same[0])
+                rest = [p for p in items if p.name != sec]
+                items[:] = rest[:at] + same + rest[at:]
     offset = 0
     for gname in sorted(pieces, key=lambda g: (all_groups[g].lifetime == "init",
                                                all_groups[g].order, g)):
@@ -258,6 +281,13 @@ def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup]
         lay.segments.append((start, end - start, gname))
         offset = end
     lay.size = max(offset, page)
+    if dso is not None:
+        lay.linker["__dso_handle"] = dso.offset
+    for name, sec in unit.linker_symbols.items():
+        same = [p for p in lay.placed if p.name == sec]
+        if same:
+            lay.linker[name] = same[0].offset if name.startswith("__start_") else \
+                same[-1].offset + same[-1].size
     return lay
 
 

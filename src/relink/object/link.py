@@ -68,6 +68,7 @@ class LinkUnit:
     providers: dict[str, Any] = field(default_factory=dict)
     signatures: dict[str, str] = field(default_factory=dict)
     wants_got: bool = False  # some object names _GLOBAL_OFFSET_TABLE_
+    linker_symbols: dict[str, str] = field(default_factory=dict)  # name -> section or ""
 
     def add(self, obj: ObjectFile) -> None:
         """Add one object: settle its COMDAT groups, then register its symbols."""
@@ -136,6 +137,30 @@ class LinkUnit:
                         progress = True
                         break
 
+    def claim_linker_symbols(self, got_symbol: str) -> None:
+        """Take the names a linker defines itself out of `undefined`.
+
+        ``_GLOBAL_OFFSET_TABLE_`` (the GOT base), ``__dso_handle`` (what C++ registers
+        its static destructors under) and ``__start_X`` / ``__stop_X`` for an allocated
+        section ``X`` whose name is a C identifier, as ld provides them.
+        """
+        names = {s.name for o in self.objects for s in o.sections if s.sh_flags & 2}
+        for name in list(self.undefined):
+            if name in self.defs or name in self.commons:
+                continue
+            if name == got_symbol:
+                self.wants_got = True
+            elif name == "__dso_handle":
+                self.linker_symbols[name] = ""
+            elif name.startswith(("__start_", "__stop_")):
+                sec = name.split("_", 3)[-1]
+                if sec not in names or not sec.isidentifier():
+                    continue
+                self.linker_symbols[name] = sec
+            else:
+                continue
+            del self.undefined[name]
+
     def finish(self) -> None:
         """Drop names that ended up defined, and COMMONs that a real definition beat."""
         for name in list(self.commons):
@@ -158,16 +183,16 @@ def _lookup_provider(prov: Any, name: str) -> tuple[int, int, int] | None:
 
 
 def resolve_external(unit: LinkUnit, *, symbols: Mapping[str, int] | None,
-                     scope: Sequence[Any], host: Any | None,
+                     scope: Sequence[Any], hosts: Sequence[Any],
                      resolve: Callable[[str], int | None] | None, label: str) -> None:
     """Give every still-undefined name an address, or raise `UnknownSymbolError`.
 
-    Order: `symbols` (explicit), each `scope` provider, the `host` process, the
-    `resolve` hook; weak references that nothing defines become 0.
+    Order: `symbols` (explicit), each `scope` provider, the `hosts` (the process, then
+    host libraries such as libstdc++), the `resolve` hook; weak references that nothing
+    defines become 0.
     """
     searched = (["symbols"] if symbols else []) + [getattr(p, "name", repr(p)) for p in scope]
-    if host is not None:
-        searched.append(host.name)
+    searched += [h.name for h in hosts]
     if resolve is not None:
         searched.append("resolve hook")
     for name, strong in unit.undefined.items():
@@ -182,7 +207,9 @@ def resolve_external(unit: LinkUnit, *, symbols: Mapping[str, int] | None,
             if found is not None:
                 unit.providers[name] = prov
                 break
-        if found is None and host is not None:
+        for host in hosts:
+            if found is not None:
+                break
             found = _lookup_provider(host, name)
             if found is not None:
                 unit.providers[name] = host

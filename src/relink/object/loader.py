@@ -95,6 +95,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
                 layout: Callable[[SectionInfo], str | None] | None = None,
                 groups: Iterable[SectionGroup] = (),
                 exports: Callable[[str, int, int, int], bool] | Iterable[str] | None = None,
+                libraries: Sequence[str] = (),
                 ) -> Module:
     """Link relocatable objects (``.o``, ``.ko``) and archives (``.a``) into memory.
 
@@ -120,6 +121,8 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
         groups: extra `SectionGroup`s the layout hook may use.
         exports: restrict what the Module exports: names, or a predicate
             ``(name, address, size, stt_type) -> bool``.
+        libraries: host libraries to search after the process (like ``-l``), e.g.
+            ``["libz.so.1"]``; C++ objects get libstdc++, libm and libgcc_s by default.
 
     Raises:
         RelinkError subclasses (UnknownSymbolError with what was searched,
@@ -157,16 +160,12 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
                 f"{getattr(host_spec(), 'name', '?')}: load it with mapper=BufferMapper()",
                 file=label, expected=getattr(host_spec(), "name", "?"), actual=spec.name)
         arch = object_arch(spec, label)
-        if unit.undefined.pop(arch.got_symbol, None) is not None:
-            unit.wants_got = True  # the linker defines the GOT base symbol
+        unit.claim_linker_symbols(arch.got_symbol)
         explicit = _explicit_symbols(symbols, keep)
         providers = [getattr(p, "_state", p) for p in scope]
-        host_prov = None
-        if host if host is not None else mapper.native:
-            from relink.runtime.host import PROCESS
-
-            host_prov = PROCESS
-        resolve_external(unit, symbols=explicit, scope=providers, host=host_prov,
+        hosts = _host_providers(unit, host if host is not None else mapper.native,
+                                libraries, label)
+        resolve_external(unit, symbols=explicit, scope=providers, hosts=hosts,
                          resolve=resolve, label=label)
         lay = plan_layout(unit, arch, groups={g.name: g for g in groups}, hook=layout,
                           page=mapper.page_size)
@@ -175,9 +174,13 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
                          executor, label)
         st.scope = providers
         st.modinfo = first.modinfo()
+        if "__dso_handle" in lay.linker:
+            st.dso_handle = region.start + lay.linker["__dso_handle"]
         buf = _build(unit, lay, arch, region, st)
         _install(region, lay, buf, st)
         _protect_init(region, st)
+        if lay.eh_frame is not None and spec.is_host and mapper.native:
+            _register_eh_frame(st, region.start + lay.eh_frame.offset)
         if lay.ifuncs:
             relocator_fill_ifuncs(unit, lay, arch, region, buf, st)
         _collect_exports(unit, lay, st, region.start, exports, arch)
@@ -201,6 +204,32 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
     module._keep.extend([keep, scope])
     weakref.finalize(module, owner.close)
     return module
+
+
+_CXX_RUNTIME = ("libstdc++.so.6", "libgcc_s.so.1", "libm.so.6")
+
+
+def _host_providers(unit: LinkUnit, use_host: bool, libraries: Sequence[str],
+                    label: str) -> list[Any]:
+    """The process scope, then host libraries: the given ones, plus the C++ runtime for
+    C++ objects (what the g++ driver adds to a link: -lstdc++ -lm -lgcc_s)."""
+    if not use_host:
+        if libraries:
+            raise UnsupportedError("host libraries serve native loads only", file=label)
+        return []
+    from relink.errors import UnresolvedDependencyError
+    from relink.runtime.host import PROCESS, host_library
+
+    names = list(libraries)
+    if any(n.startswith(("_Z", "__cxa_", "__gxx_")) for n in unit.undefined):
+        names += [n for n in _CXX_RUNTIME if n not in names]
+    out: list[Any] = [PROCESS]
+    for n in names:
+        lib = host_library(n, load=True)
+        if lib is None:
+            raise UnresolvedDependencyError(n, needed_by=label, searched=["host dlopen"])
+        out.append(lib)
+    return out
 
 
 def _explicit_symbols(symbols: Mapping[str, Any] | None, keep: list[Any]
@@ -308,6 +337,17 @@ def _install(region: Region, lay: Layout, buf: bytearray, st: ObjectState) -> No
             st.init_segments.append((base + off, size))
     st.segments = segs
     st.image._segments = [(a, n, fp) for a, n, _ip, fp, _g in segs]
+
+
+def _register_eh_frame(st: ObjectState, start: int) -> None:
+    """Hand the unit's .eh_frame chain to libgcc so C++ exceptions unwind through it."""
+    from relink.runtime.unwind import _libgcc
+
+    if struct.unpack("<I", st.region.read(start, 4))[0] == 0:
+        return
+    reg, dereg = _libgcc()
+    reg(start)
+    st.extras.append(lambda: dereg(start))
 
 
 def _protect_init(region: Region, st: ObjectState) -> None:

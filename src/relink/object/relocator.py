@@ -121,6 +121,8 @@ class Relocator:
             return self.defined_addr(d.obj, d.sym)
         if name in self.lay.commons:
             return self.base + self.lay.commons[name].offset
+        if name in self.lay.linker:
+            return self.base + self.lay.linker[name]
         if name in unit.external:
             return unit.external[name]
         if name == self.arch.got_symbol and self.lay.got_piece is not None:
@@ -331,9 +333,9 @@ class Relocator:
         if tls is None:
             raise UnsupportedRelocationError(
                 **self._error_args(oi, rs, k),
-                detail="thread-local storage needs relink's native TLS runtime: it works "
-                       "for objects loaded into this process, not into a buffer or for "
-                       f"{self.arch.name}")
+                detail="thread-local storage needs relink's native TLS runtime, which "
+                       "serves x86_64 objects loaded into this process only (not a buffer "
+                       "or an emulator)")
         obj = self.unit.objects[oi]
         name = obj.sym_names[si]
         own = obj.sym_shndx[si] != SHN_UNDEF or name in self.unit.defs

@@ -94,6 +94,7 @@ class ObjectState:
         self.init_segments: list[tuple[int, int]] = []
         self.image = ObjectImage(spec, region, [])
         self.tls: Any = None  # ObjectTls when the unit has thread-local storage
+        self.dso_handle = 0  # address of the unit's __dso_handle, when it has one
         self.extras: list[Callable[[], None]] = []  # release hooks (TLS carrier …)
         self.lock = threading.RLock()
         self._ifunc: dict[int, int] = {}
@@ -191,6 +192,12 @@ class ObjectState:
                     self.executor.call_fini(func)
                 except Exception:  # pragma: no cover - ctypes does not raise here
                     log.exception("finalizer %#x of %s failed", func, self.name)
+            if self.dso_handle and self.spec.is_host:
+                # C++ static destructors were registered with __cxa_atexit under this
+                # unit's __dso_handle: run them now, before the code is unmapped.
+                from relink.runtime import libc
+
+                libc.cxa_finalize(self.dso_handle)
 
     def release(self) -> None:
         with self.lock:
