@@ -155,3 +155,10 @@ XGETBV = ctypes.CFUNCTYPE(ctypes.c_uint64)
 FORK_ENTER = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p)  # pid or -errno
 MAIN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 __all__ += ["FORK_ENTER", "LAZY_RESOLVER", "MAIN", "XGETBV", "abort", "fflush", "getauxval"]
+
+# __cxa_finalize(dso_handle): runs the C++ static destructors a relocatable-object unit
+# registered with __cxa_atexit (relink.object defines __dso_handle for each unit).
+cxa_finalize = libc.__cxa_finalize
+cxa_finalize.argtypes = [ctypes.c_void_p]
+cxa_finalize.restype = None
+__all__ += ["cxa_finalize"]
