@@ -91,11 +91,13 @@ def load(source: SourceLike | Any, *, name: str | None = None, scope: Sequence[A
     """
     mapper, target = _target(arch, mapper, memory)
     custom_linker = any(x is not None for x in (host, resolver, mapper, executor, tls,
-                                                fallback)) or lazy
+                                                fallback, target)) or lazy
     if context is None:
         context = LinkContext(f"load:{name or source!s:.60}")
     linker = _linker(host, resolver, mapper, executor, tls, fallback, lazy) \
         if custom_linker else context.linker
+    if target is not None and linker is not None:
+        linker.arch = target  # a private Linker (custom_linker): files must be this ISA
     if linker is None:
         if not _DEFAULT_LINKER:
             _DEFAULT_LINKER.append(Linker())  # stateless between loads: shared

@@ -39,8 +39,15 @@ def cflags(arch: str) -> list[str]:
     return flags
 
 
-def build_chain(arch: str) -> dict[str, Path]:
-    """Build libbase.so, libmiddle.so, libleaf.so for `arch`; returns name -> path."""
+def build_chain(arch: str, *, relr: bool = False) -> dict[str, Path]:
+    """Build libbase.so, libmiddle.so, libleaf.so for `arch`; returns name -> path.
+
+    With `relr`, the objects are linked by zig's ld.lld with
+    ``--pack-dyn-relocs=relr`` (zig cc does not pass that option through), so RELATIVE
+    relocations land in DT_RELR.
+    """
+    if relr:
+        return _build_relr_chain(arch)
     if not HAVE_ZIG:
         pytest.skip("the ziglang package is not installed (pip install ziglang)")
     spec = spec_named(arch)
@@ -90,3 +97,48 @@ def build_copy_exe(arch: str, base: Path) -> Path:
     os.replace(tmp, out)
     stamp.write_text(key)
     return out
+
+
+def _lld(out: Path, args: list[str], inputs: list[Path]) -> Path:
+    """Link with zig's ld.lld into `out` unless a stamp says the inputs are unchanged."""
+    stamp = out.parent / f"{out.name}.stamp"
+    digest = hashlib.sha256(repr(args).encode())
+    for p in inputs:
+        digest.update(p.read_bytes())
+    key = digest.hexdigest()
+    if out.exists() and stamp.exists() and stamp.read_text() == key:
+        return out
+    tmp = out.parent / f".{out.name}.{os.getpid()}"
+    cmd = [sys.executable, "-m", "ziglang", "ld.lld", "-o", str(tmp), *args,
+           *map(str, inputs)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise FixtureBuildError(cmd, res.stderr, res.returncode)
+    os.replace(tmp, out)
+    stamp.write_text(key)
+    return out
+
+
+def _build_relr_chain(arch: str) -> dict[str, Path]:
+    spec = spec_named(arch)
+    assert spec is not None
+    flags = [*cflags(arch), "-fPIC"]
+    objs = {n: build_object(f"relr_{n}", source(f"{n}.c"), cc="zig", target=spec.zig_target,
+                            cflags=flags, group="foreign-relr-objects")
+            for n in ("base", "middle", "leaf")}
+    out_dir = objs["base"].parent.parent / f"foreign-chain-relr-{arch}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "base.map").write_text(source("base.map"))
+    common = ["-shared", "--pack-dyn-relocs=relr", "--allow-shlib-undefined",
+              "-rpath", "$ORIGIN"]
+    try:
+        base = _lld(out_dir / "libbase.so", [*common, "-soname", "libbase.so",
+                                             f"--version-script={out_dir / 'base.map'}"],
+                    [objs["base"]])
+        middle = _lld(out_dir / "libmiddle.so", [*common, "-soname", "libmiddle.so"],
+                      [objs["middle"], base])
+        leaf = _lld(out_dir / "libleaf.so", [*common, "-soname", "libleaf.so"],
+                    [objs["leaf"], middle, base])
+    except FixtureBuildError as exc:
+        pytest.fail(f"linking the {arch} RELR chain failed: {exc}")
+    return {"base": base, "middle": middle, "leaf": leaf}
