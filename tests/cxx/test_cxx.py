@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cxxhelp import cxx_libs
 
 import relink
-from conftest import cxx_libs
 from relink.runtime.unwind import eh_frame_address, registered_frames
 
 pytestmark = pytest.mark.needs_cc

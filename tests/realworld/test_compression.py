@@ -20,7 +20,7 @@ from ctypes import (
     c_void_p,
 )
 
-from conftest import fn, load_system
+from realhelp import fn, load_system
 
 DATA = b"relink loads real libraries. " * 400 + bytes(range(256)) * 8
 

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint, c_ulonglong, c_void_p
 
-from conftest import fn, load_system
+from realhelp import fn, load_system
 
 MSG = b"The quick brown fox jumps over the lazy dog" * 37
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from realhelp import system_library
 
-from conftest import system_library
 from support.build import build_shared
 
 pytestmark = pytest.mark.needs_cc

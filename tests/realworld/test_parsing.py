@@ -9,7 +9,7 @@ import json
 import xml.parsers.expat
 from ctypes import CFUNCTYPE, POINTER, byref, c_char, c_char_p, c_double, c_int, c_void_p
 
-from conftest import fn, load_system
+from realhelp import fn, load_system
 
 XML = (b'<?xml version="1.0"?><catalog lang="en"><item id="1">Tea</item>'
        b'<item id="2">Caf\xc3\xa9</item><!-- note --><empty/><item id="3">Milk &amp; '

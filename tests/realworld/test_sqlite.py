@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 from ctypes import CFUNCTYPE, POINTER, byref, c_char_p, c_double, c_int, c_int64, c_void_p
 
-from conftest import fn, load_system
+from realhelp import fn, load_system
 
 SQLITE_OK, SQLITE_ROW, SQLITE_DONE = 0, 100, 101
 TRANSIENT = c_void_p(-1)

@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from tlshelp import MODELS, src, tls_module, tls_user
 
 import relink
-from conftest import MODELS, src, tls_module, tls_user
 from relink.runtime.tls import NativeTls
 from support.build import build_shared
 

@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from tlshelp import tls_module
 
 import relink
-from conftest import tls_module
 from relink.arch import host_spec
 from relink.elf import ElfFile
 from relink.runtime import libc
