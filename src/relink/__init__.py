@@ -19,6 +19,7 @@ from relink.errors import (
     ArchMismatchError,
     DependencyError,
     ElfParseError,
+    EmulationError,
     ExecutionError,
     InitializerError,
     LinkerError,
@@ -48,6 +49,7 @@ __all__ = [
     "load_object", "SectionGroup",
     "scan",
     "run_main", "execute", "ExecutionError",
+    "Emulator", "EmulationError",
 ]
 
 _LAZY = {
@@ -60,6 +62,7 @@ _LAZY = {
     "HostPolicy": ("relink.runtime.host", "HostPolicy"),
     "HostMapper": ("relink.memory.host", "HostMapper"),
     "BufferMapper": ("relink.memory.buffer", "BufferMapper"),
+    "Emulator": ("relink.memory.unicorn", "Emulator"),
     "SearchPathResolver": ("relink.linker.search", "SearchPathResolver"),
     "Linker": ("relink.linker.linker", "Linker"),
     "LinkContext": ("relink.linker.context", "LinkContext"),
@@ -88,6 +91,7 @@ if TYPE_CHECKING:
     from relink.linker.search import SearchPathResolver
     from relink.memory.buffer import BufferMapper
     from relink.memory.host import HostMapper
+    from relink.memory.unicorn import Emulator
     from relink.module import Module, SyntheticModule
     from relink.object.layout import SectionGroup
     from relink.object.loader import load_object
