@@ -21,6 +21,10 @@ __all__ = ["Result", "bench_chain_load", "bench_lookup", "run_all"]
 
 Progress = Callable[[str, int, int], None]
 
+# CPU time of this thread (user + system, so the loaders' system calls count): on a
+# shared machine it is far steadier than wall time, and both sides pay the same way.
+clock = time.thread_time
+
 
 @dataclass
 class Result:
@@ -47,7 +51,10 @@ def _noop(label: str, done: int, total: int) -> None:
 
 
 def bench_chain_load(rounds: int = 300, progress: Progress = _noop) -> list[Result]:
-    """leaf -> middle -> base: load + call + close, relink vs ctypes.CDLL + dlclose."""
+    """leaf -> middle -> base: load + call + close, relink vs ctypes.CDLL + dlclose.
+
+    Rounds alternate between the sides; medians of per-round thread CPU time.
+    """
     import relink
     from relink.demo import build_chain, uniquify
     from relink.runtime.libc import dlclose
@@ -68,19 +75,19 @@ def bench_chain_load(rounds: int = 300, progress: Progress = _noop) -> list[Resu
         gc.disable()
         try:
             for i in range(1, rounds):
-                t0 = time.perf_counter()
+                t0 = clock()
                 m = relink.load(leaf)
                 m.function("leaf_value", ctypes.c_int)()
                 m.close()
-                t1 = time.perf_counter()
+                t1 = clock()
                 m = relink.load(data, name="libleaf.so", resolver=resolver)
                 m.function("leaf_value", ctypes.c_int)()
                 m.close()
-                t2 = time.perf_counter()
+                t2 = clock()
                 lib = ctypes.CDLL(str(copies[i]))
                 lib.leaf_value()
                 dlclose(lib._handle)
-                t3 = time.perf_counter()
+                t3 = clock()
                 rel_file.append(t1 - t0)
                 rel_mem.append(t2 - t1)
                 cdll.append(t3 - t2)

@@ -94,7 +94,8 @@ def _cached(key: tuple[object, ...] | None, src: ElfSource) -> ParsedMetadata | 
             return None
         _parse_cache.move_to_end(key)
     parsed, content = hit
-    if content is not None and content is not src._data.obj and content != src._data:
+    data = src._data
+    if content is not None and (data is None or (content is not data.obj and content != data)):
         return None
     return parsed if parsed.complete else None
 

@@ -76,6 +76,7 @@ class ModuleState:
         self.lock = threading.RLock()
         self._ifunc: dict[int, int] = {}
         self.symcache: dict[str, int | None] = {}  # Module.symbol's cache, misses too
+        self.tls_runtime: Any = None  # set by relink.runtime.tls for modules with PT_TLS
 
     @property
     def base(self) -> int:

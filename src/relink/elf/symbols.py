@@ -194,7 +194,8 @@ class SymbolTable:
         """
         if self._gnu is not None:
             nb, so, shift, bloom, buckets, chains = self._gnu
-            self._gnu = (nb, so, shift, memoryview(bytes(bloom)).cast(bloom.format),
+            self._gnu = (nb, so, shift,
+                         memoryview(bytes(bloom)).cast("Q" if bloom.itemsize == 8 else "I"),
                          memoryview(bytes(buckets)).cast("I"),
                          memoryview(bytes(chains)).cast("I"))
         if self._sysv is not None:

@@ -162,8 +162,8 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
             widths[t] = 0
         elif cls is RelocClass.COPY:
             widths[t] = 1  # the symbol's size is checked by _copy
-    for t in tables:
-        _check_offsets(image, t.name, t.offsets, word, windows, t.types, widths)
+    for table in tables:
+        _check_offsets(image, table.name, table.offsets, word, windows, table.types, widths)
     _check_offsets(image, ".relr.dyn", relr, word, windows)
     region = image.region
     view = region.view()
