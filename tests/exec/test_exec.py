@@ -256,3 +256,22 @@ def test_main_through_dynsym_and_stripped(tmp_path: Path) -> None:
 def test_run_main_refuses_static_pie(static_pie: Path) -> None:
     with pytest.raises(relink.UnsupportedError, match="execute"):
         relink.run_main(static_pie)
+
+
+def test_run_main_exit_returns_to_python(pie: Path, exec_program: Path,
+                                         capfd: pytest.CaptureFixture[str]) -> None:
+    """exit() in main comes back as the status instead of ending the interpreter."""
+    assert relink.run_main(pie, ["p", "exit", "77"]) == 77
+    assert relink.run_main(exec_program, ["p", "exit", "300"]) == 300 & 0xFF
+    # The hooks are inactive outside main, and the next run works normally.
+    assert relink.run_main(pie, ["p", "args"]) == 2
+    assert capfd.readouterr().out == "ctor=42 argc=2 [p] [args]\n"
+
+
+def test_run_main_exit_from_a_subprocess_interpreter(pie: Path) -> None:
+    code = (f"import relink; rc = relink.run_main({str(pie)!r}, ['p', 'exit', '9']); "
+            "print('still here', rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "still here 9"

@@ -258,3 +258,35 @@ def test_save_method_is_reported() -> None:
     else:
         assert method.startswith("fxsave")
     assert os.sysconf("SC_PAGE_SIZE") > 0
+
+
+def _system_zlib() -> Path | None:
+    for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        p = Path(d) / "libz.so.1"
+        if p.exists():
+            return p
+    return None
+
+
+@pytest.mark.skipif(_system_zlib() is None, reason="no system libz.so.1")
+def test_real_zlib_binds_lazily() -> None:
+    """Debian's zlib is linked -z lazy: its internal calls go through lazy slots."""
+    import zlib
+
+    path = _system_zlib()
+    assert path is not None
+    with relink.load(path, lazy=True) as z:
+        slots = lazy.slots(z)
+        assert slots and all(bound is None for _a, bound in slots.values())
+        data = b"relink lazy binding " * 200
+        size = ctypes.c_ulong(len(data) + 64)
+        out = ctypes.create_string_buffer(size.value)
+        compress = z.function("compress", ctypes.c_int, ctypes.c_char_p,
+                              ctypes.POINTER(ctypes.c_ulong), ctypes.c_char_p,
+                              ctypes.c_ulong)
+        assert compress(out, ctypes.byref(size), data, len(data)) == 0
+        assert zlib.decompress(out.raw[:size.value]) == data
+        bound = {name for name, (_a, b) in lazy.slots(z).items() if b}
+        assert {"deflate", "deflateEnd"} <= bound
+        assert all(bound_to == (z.symbol(name) or bound_to)
+                   for name, (_a, bound_to) in lazy.slots(z).items() if bound_to)

@@ -10,8 +10,9 @@ returns what main returned. Its limit: a COPY relocation against data of a host
 library (``stdout``, ``optind``, ``environ``…) gives the program a private copy that
 the host libc never sees, so state libc updates later (``getopt``'s ``optind``, a
 reassigned ``stdout``) is not shared; data of relink-loaded libraries is shared
-correctly (their references bind to the program's copy). ``exit()`` in main exits
-Python; a non-PIE program's ``atexit`` handlers would run after it is unmapped.
+correctly (their references bind to the program's copy). ``exit()``/``_exit()`` called
+by main's thread return to `run_main` with the status (relink's exit hooks, machine
+code below); a non-PIE program's ``atexit`` handlers are left registered with libc.
 
 `execute(source, argv, env)` runs the program as the kernel would start it, in a child
 process, without writing it anywhere: in the parent, the program and its PT_INTERP
@@ -37,6 +38,7 @@ import os
 import resource
 import struct
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -195,10 +197,78 @@ def find_main(module: Any, source: SourceLike | None = None) -> int:
     return int(module.base) + value
 
 
+# Assembled from (GNU as, AT&T; 0x4444… = the jump buffer [rsp, thread pointer],
+# 0x5555… = exit, 0x6666… = _exit; patched at first use):
+#
+#   call_main:                        # u64 call_main(main, argc, argv, envp)
+#       push %rbp; push %rbx; push %r12; push %r13; push %r14; push %r15
+#       sub  $8, %rsp                 # 16-byte alignment for the call
+#       movabs $0x4444444444444444, %rax
+#       mov  %rsp, 0(%rax)            # where exit() comes back to
+#       mov  %fs:0, %r8               # ... and on which thread
+#       mov  %r8, 8(%rax)
+#       mov  %rdi, %rax
+#       mov  %esi, %edi
+#       mov  %rdx, %rsi
+#       mov  %rcx, %rdx
+#       call *%rax                    # main(argc, argv, envp)
+#       mov  %eax, %eax               # zero-extend main's int: bit 32 clear
+#   1:  movabs $0x4444444444444444, %rcx
+#       movq $0, 0(%rcx)              # no main running any more
+#       movq $0, 8(%rcx)
+#       add  $8, %rsp
+#       pop %r15; pop %r14; pop %r13; pop %r12; pop %rbx; pop %rbp
+#       ret
+#   exit_hook:                        # what the program's exit(status) binds to
+#       movabs $0x4444444444444444, %rax
+#       mov  0(%rax), %rcx
+#       test %rcx, %rcx               # no main running: the real exit
+#       jz   2f
+#       mov  %fs:0, %rdx
+#       cmp  8(%rax), %rdx            # another thread: the real exit
+#       jne  2f
+#       mov  %rcx, %rsp               # unwind main's frames (C only, like longjmp)
+#       mov  %edi, %eax
+#       bts  $32, %rax                # status with bit 32: "exited"
+#       jmp  1b
+#   2:  movabs $0x5555555555555555, %rax
+#       jmp  *%rax
+#   _exit_hook:                       # the same for _exit / _Exit (0x6666…)
+_CALL_MAIN = bytes.fromhex(
+    "555341544155415641574883ec0848b84444444444444444488920644c8b0425000000004c8940"
+    "084889f889f74889d64889caffd089c048b9444444444444444448c7010000000048c741080000"
+    "00004883c408415f415e415d415c5b5dc348b84444444444444444488b084885c9741b64488b14"
+    "2500000000483b5008750c4889cc89f8480fbae820ebab48b85555555555555555ffe048b84444"
+    "444444444444488b084885c9741e64488b142500000000483b5008750f4889cc89f8480fbae820"
+    "e96fffffff48b86666666666666666ffe0")
+_EXIT_HOOK_AT, _UNDERSCORE_EXIT_HOOK_AT = 0x5F, 0x98
+_main_lock = threading.Lock()
+_main_owner: list[int] = []
+_main_stub: list[Any] = []
+
+
+def _main_runner() -> tuple[Any, int, int]:
+    """(call_main, address of the exit hook, address of the _exit hook)."""
+    if not _main_stub:
+        from relink.runtime import libc
+        from relink.runtime.exec_code import code_page
+
+        jump_buffer = (ctypes.c_uint64 * 2)()
+        code = _CALL_MAIN.replace(struct.pack("<Q", 0x4444444444444444),
+                                  struct.pack("<Q", ctypes.addressof(jump_buffer)))
+        for mark, func in ((0x5555555555555555, "exit"), (0x6666666666666666, "_exit")):
+            addr = ctypes.cast(getattr(libc.libc, func), ctypes.c_void_p).value or 0
+            code = code.replace(struct.pack("<Q", mark), struct.pack("<Q", addr))
+        page = code_page(code)
+        _main_stub.extend([libc.CALL_MAIN(page.address), page.address + _EXIT_HOOK_AT,
+                           page.address + _UNDERSCORE_EXIT_HOOK_AT, page, jump_buffer])
+    return _main_stub[0], _main_stub[1], _main_stub[2]
+
+
 def run_main(source: SourceLike, argv: Sequence[str | bytes] | None = None, *,
              name: str | None = None, **load_options: Any) -> int:
     """Load a program into this process, call its ``main(argc, argv, environ)``,
-    unload it and return main's result.
+    unload it and return main's result — or the status it passed to ``exit()``.
 
     Args:
         source: a path, bytes, an fd or a binary file (PIE or ET_EXEC, dynamically
@@ -207,9 +277,15 @@ def run_main(source: SourceLike, argv: Sequence[str | bytes] | None = None, *,
         name: a name for a memory input.
         load_options: passed to `relink.load` (scope, host, resolver, interpose…).
 
+    ``exit``, ``_exit`` and ``_Exit`` of the program (and of the libraries relink loads
+    with it) are bound to relink's hooks: called on main's thread while main runs, they
+    return to `run_main` with the status instead of ending Python (main's C frames are
+    abandoned, as by longjmp; the program's atexit handlers do not run then). One
+    `run_main` runs at a time; another thread's call waits.
+
     Limits: COPY relocations against host library data (``stdout``, ``optind``…) give
-    the program private copies libc does not update; ``exit()`` ends Python;
-    initializers receive Python's argc/argv. Use `execute` to run a program faithfully.
+    the program private copies libc does not update; initializers receive Python's
+    argc/argv. Use `execute` to run a program faithfully.
     """
     from relink.api import load
     from relink.runtime import libc
@@ -223,6 +299,13 @@ def run_main(source: SourceLike, argv: Sequence[str | bytes] | None = None, *,
         if elf.header.e_type == ET_DYN and elf.interp is None:
             raise UnsupportedError("a shared object or static-pie program has no main to "
                                    "call in-process: use relink.execute()", file=elf.label)
+    if _main_owner and _main_owner[0] == threading.get_ident():
+        raise UnsupportedError("run_main cannot be nested (main is already running on "
+                               "this thread)", file=display)
+    call_main, exit_hook, underscore_exit_hook = _main_runner()
+    hooks: dict[str, Any] = {"exit": exit_hook, "_exit": underscore_exit_hook,
+                             "_Exit": underscore_exit_hook}
+    load_options["interpose"] = {**hooks, **dict(load_options.get("interpose") or {})}
     module = load(path if path is not None else data, name=name or display,
                   **load_options)
     try:
@@ -230,11 +313,19 @@ def run_main(source: SourceLike, argv: Sequence[str | bytes] | None = None, *,
         c_args = (ctypes.c_char_p * (len(args) + 1))(*args, None)
         sys.stdout.flush()
         sys.stderr.flush()
-        rc = libc.MAIN(main)(len(args), c_args, libc.environ_pointer())
+        with _main_lock:
+            _main_owner.append(threading.get_ident())
+            try:
+                raw = int(call_main(main, len(args), c_args, libc.environ_pointer()))
+            finally:
+                _main_owner.clear()
         libc.fflush(None)
     finally:
         module.close()
-    return int(rc)
+    status = raw & 0xFFFFFFFF
+    if raw >> 32:
+        return status & 0xFF  # exit(): the status the kernel would report
+    return status - (1 << 32) if status >= 1 << 31 else status
 
 
 # -- execute --------------------------------------------------------------------------

@@ -154,7 +154,11 @@ LAZY_RESOLVER = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint
 XGETBV = ctypes.CFUNCTYPE(ctypes.c_uint64)
 FORK_ENTER = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p)  # pid or -errno
 MAIN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-__all__ += ["FORK_ENTER", "LAZY_RESOLVER", "MAIN", "XGETBV", "abort", "fflush", "getauxval"]
+# call_main(main, argc, argv, envp) -> main's int, bit 32 set when the program exited
+CALL_MAIN = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_long,
+                             ctypes.c_void_p, ctypes.c_void_p)
+__all__ += ["CALL_MAIN", "FORK_ENTER", "LAZY_RESOLVER", "MAIN", "XGETBV", "abort", "fflush",
+            "getauxval"]
 
 # __cxa_finalize(dso_handle): runs the C++ static destructors a relocatable-object unit
 # registered with __cxa_atexit (relink.object defines __dso_handle for each unit).
