@@ -294,10 +294,33 @@ class LinkContext:
         lease = Lease(self, e)
         e.leases += 1
         facade = Module(e.module, lease)
-        facade.dependencies = [d.view() for d in e.deps]
         facade._keep.append(self)
+        # Facades of the dependency graph for this lease: each keeps the root facade
+        # (and so the lease) alive while the user holds it, as a dlopen handle would.
+        reachable = self._walk(e)
+        views: dict[int, Module] = {e.id: facade}
+        for x in reachable[1:]:
+            m = Module(x.module)
+            m._keep.append(facade)
+            views[x.id] = m
+        for x in reachable:
+            views[x.id].dependencies = [views[d.id] for d in x.deps]
         weakref.finalize(facade, lease.release)
         return facade
+
+    @staticmethod
+    def _walk(e: Entry) -> list[Entry]:
+        """`e` and every entry reachable over DT_NEEDED edges, breadth-first."""
+        out: list[Entry] = []
+        seen, queue = {e.id}, [e]
+        while queue:
+            x = queue.pop(0)
+            out.append(x)
+            for d in x.deps:
+                if d.id not in seen:
+                    seen.add(d.id)
+                    queue.append(d)
+        return out
 
     def acquire(self, module: Any) -> Module:
         """A new reference (lease) on a module of this context, as a new root facade."""
