@@ -179,3 +179,46 @@ def test_close_unmaps_from_emulator(emu_chain: tuple[str, dict[str, Path]]) -> N
     # The same emulator takes a fresh load afterwards.
     with relink.load(str(chain["leaf"]), memory=emu) as again:
         assert again.function("leaf_value", I)() == 207
+
+
+def _gnu2_leaf(arch: str, chain: dict[str, Path]) -> Path:
+    from foreign_support import cflags, source
+
+    from relink.arch import spec_named
+    from support.build import build_shared
+
+    spec = spec_named(arch)
+    assert spec is not None
+    return build_shared("leafdesc", {"leaf.c": source("leaf.c")},
+                        cc="zig", target=spec.zig_target, group="foreign-chain",
+                        cflags=[*cflags(arch), "-mtls-dialect=gnu2"],
+                        deps=[chain["middle"], chain["base"]], soname="libleafdesc.so",
+                        ldflags=["-nostdlib", "-Wl,-rpath,$ORIGIN"])
+
+
+@pytest.mark.parametrize("arch", ["x86_64"])
+def test_x86_64_tlsdesc_in_emulator(arch: str) -> None:
+    from foreign_support import build_chain
+
+    chain = build_chain(arch)
+    leaf = _gnu2_leaf(arch, chain)
+    from relink.elf import ElfFile
+
+    with ElfFile(str(leaf)) as elf:
+        types = {t for table in elf.relocation_tables()[0] for t in table.types}
+    assert 36 in types  # R_X86_64_TLSDESC: the GNU2 dialect really is in use
+    with relink.load(str(leaf), memory=_emulator(arch)) as lib:
+        assert lib.function("leaf_tls", I)() == 5
+        assert lib.function("leaf_tls_set", I, I)(30) == 61
+        assert lib.function("leaf_tls", I)() == 30
+
+
+def test_i386_tls_desc_is_refused_by_name() -> None:
+    from foreign_support import build_chain
+
+    from relink.errors import UnsupportedRelocationError
+
+    chain = build_chain("x86")
+    leaf = _gnu2_leaf("x86", chain)
+    with pytest.raises(UnsupportedRelocationError, match="R_386_TLS_DESC"):
+        relink.load(str(leaf), memory=_emulator("x86"))

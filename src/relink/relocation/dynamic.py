@@ -150,21 +150,29 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
     tables, relr = image.relocation_tables()
     binder.prime()
     textrel = dyn.textrel
-    windows = _windows(image, textrel)
     word = spec.word_size
-    # Each entry is checked with the width it writes: a word, a FIELD's width, two words
-    # for TLSDESC (a one-byte check would let a word straddle the segment's end).
-    widths = {t: fs.width for t, fs in spec.fields.items()}
-    for t, cls in spec.classes.items():
-        if cls is RelocClass.TLSDESC:
-            widths[t] = 2 * word
-        elif cls is RelocClass.NONE:
-            widths[t] = 0
-        elif cls is RelocClass.COPY:
-            widths[t] = 1  # the symbol's size is checked by _copy
-    for table in tables:
-        _check_offsets(image, table.name, table.offsets, word, windows, table.types, widths)
-    _check_offsets(image, ".relr.dyn", relr, word, windows)
+    parsed = image.parsed
+    facts = parsed.facts if parsed is not None and parsed.complete else None
+    if facts is None or not facts.get("relocation_targets_checked"):
+        windows = _windows(image, textrel)
+        # Each entry is checked with the width it writes: a word, a FIELD's width, two
+        # words for TLSDESC (a one-byte check would let a word straddle a segment's end).
+        widths = {t: fs.width for t, fs in spec.fields.items()}
+        for t, cls in spec.classes.items():
+            if cls is RelocClass.TLSDESC:
+                widths[t] = 2 * word
+            elif cls is RelocClass.NONE:
+                widths[t] = 0
+            elif cls is RelocClass.COPY:
+                widths[t] = 1  # the symbol's size is checked by _copy
+        for table in tables:
+            _check_offsets(image, table.name, table.offsets, word, windows, table.types,
+                           widths)
+        _check_offsets(image, ".relr.dyn", relr, word, windows)
+        if facts is not None:
+            # Offsets and segments are link-time values: the verdict holds for every
+            # later load of the same (unchanged) file.
+            facts["relocation_targets_checked"] = True
     region = image.region
     view = region.view()
     mirror = None
@@ -430,8 +438,9 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
         func, arg = tls.tlsdesc(state, prov, offset + a)
         word = spec.word_size
         fmt = "<Q" if word == 8 else "<I"
-        struct.pack_into(fmt, view, i, func)
-        struct.pack_into(fmt, view, i + word, arg)
+        wmask = (1 << (8 * word)) - 1  # a variant-II argument is a negative offset
+        struct.pack_into(fmt, view, i, func & wmask)
+        struct.pack_into(fmt, view, i + word, arg & wmask)
         return None
     if fallback is not None:
         handled = fallback(state, table, k)

@@ -171,8 +171,9 @@ class ForeignTls(TlsHooks):
 
     def tlsdesc(self, module: ModuleState, provider: Any, offset: int) -> tuple[int, int]:
         blk = self.block(provider)
-        func = self.tlsdesc_function(module.image.spec)
-        return func, blk.tpoff + offset
+        spec = module.image.spec
+        func = self.tlsdesc_function(spec)
+        return func, (blk.tpoff + offset) & ((1 << (8 * spec.word_size)) - 1)
 
     def tlsdesc_function(self, spec: ArchSpec) -> int:
         """Target address of the static TLSDESC resolver."""
