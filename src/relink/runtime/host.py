@@ -88,21 +88,10 @@ class ProcessHost(HostLibrary):
     """The process's global scope: ``dlsym(RTLD_DEFAULT, …)``."""
 
     def __init__(self) -> None:
+        # A handle of 0 (NULL) is RTLD_DEFAULT for dlsym/dlvsym: the inherited
+        # address_of then searches the process's global scope.
         super().__init__("<process>", 0)
         self.identity = ("host", "<process>")
-
-    def address_of(self, name: str, version: str | None = None) -> int:
-        key = (name, version)
-        addr = self._cache.get(key)
-        if addr is None:
-            raw = name.encode("utf-8", "surrogateescape")
-            if version is None:
-                addr = c.dlsym(c.RTLD_DEFAULT, raw) or 0
-            else:
-                addr = c.dlvsym(c.RTLD_DEFAULT, raw,
-                                version.encode("utf-8", "surrogateescape")) or 0
-            self._cache[key] = addr
-        return addr
 
     @property
     def path(self) -> str | None:
