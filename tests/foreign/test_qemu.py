@@ -78,3 +78,24 @@ def test_loongarch64_chain_runs_under_qemu(qemu: Path, driver: Path) -> None:
         regions, tp, blocks = snapshot(mapper, tls)
         out = [_s32(v) for v in runner.run(regions, tp, blocks, calls)[len(inits):]]
         assert out == [207, 22, 100, 49, -7, 12, 12, 11, 41, 20, 4, 2, 42, 7, -9, 4]
+
+
+def test_loongarch64_copy_executable_runs_under_qemu(qemu: Path, driver: Path) -> None:
+    from foreign_support import build_copy_exe
+
+    chain = build_chain("loongarch64")
+    exe = build_copy_exe("loongarch64", chain["base"])
+    mapper = BufferMapper()
+    tls = ForeignTls(thread_pointer=TP)
+    mapper.tls_policy = tls
+    runner = QemuRunner(qemu, driver)
+    runtime = SyntheticModule("<qemu driver>",
+                              {"__tls_get_addr": elf_symbol(driver, "relink_tls_get_addr")})
+    with relink.load(str(exe), memory=mapper, scope=[runtime], init=False,
+                     executor=QemuExecutor(runner, mapper, tls)) as m:
+        calls = [(m.symbol("exe_read"), 0, 0), (m.symbol("exe_bump"), 5, 0),
+                 (m.symbol("exe_read"), 0, 0)]
+        assert all(c[0] for c in calls)
+        regions, tp, blocks = snapshot(mapper, tls)
+        out = [_s32(v) for v in runner.run(regions, tp, blocks, calls)]  # type: ignore
+        assert out == [100, 105, 105]
