@@ -50,10 +50,13 @@ __all__ = [
     "scan",
     "run_main", "execute", "ExecutionError",
     "Emulator", "EmulationError",
+    "loaded_modules", "LoadedModuleInfo",
 ]
 
 _LAZY = {
     "load": ("relink.api", "load"),
+    "loaded_modules": ("relink.runtime.debug", "loaded_modules"),
+    "LoadedModuleInfo": ("relink.runtime.debug", "LoadedModuleInfo"),
     "scan": ("relink.plan.scan", "scan"),
     "host_module": ("relink.api", "host_module"),
     "Module": ("relink.module", "Module"),
@@ -96,6 +99,7 @@ if TYPE_CHECKING:
     from relink.object.layout import SectionGroup
     from relink.object.loader import load_object
     from relink.observer import LoadVetoedError, Observer
+    from relink.runtime.debug import LoadedModuleInfo, loaded_modules
     from relink.runtime.exec import execute, run_main
     from relink.runtime.host import HostPolicy
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from relink.elf.symbols import SHN_ABS, STT_GNU_IFUNC
 from relink.errors import InitializerError
 from relink.loader import Image
+from relink.runtime.debug import track as _debug_track
 from relink.runtime.executor import Executor
 
 __all__ = ["ModuleState", "Provider", "State"]
@@ -77,6 +78,7 @@ class ModuleState:
         self._ifunc: dict[int, int] = {}
         self.symcache: dict[str, int | None] = {}  # Module.symbol's cache, misses too
         self.tls_runtime: Any = None  # set by relink.runtime.tls for modules with PT_TLS
+        _debug_track(self)  # relink.loaded_modules() / gdb see it until released
 
     @property
     def base(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from relink.errors import InitializerError, TlsError, UnsupportedError
 from relink.memory import PROT_NONE, Region
+from relink.runtime.debug import track as _debug_track
 from relink.runtime.executor import Executor
 
 __all__ = ["ObjectImage", "ObjectOwner", "ObjectState", "PlacedSection"]
@@ -98,6 +99,7 @@ class ObjectState:
         self.extras: list[Callable[[], None]] = []  # release hooks (TLS carrier …)
         self.lock = threading.RLock()
         self._ifunc: dict[int, int] = {}
+        _debug_track(self)  # relink.loaded_modules() / gdb see it until released
 
     @property
     def base(self) -> int:
