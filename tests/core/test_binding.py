@@ -146,3 +146,25 @@ def test_interpose_from_python(consumer: Path) -> None:
             "external_fn": (spy, ctypes.c_int, ctypes.c_int)}) as m:
         assert m.function("call_external", ctypes.c_int, ctypes.c_int)(4) == -4
     assert seen == [4]
+
+
+def test_gnu_unique_has_one_definition() -> None:
+    from core_fixtures import src
+    from relink.elf import ElfFile
+    from support.build import build_shared
+
+    b = build_shared("uniqb", {"unique.cpp": src("unique.cpp")}, group="core-unique",
+                     lang="c++", cflags=["-DSIDE_B"], soname="libuniqb.so",
+                     ldflags=["-Wl,-Bsymbolic"])
+    a = build_shared("uniqa", {"unique.cpp": src("unique.cpp")}, group="core-unique",
+                     lang="c++", soname="libuniqa.so", deps=[b],
+                     ldflags=["-Wl,-rpath,$ORIGIN"])
+    syms = ElfFile(b).symbols
+    assert syms is not None
+    assert any(info >> 4 == 10 for info in syms.infos)  # STB_GNU_UNIQUE present
+    with relink.load(a) as m:
+        a_counter = m.function("a_counter", ctypes.c_void_p)()
+        b_counter = m.function("a_sees_b", ctypes.c_void_p)()
+        # libb (-Bsymbolic) binds first to its own definition, which becomes canonical;
+        # liba's reference then gets the same object instead of its own copy.
+        assert a_counter == b_counter
