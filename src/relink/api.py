@@ -94,10 +94,8 @@ def load(source: SourceLike | Any, *, name: str | None = None, scope: Sequence[A
                                                 fallback, target)) or lazy
     if context is None:
         context = LinkContext(f"load:{name or source!s:.60}")
-    linker = _linker(host, resolver, mapper, executor, tls, fallback, lazy) \
+    linker = _linker(host, resolver, mapper, executor, tls, fallback, lazy, target) \
         if custom_linker else context.linker
-    if target is not None and linker is not None:
-        linker.arch = target  # a private Linker (custom_linker): files must be this ISA
     if linker is None:
         if not _DEFAULT_LINKER:
             _DEFAULT_LINKER.append(Linker())  # stateless between loads: shared
@@ -133,11 +131,11 @@ def _target(arch: str | None, mapper: Mapper | None,
 
 def _linker(host: HostPolicy | None, resolver: Any, mapper: Mapper | None,
             executor: Executor | None, tls: TlsHooks | None, fallback: Fallback | None,
-            lazy: bool) -> Linker:
+            lazy: bool, arch: Any = None) -> Linker:
     search = resolver if isinstance(resolver, SearchPathResolver) else None
     custom = [resolver] if resolver is not None and search is None else []
     return Linker(resolvers=custom, search=search, host=host, mapper=mapper,
-                  executor=executor, tls=tls, fallback=fallback, lazy=lazy)
+                  executor=executor, tls=tls, fallback=fallback, lazy=lazy, arch=arch)
 
 
 def host_module(name: str) -> Module:

@@ -121,13 +121,20 @@ class Linker:
         observers: objects implementing some `relink.observer` hooks.
         process_scope: search the whole process (``dlsym(RTLD_DEFAULT)``) last.
         lazy: leave PLT slots to lazy binding (relink.runtime.lazy) where allowed.
+        arch: the `ArchSpec` every file must be (default: the host's for native memory,
+            the backend's ``spec`` for a foreign one, else the root's).
+
+    With a non-native memory backend the host serves nothing and the process scope is
+    not searched unless `host` / `process_scope` say otherwise: host addresses mean
+    nothing inside a foreign image.
     """
 
     def __init__(self, *, resolvers: Sequence[Any] = (), search: SearchPathResolver | None = None,
                  host: HostPolicy | None = None, mapper: Mapper | None = None,
                  executor: Executor | None = None, tls: TlsHooks | None = None,
                  fallback: Fallback | None = None, observers: Sequence[Any] = (),
-                 process_scope: bool = True, lazy: bool = False) -> None:
+                 process_scope: bool | None = None, lazy: bool = False,
+                 arch: Any = None) -> None:
         if mapper is None:
             from relink.memory.host import HostMapper
 
@@ -143,7 +150,8 @@ class Linker:
                 self.executor = getattr(mapper, "executor", None)
             if self.tls is None:
                 self.tls = getattr(mapper, "tls", None)
-        self.arch: Any = getattr(mapper, "spec", None) if not mapper.native else None
+        self.arch: Any = arch if arch is not None else \
+            (getattr(mapper, "spec", None) if not mapper.native else None)
         self.resolvers = list(resolvers)
         self.search = search if search is not None else SearchPathResolver()
         # The host's libraries can never serve a foreign image.
@@ -151,7 +159,7 @@ class Linker:
             (HostPolicy() if mapper.native else HostPolicy.none())
         self.fallback = fallback
         self.observers = list(observers)
-        self.process_scope = process_scope
+        self.process_scope = mapper.native if process_scope is None else process_scope
         self.lazy = lazy
 
     def prepare(self, ctx: LinkContext, source: Any, **options: Any) -> PreparedLoad:
@@ -230,7 +238,7 @@ class PreparedLoad:
             self.keepers[id(holder)] = holder
             self.interpose_map = {n: holder.symbol(n) or 0 for n in holder}
         self.lease: Any = None
-        self.spec = linker.mapper.native and host_spec() or linker.arch or None
+        self.spec = linker.arch or (host_spec() if linker.mapper.native else None)
         self.acceptor: Acceptor | None = None
 
     def _provider(self, p: Any) -> Any:
