@@ -8,7 +8,8 @@ code of the files runs. Every edge records where its target was found and why, o
 path that was tried when it was not found.
 
 Host-provided names are asked of the `HostPolicy`, which (like a real load) may dlopen
-a glibc-family library into this process; ``host=None`` reports file search only.
+a glibc-family library into this process; ``host=None`` reports file search only, and
+so does a root of another machine or class than this process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from relink.arch import host_spec
 from relink.elf import ElfFile
 from relink.elf.source import SourceLike
 from relink.errors import RelinkError
@@ -139,6 +141,9 @@ def dependency_graph(source: SourceLike, *, search: SearchPathResolver | None = 
         root = DepNode(0, elf.source.name, elf.source.path)
         _read(root, elf)
         machine, elf_class = elf.header.e_machine, elf.header.elf_class
+    spec = host_spec()
+    if spec is None or (spec.e_machine, spec.elf_class) != (machine, elf_class):
+        host = None  # the host's libraries can never serve a foreign image
     nodes = [root]
     edges: list[DepEdge] = []
     known: dict[str, tuple[DepNode, str]] = {}  # name -> node, key it was known by
