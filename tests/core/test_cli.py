@@ -72,4 +72,5 @@ def test_python_dash_m_and_demo() -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "leaf_value() = 3" in proc.stdout and "ratio" in proc.stdout
+    assert "ctypes.CDLL" in proc.stdout
     assert "from bytes: leaf_value() = 3" in proc.stdout

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -31,15 +28,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _dlclose(handle: int) -> None:
-    from relink.runtime.libc import dlclose
-
-    dlclose(handle)
-
-
 def run(args: argparse.Namespace) -> int:
     import relink
-    from relink.demo import build_chain, uniquify
+    from relink.demo import build_chain
 
     w = sys.stdout.write
     w("relink demo: building libleaf.so -> libmiddle.so -> libbase.so with the C compiler\n")
@@ -66,28 +57,15 @@ def run(args: argparse.Namespace) -> int:
     mb.close()
 
     rounds = max(args.rounds, 5)
-    w(f"\nTiming {rounds} rounds of load + call + close (medians):\n")
-    rel = []
-    for _ in range(rounds):
-        s = time.perf_counter()
-        mod = relink.load(leaf)
-        mod.function("leaf_value", ctypes.c_int)()
-        mod.close()
-        rel.append(time.perf_counter() - s)
-    base = build_chain(suffix="_0000")
-    cdl = []
-    with tempfile.TemporaryDirectory() as tmp:
-        copies = [uniquify(base, Path(tmp), f"{i:04d}") for i in range(1, rounds + 1)]
-        for path in copies:
-            s = time.perf_counter()
-            lib = ctypes.CDLL(str(path))
-            lib.leaf_value()
-            _dlclose(lib._handle)
-            cdl.append(time.perf_counter() - s)
-    r, c = statistics.median(rel) * 1e6, statistics.median(cdl) * 1e6
-    w(f"  relink.load          {r:8.0f} us\n")
-    w(f"  ctypes.CDLL+dlclose  {c:8.0f} us   (unique SONAMEs, so dlopen cannot reuse one)\n")
-    w(f"  ratio                {r / c:8.2f}x\n")
+    w(f"\nTiming {rounds} rounds of load + call + close, alternating with ctypes.CDLL "
+      "(medians of thread CPU time):\n")
+    from relink.bench import bench_chain_load
+
+    for r in bench_chain_load(rounds):
+        w(f"  {r.name:<32} relink {r.relink_us:7.0f} us   {r.baseline} "
+          f"{r.baseline_us:6.0f} us   ratio {r.ratio:.2f}x\n")
+    w("  (the dlopen side loads fresh copies with unique SONAMEs: glibc would otherwise "
+      "reuse the loaded one)\n")
     return 0
 
 
