@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from plan_support import HERE
 
 from support.build import build_shared, have_cc
 
-HERE = Path(__file__).parent / "fixtures"
 EMIT = ["-Wl,--emit-relocs", "-Wl,-rpath,$ORIGIN"]
 
 

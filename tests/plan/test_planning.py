@@ -10,6 +10,7 @@ import ctypes
 from pathlib import Path
 
 import pytest
+from plan_support import read_value, with_value
 
 import relink
 from relink.errors import PlanError
@@ -19,35 +20,12 @@ from relink.plan import (
     Capability,
     Materialization,
     MemoryClass,
-    ModulePlan,
     Plan,
     scan,
 )
 from support.elfgen_malform import patch_ehdr
 
 pytestmark = pytest.mark.needs_cc
-
-
-def value_offset(mod: ModulePlan) -> int:
-    """Offset of the ``value`` array inside .data (C puts __dso_handle first)."""
-    syms = mod.elf.symbols
-    assert syms is not None
-    i = syms.find("value")
-    assert i is not None
-    return syms.values[i] - mod.section(".data").addr
-
-
-def read_value(module: relink.Module) -> bytes:
-    return bytes(module.variable("value", ctypes.c_ubyte * 4))
-
-
-def with_value(mod: ModulePlan, new: bytes, size: int | None = None) -> bytes:
-    data = bytearray(mod.section(".data").data())
-    if size is not None:
-        data = data[:size] + bytearray(max(0, size - len(data)))
-    off = value_offset(mod)
-    data[off:off + len(new)] = new
-    return bytes(data)
 
 
 @pytest.fixture(params=["path", "bytes"])

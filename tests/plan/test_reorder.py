@@ -11,12 +11,15 @@ import struct
 from pathlib import Path
 
 import pytest
+from plan_support import HERE, with_value
 
+import relink
 from relink.cli import main
 from relink.elf import ElfFile
-from relink.errors import PlanError
+from relink.errors import MappingError, PlanError
 from relink.memory.buffer import BufferMapper
 from relink.plan import HUGE_PAGE, MemoryClass, hot_pack, read_profile, scan
+from support.build import FixtureBuildError, build_shared
 
 pytestmark = pytest.mark.needs_cc
 
@@ -153,3 +156,74 @@ def test_cli_plan(libs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> 
     assert any(a["name"] == "code.hot" for a in data["arenas"])
     assert data["hot"]["packed"][0]["function"] == "root_value"
     assert main(["plan", "/nonexistent/libx.so"]) == 1
+
+
+def test_rich_library_from_bytes_and_loaded_twice(libs: dict[str, Path]) -> None:
+    plan = scan(libs["rich"].read_bytes(), name="librich.so")
+    first = plan.load()
+    second = plan.load()  # the same plan materializes again: two independent copies
+    try:
+        check_rich(first)
+        assert second.function("bump", ctypes.c_int)() == 11  # its own counter
+        assert first.symbol("twice") != second.symbol("twice")
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("mode", ["thp", "off", "hugetlb"])
+def test_huge_page_modes(libs: dict[str, Path], mode: str) -> None:
+    plan = scan(libs["provider"])
+    try:
+        lib = plan.load(hugepages=mode)
+    except MappingError as exc:
+        assert mode == "hugetlb" and "nr_hugepages" in str(exc)
+        return
+    with lib:
+        code = next(a for a in plan.arenas if a.mem_class is MemoryClass.CODE)
+        assert code.address is not None and code.address % HUGE_PAGE == 0
+        assert code.huge["mode"] == mode
+        assert code.huge["madvise"] is (mode == "thp")
+        if mode == "hugetlb":
+            assert code.huge["hugetlb"] and code.huge["smaps_kb"]["Private_Hugetlb"] >= 2048
+        assert lib.function("provider_value", ctypes.c_int)() == 1
+    with pytest.raises(ValueError, match="huge page mode"):
+        scan(libs["provider"]).load(hugepages="bogus")
+
+
+def test_planned_module_serves_a_link_context(libs: dict[str, Path]) -> None:
+    """A plan-loaded provider registered in a LinkContext satisfies later loads' needs."""
+    plan = scan(libs["provider"])
+    plan.root.section(".data").set_data(with_value(plan.root, bytes([5, 5, 5, 5])))
+    with plan.load() as provider, relink.LinkContext() as ctx:
+        lease = ctx.insert("libprovider.so", provider)  # the lease keeps it registered
+        dep = ctx.load(str(libs["dependent"]))
+        assert dep.function("dependent_value", ctypes.c_int)() == 2
+        assert dep.dependencies[0].symbol("provider_value") == \
+            provider.symbol("provider_value")
+        assert ctx.how_found(dep.dependencies[0]) == "inserted"
+        dep.close()
+        lease.close()
+
+
+def test_foreign_module_whole_image_into_buffer(libs: dict[str, Path]) -> None:
+    pytest.importorskip("ziglang")
+    try:
+        lib = build_shared("provider", (HERE / "provider.c").read_text(), cc="zig",
+                           target="aarch64-linux-gnu", cflags=["-O1", "-nostdlib"],
+                           ldflags=["-nostdlib"], group="plan-aarch64")
+    except FixtureBuildError as exc:
+        pytest.skip(f"zig cannot build for aarch64 here: {exc}")
+    plan = scan(lib)
+    mod = plan.root
+    assert mod.header.machine_name == "aarch64"
+    assert mod.capability.name == "SECTION_DATA" and "x86_64 only" in mod.capability_reason
+    assert plan.options["host"].family == ()  # the host serves nothing to a foreign image
+    mod.section(".data").set_data(with_value(mod, bytes([7, 7, 7, 7])))
+    mapper = BufferMapper()
+    with pytest.raises(relink.ArchMismatchError):
+        scan(lib).load()  # native mapper
+    loaded = plan.load(mapper=mapper)
+    with loaded:
+        region = loaded._state.image.region
+        assert region.read(loaded.symbol("value"), 4) == bytes([7, 7, 7, 7])

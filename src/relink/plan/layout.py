@@ -158,9 +158,11 @@ def _place_tls(plan: Plan, mod: ModulePlan) -> None:
     if ph is None:
         raise PlanError("TLS sections without a PT_TLS segment", module=mod.name)
     align = max(ph.p_align, 1)
-    arena = Arena(len(plan.arenas), f"tls.{mod.key}", MemoryClass.TLS, PAGE,
-                  Sharing.PRIVATE, owner=mod.key)
-    plan.arenas.append(arena)
+    arena = next((a for a in plan.arenas if a.name == f"tls.{mod.key}"), None)
+    if arena is None:
+        arena = Arena(len(plan.arenas), f"tls.{mod.key}", MemoryClass.TLS, PAGE,
+                      Sharing.PRIVATE, owner=mod.key)
+        plan.arenas.append(arena)
     start = (ph.p_vaddr % align) or align
     for s in tls:
         s.clear_placement()

@@ -38,7 +38,13 @@ from relink.elf.header import ProgramHeader
 from relink.elf.source import ElfSource, open_source
 from relink.elf.symbols import SymbolTable
 from relink.elf.view import AddressView
-from relink.errors import PlanError, RelinkError, UnresolvedDependencyError, UnsupportedError
+from relink.errors import (
+    ArchMismatchError,
+    PlanError,
+    RelinkError,
+    UnresolvedDependencyError,
+    UnsupportedError,
+)
 from relink.loader import Image, map_image
 from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
 from relink.module import Module, SyntheticModule
@@ -190,15 +196,25 @@ def load_plan(plan: Plan, *, mapper: Mapper | None = None, executor: Executor | 
         from relink.memory.host import HostMapper
 
         mapper = HostMapper()
-    if executor is None and mapper.native:
-        executor = NativeExecutor()
-    if tls is None and mapper.native:
-        tls = _default_tls()
+    if executor is None:
+        # A foreign backend (emulator, buffer) may bring its own executor and TLS runtime.
+        executor = NativeExecutor() if mapper.native else getattr(mapper, "executor", None)
+    if tls is None:
+        tls = _default_tls() if mapper.native else getattr(mapper, "tls", None)
     spec = spec_for(plan.root.header.e_machine, plan.root.header.elf_class)
-    want = host_spec() if mapper.native else spec
-    if spec is None or want is not spec:
-        raise UnsupportedError(f"cannot load {plan.root.header.machine_name} code with this "
-                               "mapper", file=plan.root.elf.label)
+    if spec is None:
+        raise UnsupportedError(f"no architecture spec for {plan.root.header.machine_name}",
+                               file=plan.root.elf.label)
+    want = host_spec() if mapper.native else (getattr(mapper, "spec", None) or spec)
+    if want is None:
+        raise UnsupportedError("relink has no architecture spec for this host",
+                               file=plan.root.elf.label)
+    if want is not spec:
+        raise ArchMismatchError(
+            f"file is {spec.name} but this load targets {want.name}"
+            + ("; load it into a BufferMapper or an emulator backend instead"
+               if mapper.native else ""),
+            file=plan.root.elf.label, expected=want.name, actual=spec.name)
     group = _PlanGroup()
     states: dict[str, ModuleState] = {}
     sources: list[ElfSource] = []
@@ -256,6 +272,9 @@ def _reopen(mod: ModulePlan) -> ElfSource:
 def _map_arenas(plan: Plan, layout: Layout, mapper: Mapper,
                 repaired: dict[str, dict[int, bytearray]],
                 hugepages: str) -> tuple[_SharedRegion, int]:
+    for arena in plan.arenas:  # a plan may be loaded again: forget the last addresses
+        arena.address = None
+        arena.huge = {}
     align = layout.align
     region = mapper.reserve(layout.size + align)
     shared = _SharedRegion(region)
@@ -392,7 +411,18 @@ def _link(plan: Plan, states: dict[str, ModuleState], group: Any, scope: Sequenc
             if id(p) not in seen:
                 seen.add(id(p))
                 bfs.append(p)
-    scope_list = [*scope, *bfs, PROCESS]
+    mapper = states[plan.root.key].image.mapper
+    tail = [PROCESS] if mapper.native else list(getattr(mapper, "providers", ()))
+    extra = []
+    for p in scope:
+        if isinstance(p, Module):
+            keep.append(p)
+            extra.append(p._state)
+        elif hasattr(p, "lookup"):
+            extra.append(p)
+        else:
+            raise TypeError(f"scope entry {p!r} is not a module or symbol provider")
+    scope_list = [*extra, *bfs, *tail]
     interpose_map = None
     if interpose:
         holder = SyntheticModule("<interpose>", interpose)

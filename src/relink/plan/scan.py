@@ -20,6 +20,7 @@ import fnmatch
 import os
 from typing import Any
 
+from relink.arch import host_spec
 from relink.elf import ElfFile
 from relink.elf.header import SectionHeader, section_names
 from relink.elf.source import ElfSource, SourceLike, open_source
@@ -55,7 +56,8 @@ def scan(root: SourceLike, *, name: str | None = None, host: HostPolicy | None =
     Args:
         root: a path, bytes, fd or binary file (as for `relink.load`).
         name: the name of a memory input.
-        host: which DT_NEEDED names the host serves (default `HostPolicy()`).
+        host: which DT_NEEDED names the host serves (default `HostPolicy()` for files of
+            the host's ISA, `HostPolicy.none()` for foreign ones).
         resolver: how the others are found (default `SearchPathResolver()`).
         missing_ok: record unresolvable DT_NEEDED names in ``plan.missing`` instead of
             raising (what ``relink plan`` does, so it can show them).
@@ -65,13 +67,19 @@ def scan(root: SourceLike, *, name: str | None = None, host: HostPolicy | None =
         UnsupportedError: the root is a relocatable object or a core file.
         UnresolvedDependencyError: a dependency cannot be found (unless `missing_ok`).
     """
-    host = host if host is not None else HostPolicy()
     resolver = resolver if resolver is not None else SearchPathResolver()
     root_src = open_source(root, name=name)
-    plan = Plan(modules=[], options={"host": host, "resolver": resolver})
+    plan = Plan(modules=[], options={"resolver": resolver})
     opened: dict[str, ElfSource] = {}
     try:
         root_mod = _module(root_src, plan, None)
+        if host is None:
+            # The host's libraries can only serve an image of the host's own ISA.
+            spec = host_spec()
+            native = spec is not None and spec.e_machine == root_mod.header.e_machine \
+                and spec.elf_class == root_mod.header.elf_class
+            host = HostPolicy() if native else HostPolicy.none()
+        plan.options["host"] = host
         _resolve(plan, root_mod, host, resolver, opened, missing_ok)
     except BaseException:
         plan.close()
