@@ -195,7 +195,8 @@ def symbol_key(unit: LinkUnit, oi: int, si: int) -> Any:
 
 
 def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup] | None,
-                hook: Callable[[SectionInfo], str | None] | None, page: int) -> Layout:
+                hook: Callable[[SectionInfo], str | None] | None, page: int,
+                merge: bool = True) -> Layout:
     """Assign every kept allocated section (and GOT, PLT, COMMON, pools) an offset."""
     all_groups = dict(DEFAULT_GROUPS)
     all_groups.update(groups or {})
@@ -225,7 +226,8 @@ def plan_layout(unit: LinkUnit, arch: Any, *, groups: Mapping[str, SectionGroup]
                         raise ValueError(f"layout hook chose unknown group {choice!r} "
                                          f"for {sh.name}")
                     group = choice
-            if (sh.sh_flags & SHF_MERGE and sh.sh_entsize and sh.sh_type != SHT_NOBITS
+            if (merge and sh.sh_flags & SHF_MERGE and sh.sh_entsize
+                    and sh.sh_type != SHT_NOBITS
                     and sh.sh_size % sh.sh_entsize == 0):
                 # Pooled across names, as ld pools every input of one output section
                 # (-fdata-sections names them .rodata.<fn>.str1.1).

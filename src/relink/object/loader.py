@@ -95,7 +95,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
                 layout: Callable[[SectionInfo], str | None] | None = None,
                 groups: Iterable[SectionGroup] = (),
                 exports: Callable[[str, int, int, int], bool] | Iterable[str] | None = None,
-                libraries: Sequence[str] = (),
+                libraries: Sequence[str] = (), merge: bool = True,
                 ) -> Module:
     """Link relocatable objects (``.o``, ``.ko``) and archives (``.a``) into memory.
 
@@ -123,6 +123,8 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
             ``(name, address, size, stt_type) -> bool``.
         libraries: host libraries to search after the process (like ``-l``), e.g.
             ``["libz.so.1"]``; C++ objects get libstdc++, libm and libgcc_s by default.
+        merge: pool and deduplicate SHF_MERGE constants and strings (False keeps every
+            input section as it is, like ``ld -O0``).
 
     Raises:
         RelinkError subclasses (UnknownSymbolError with what was searched,
@@ -168,7 +170,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
         resolve_external(unit, symbols=explicit, scope=providers, hosts=hosts,
                          resolve=resolve, label=label)
         lay = plan_layout(unit, arch, groups={g.name: g for g in groups}, hook=layout,
-                          page=mapper.page_size)
+                          page=mapper.page_size, merge=merge)
         region = _reserve(mapper, unit, lay, arch, address)
         st = ObjectState(name or first.source.name, first.source.path, spec, region,
                          executor, label)

@@ -253,6 +253,10 @@ class Relocator:
             return
         field = recipe.field
         assert field is not None
+        # Address arithmetic is modulo 2^64 (2^32 for ELF32): read the result as a signed
+        # quantity, so 0xffffffff80000000 is -2^31 for a sign-extended 32-bit field.
+        bits = 8 * self.arch.word_size
+        value = ((value + (1 << (bits - 1))) % (1 << bits)) - (1 << (bits - 1))
         try:
             field.apply(buf, off, value)
         except FieldOverflow as exc:
