@@ -39,12 +39,12 @@ def cflags(arch: str) -> list[str]:
     return flags
 
 
-def build_chain(arch: str, *, relr: bool = False) -> dict[str, Path]:
+def build_chain(arch: str, *, relr: bool = False, thumb: bool = False) -> dict[str, Path]:
     """Build libbase.so, libmiddle.so, libleaf.so for `arch`; returns name -> path.
 
     With `relr`, the objects are linked by zig's ld.lld with
     ``--pack-dyn-relocs=relr`` (zig cc does not pass that option through), so RELATIVE
-    relocations land in DT_RELR.
+    relocations land in DT_RELR. With `thumb` (arm), the chain is Thumb-2 code.
     """
     if relr:
         return _build_relr_chain(arch)
@@ -54,6 +54,8 @@ def build_chain(arch: str, *, relr: bool = False) -> dict[str, Path]:
     assert spec is not None
     target = spec.zig_target
     group = "foreign-chain"
+    if thumb:  # zig ignores -mthumb; the thumb triple selects Thumb-2 code
+        target, group = "thumb-linux-gnueabihf", "foreign-chain-thumb"
     common = {"cc": "zig", "target": target, "group": group, "cflags": cflags(arch)}
     try:
         base = build_shared("base", {"base.c": source("base.c"), "base.map": source("base.map")},

@@ -222,3 +222,35 @@ def test_i386_tls_desc_is_refused_by_name() -> None:
     leaf = _gnu2_leaf("x86", chain)
     with pytest.raises(UnsupportedRelocationError, match="R_386_TLS_DESC"):
         relink.load(str(leaf), memory=_emulator("x86"))
+
+
+def test_arm_thumb_chain() -> None:
+    from foreign_support import build_chain
+
+    chain = build_chain("arm", thumb=True)
+    emu = _emulator("arm")
+    with relink.load(str(chain["leaf"]), memory=emu) as lib:
+        addr = lib.symbol("leaf_value")
+        assert addr is not None and addr & 1  # a Thumb function: bit 0 set
+        assert lib.function("leaf_value", I)() == 207
+        apply = lib.function("leaf_apply", I, I, I)
+        assert [apply(0, 3), apply(1, 3), apply(2, 3)] == [9, -3, 8]
+        assert lib.function("leaf_tls_set", I, I)(4) == 9
+        assert lib.function("leaf_pick", I)() == 42
+        assert lib.function("leaf_inited", I)() == 7
+        assert lib.function("leaf_sum", I, *[I] * 10)(*range(1, 11)) == 385
+
+
+@pytest.mark.parametrize(("arch", "code"), [
+    ("x86_64", b"\x0f\x05\xc3"),                      # syscall; ret
+    ("x86", b"\xcd\x80\xc3"),                          # int 0x80; ret
+    ("aarch64", bytes.fromhex("010000d4c0035fd6")),    # svc #0; ret
+    ("riscv64", bytes.fromhex("7300000067800000")),    # ecall; ret
+])
+def test_system_calls_are_errors(arch: str, code: bytes) -> None:
+    emu = _emulator(arch)
+    region = emu.reserve(0x1000)  # type: ignore[attr-defined]
+    region.map_anon(region.start, 0x1000, 5)
+    region.write(region.start, code)
+    with pytest.raises(EmulationError, match="system call"):
+        emu.call(region.start)  # type: ignore[attr-defined]

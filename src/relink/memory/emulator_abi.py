@@ -107,14 +107,8 @@ class Abi:
         for reg, value in zip(self.args, reg_args):
             self.write(uc, reg, value)
         self.write(uc, self.sp, sp)
-        if self.name == "arm":
-            # Start in Arm state unless the target is Thumb (unicorn: bit 0 of `begin`).
-            self._set_thumb(uc, bool(func & 1))
+        # Arm: unicorn starts in Thumb state when bit 0 of the start address is set.
         return func
-
-    def _set_thumb(self, uc: Any, thumb: bool) -> None:
-        cpsr = self.read(uc, "cpsr")
-        self.write(uc, "cpsr", (cpsr | 0x20) if thumb else (cpsr & ~0x20))
 
     def result(self, uc: Any) -> int:
         return self.read(uc, self.ret)
@@ -141,9 +135,8 @@ class Abi:
             self.write(uc, self.sp, sp + self.word)
         else:
             target = self.read(uc, via or self.link)
-        if self.name == "arm":
-            self._set_thumb(uc, bool(target & 1))
-            target &= ~1
+        # Arm: writing PC with bit 0 set selects Thumb state (an interworking return),
+        # bit 0 clear selects Arm state.
         self.write(uc, self.pc, target)
 
     # -- thread pointer ----------------------------------------------------------------

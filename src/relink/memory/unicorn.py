@@ -185,6 +185,13 @@ class Emulator:
         self.gdt = RUNTIME_BASE + 0x80  # i386 only: the GDT holding the %gs segment
         self.uc.hook_add(uc_mod.UC_HOOK_INTR, self._on_interrupt)
         self.uc.hook_add(uc_mod.UC_HOOK_MEM_INVALID, self._on_invalid)
+        if self.abi.uc_arch == "UC_ARCH_X86":
+            # syscall / sysenter are instructions, not interrupts, in unicorn: without a
+            # hook they would silently do nothing.
+            from unicorn import x86_const
+
+            for insn in (x86_const.UC_X86_INS_SYSCALL, x86_const.UC_X86_INS_SYSENTER):
+                self.uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_syscall_insn, None, 1, 0, insn)
         from relink.runtime.emulator import EmulatorExecutor, EmulatorTls, TrapProvider
 
         self.tls = EmulatorTls(self, TLS_BASE, tls_size)
@@ -357,6 +364,13 @@ class Emulator:
             self._error = exc
             uc.emu_stop()
 
+    def _on_syscall_insn(self, uc: Any, _user: Any) -> None:
+        self._error = EmulationError(
+            f"emulated {self.spec.name} code made a system call, which the emulator "
+            "backend does not implement", arch=self.spec.name,
+            pc=self.abi.read(uc, self.abi.pc))
+        uc.emu_stop()
+
     def _on_invalid(self, uc: Any, access: int, address: int, size: int, value: int,
                     _user: Any) -> bool:
         self._fault = (access, address)
@@ -446,9 +460,17 @@ class Emulator:
         return _EmulatedFunction(self, addr, name, restype, tuple(argtypes))
 
     def close(self) -> None:
-        """Release the emulator's own memory (images are released by their loads)."""
+        """Unmap everything still mapped: the emulator's own areas and any image whose
+        load was not closed first. Close loads before the emulator so their
+        finalizers can still run in it."""
         for r in list(self._regions):
             r.release()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<relink.Emulator {self.spec.name} {len(self._regions)} regions>"
