@@ -93,7 +93,8 @@ def load(source: SourceLike | Any, *, name: str | None = None, scope: Sequence[A
     custom_linker = any(x is not None for x in (host, resolver, mapper, executor, tls,
                                                 fallback, target)) or lazy
     if context is None:
-        context = LinkContext(f"load:{name or source!s:.60}")
+        label = name or (str(source) if isinstance(source, str) else type(source).__name__)
+        context = LinkContext(f"load:{label}")
     linker = _linker(host, resolver, mapper, executor, tls, fallback, lazy, target) \
         if custom_linker else context.linker
     if linker is None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from linker_helpers import RUNPATH, shared
+from linker_helpers import FIXTURES, RUNPATH, shared
+
+from support.build import build_shared
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +102,11 @@ def zuser() -> Path:
     if not libz.exists():
         pytest.skip("the system zlib is not installed")
     return shared("zuser", deps=[libz])
+
+
+@pytest.fixture(scope="session")
+def unique_pair() -> tuple[Path, Path]:
+    text = (FIXTURES / "unique.cpp").read_text()
+    return tuple(build_shared(f"unique{i}", {f"unique{i}.cpp": text}, lang="c++",
+                              cflags=[f"-DUNIQUE_FN=unique_addr{i}"], group="linker")
+                 for i in (1, 2))  # type: ignore[return-value]

@@ -348,3 +348,52 @@ def test_relink_load_keeps_its_behaviour(root: Path) -> None:
     c.close()
     d.close()
     assert len(ctx) == 0
+
+
+def test_gnu_unique_is_one_per_context(unique_pair: tuple[Path, Path]) -> None:
+    ptr = ctypes.POINTER(INT)
+    first, second = unique_pair
+    ctx = LinkContext()
+    a = ctx.load(first)
+    b = ctx.load(second)
+    addr_a = ctypes.cast(a.function("unique_addr1", ptr)(), ctypes.c_void_p).value
+    addr_b = ctypes.cast(b.function("unique_addr2", ptr)(), ctypes.c_void_p).value
+    assert addr_a == addr_b and a.contains(addr_a)  # the first definition is canonical
+    assert ctx.release(a) == []  # its provider is NODELETE now
+    other = LinkContext()
+    c = other.load(second)
+    addr_c = ctypes.cast(c.function("unique_addr2", ptr)(), ctypes.c_void_p).value
+    assert addr_c != addr_a and c.contains(addr_c)  # another context, another copy
+    other.close()
+    ctx.close()
+
+
+def test_resolver_module_is_committed_and_initialized(dependent: Path, provider: Path) -> None:
+    prebuilt = relink.load(provider, init=False)  # another context, not initialized
+    assert prebuilt.state == "relocated"
+
+    def give(request: relink.ResolveRequest) -> object:
+        return prebuilt if request.needed == "libprovider.so" else None
+
+    ctx = LinkContext(linker=Linker(resolvers=[give]))
+    mod = ctx.load(dependent)
+    assert prebuilt.state == "initialized"  # initialized with the load, deps first
+    assert ctx.get("libprovider.so").base == prebuilt.base
+    assert call(mod, "dependent_value") == 2
+    assert ctx.how_found("libprovider.so") == "custom resolver (module)"
+    assert ctx.release(mod) == ["libdependent.so", "libprovider.so"]
+    assert prebuilt.state == "initialized"  # owned by its own context: not unloaded
+    prebuilt.close()
+    assert prebuilt.state == "closed"
+
+
+def test_rollback_of_a_reload_releases_only_its_lease(root: Path) -> None:
+    ctx = LinkContext()
+    held = ctx.load(root)
+    prepared = Linker().prepare(ctx, root)  # the root is already there: acquired
+    prepared.relocate()
+    again = prepared.publish()
+    assert again.base == held.base
+    prepared.rollback()
+    assert len(ctx) == 3 and call(held, "root_value") == 3
+    assert held._owner.release() == ["libroot.so", "libdependent.so", "libprovider.so"]

@@ -52,6 +52,8 @@ from relink.observer import (
     implemented,
 )
 from relink.relocation.dynamic import Fallback, TlsHooks, relocate_module
+from relink.relocation.scope import Binder
+from relink.relocation.versioncheck import check_version_needs
 from relink.runtime.executor import Executor, NativeExecutor
 from relink.runtime.host import PROCESS, HostPolicy
 from relink.state import ModuleState, State
@@ -240,6 +242,7 @@ class PreparedLoad:
         self.lease: Any = None
         self.spec = linker.arch or (host_spec() if linker.mapper.native else None)
         self.acceptor: Acceptor | None = None
+        self._init_order: list[Entry] | None = None  # fixed once prepared
 
     def _provider(self, p: Any) -> Any:
         if isinstance(p, Module):
@@ -435,6 +438,8 @@ class PreparedLoad:
 
     def init_order(self) -> list[Entry]:
         """Modules of this load needing initialization, dependencies first."""
+        if self._init_order is not None and self.stage not in ("new", "preparing"):
+            return self._init_order
         out: list[Entry] = []
         seen: set[int] = set()
         assert self.root is not None
@@ -451,6 +456,8 @@ class PreparedLoad:
             elif isinstance(e.module, ModuleState) and (e in self.new or
                                                          e.module.state == State.RELOCATED):
                 out.append(e)
+        if self.stage not in ("new", "preparing"):
+            self._init_order = out
         return out
 
     def _group(self) -> list[Any]:
@@ -494,6 +501,7 @@ class PreparedLoad:
             kw: dict[str, Any] = {"unique": self.unique, "interpose": self.interpose_map}
             binder = hooks.make_binder(st, scope, **kw) if hooks else \
                 _binder(st, scope, **kw)
+            check_version_needs(st, [d.module for d in e.deps])  # ld.so's verneed check
             relocate_module(st, binder, tls=self.linker.tls,
                             fallback=hooks.fallback if hooks else self.linker.fallback,
                             **_extra_args(self.linker.lazy, hooks.pre if hooks else None))
@@ -611,8 +619,6 @@ class PreparedLoad:
 
 
 def _binder(st: ModuleState, scope: list[Any], **kw: Any) -> Any:
-    from relink.relocation.scope import Binder
-
     return Binder(st, scope, **kw)
 
 
