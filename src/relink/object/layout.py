@@ -175,7 +175,7 @@ class Layout:
 
 
 def _default_group(name: str, flags: int) -> str:
-    if name.startswith((".init.text", ".exit.text")) and flags & SHF_EXECINSTR:
+    if name.startswith(".init.text") and flags & SHF_EXECINSTR:
         return "init_text"
     if name.startswith((".init.data", ".init.rodata")):
         return "init_data"

@@ -96,6 +96,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
                 groups: Iterable[SectionGroup] = (),
                 exports: Callable[[str, int, int, int], bool] | Iterable[str] | None = None,
                 libraries: Sequence[str] = (), merge: bool = True,
+                undefined: Sequence[str] = (),
                 ) -> Module:
     """Link relocatable objects (``.o``, ``.ko``) and archives (``.a``) into memory.
 
@@ -116,7 +117,10 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
             address the image is relocated for).
         executor: runs initializers / IFUNC resolvers (default: native when the mapper is).
         init: run initializers now (default: when an executor is available).
-        whole_archive: take every member of every archive (``--whole-archive``).
+        whole_archive: take every member of every archive (``--whole-archive``; the
+            default when only archives are given and `undefined` is empty).
+        undefined: names to pull in as if referenced (``ld -u``), e.g. the one function
+            wanted from an archive.
         layout: ``layout(SectionInfo) -> group name | "skip" | None`` to move sections.
         groups: extra `SectionGroup`s the layout hook may use.
         exports: restrict what the Module exports: names, or a predicate
@@ -144,6 +148,10 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
         unit = LinkUnit()
         for obj in objects:
             unit.add(obj)
+        for n in undefined:
+            unit.undefined[n] = True  # like ld -u: pulls the archive member defining it
+        if not objects and not undefined:
+            whole_archive = True  # only archives given: load them, as their user means
         if whole_archive:
             for ar in archives:
                 for member in ar.objects():
@@ -396,8 +404,7 @@ def _collect_exports(unit: LinkUnit, lay: Layout, st: ObjectState, base: int,
                 addr = rel.defined_addr(oi, si)
             except RelinkError:
                 continue  # defined in a section that is not loaded (debug, skipped)
-            if any(a <= addr < a + n for a, n in init_ranges):
-                continue  # init memory goes away: never exported
+            in_init = any(a <= addr < a + n for a, n in init_ranges)
             if info >> 4 == 0 or obj.sym_others[si] & 3 in (1, 2):
                 local_seen[nm] = addr if nm not in local_seen else None
                 continue
@@ -411,6 +418,8 @@ def _collect_exports(unit: LinkUnit, lay: Layout, st: ObjectState, base: int,
             if allow is not None and not allow(nm, addr, obj.sym_sizes[si], stype):
                 continue
             st.exports[nm] = (addr, obj.sym_sizes[si], stype)
+            if in_init:
+                st.init_exports.append(nm)  # withdrawn when init memory is released
     for nm, p in lay.commons.items():
         if allow is None or allow(nm, base + p.offset, p.size, 1):
             st.exports[nm] = (base + p.offset, p.size, 1)

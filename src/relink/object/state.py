@@ -93,6 +93,7 @@ class ObjectState:
         self.modinfo: list[tuple[str, str]] = []
         self.segments: list[tuple[int, int, int, int, str]] = []  # addr, size, init, final
         self.init_segments: list[tuple[int, int]] = []
+        self.init_exports: list[str] = []  # exports living in init-lifetime groups
         self.image = ObjectImage(spec, region, [])
         self.tls: Any = None  # ObjectTls when the unit has thread-local storage
         self.dso_handle = 0  # address of the unit's __dso_handle, when it has one
@@ -174,6 +175,9 @@ class ObjectState:
         for addr, size, init_prot, final_prot, _group in self.segments:
             if final_prot != init_prot:
                 self.region.protect(addr, size, final_prot)
+        for name in self.init_exports:
+            self.exports.pop(name, None)  # their memory goes away now
+        self.init_exports = []
         for addr, size in self.init_segments:
             self.region.protect(addr, size, PROT_NONE)
             if self.spec.is_host and type(self.region).__name__ == "HostRegion":
