@@ -73,7 +73,7 @@ def _format(value: Any, returns: str) -> str:
     return str(value)
 
 
-def _load(path: str) -> Any:
+def _load(path: str, symbol: str | None = None) -> Any:
     with open(path, "rb") as f:
         head = f.read(18)
     if head.startswith(b"!<arch>\n") or (head[:4] == b"\x7fELF" and head[16] == 1):
@@ -84,7 +84,8 @@ def _load(path: str) -> Any:
 
             raise UnsupportedError("relocatable objects and archives need relink.object, "
                                    "which is not available", file=path) from exc
-        return load_object(path)
+        # ld -u SYMBOL: from an archive, pull in just the member defining it
+        return load_object(path, undefined=[symbol] if symbol else [])
     import relink
 
     return relink.load(path)
@@ -110,7 +111,7 @@ def _load_emulated(path: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     parsed = [parse_arg(a) for a in args.args]
     module = _load_emulated(args.file) if getattr(args, "emulate", False) else \
-        _load(args.file)
+        _load(args.file, args.symbol)
     try:
         fn = module.function(args.symbol, CTYPES[args.returns], *(t for t, _ in parsed),
                              version=args.version)

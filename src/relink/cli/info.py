@@ -36,6 +36,11 @@ def _flags(p_flags: int) -> str:
 
 def describe(path: str) -> dict[str, Any]:
     """The data ``relink info`` prints, as a JSON-able dict."""
+    with open(path, "rb") as f:
+        if f.read(8) == b"!<arch>\n":  # a static archive: described by relink.object
+            from relink.object.info import describe_archive
+
+            return describe_archive(path)
     with ElfFile(path) as elf:
         return _describe(elf)
 
@@ -192,6 +197,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(d, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif d.get("type") == "archive":
+        from relink.object.info import print_archive
+
+        print_archive(d)
     else:
         _print(d)
     return 0
