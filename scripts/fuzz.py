@@ -9,8 +9,9 @@ Usage::
 
 Each execution mutates an input from the corpus (seeds from `fuzz_seeds`, plus mutants
 that produced a behaviour not seen before) with the structure-aware `fuzz_mutate.Mutator`
-and runs it through every target of `fuzz_targets.Targets`: ELF parsing and all its
-tables, ``relink info``, scan, and loading into a `BufferMapper`. The contract under test:
+and runs it through one target of `fuzz_targets.Targets`, picked by weight: ELF parsing
+and all its tables, ``relink info``, ``relink deps``, scan, loading into a `BufferMapper`,
+object loading (``--replay`` runs every target). The contract under test:
 
 * the only exceptions that escape are `RelinkError` subclasses;
 * nothing hangs (a per-execution alarm turns a hang into a finding);
@@ -46,7 +47,7 @@ if str(HERE) not in sys.path:
 
 from fuzz_mutate import Mutator  # noqa: E402
 from fuzz_seeds import REPO, Seed, load_seeds  # noqa: E402
-from fuzz_targets import SafetyViolation, Targets, install_guards  # noqa: E402
+from fuzz_targets import ALL, WEIGHTS, SafetyViolation, Targets, install_guards  # noqa: E402,I001
 
 from relink.errors import RelinkError  # noqa: E402
 
@@ -115,7 +116,7 @@ def _resources() -> tuple[int, int]:
 def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | None = None,
               out: Path | None = None, slot: mmap.mmap | None = None, timeout: float = 10.0,
               check_every: int = 5000, report: Any = None,
-              targets: tuple[str, ...] = ("parse", "info", "scan", "load")) -> FuzzStats:
+              targets: tuple[str, ...] = ALL) -> FuzzStats:
     """Run `execs` executions in this process and return the statistics.
 
     Args:
@@ -134,6 +135,8 @@ def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | 
     rng = random.Random(seed)
     mut = Mutator(rng)
     tg = Targets(targets)
+    names = list(tg.available)
+    weights = [WEIGHTS.get(n, 1) for n in names]
     stats = FuzzStats()
     corpus: list[bytes] = [d for _n, d in seeds]
     base_corpus = len(corpus)
@@ -162,21 +165,22 @@ def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | 
                 slot[:8] = len(data).to_bytes(8, "little")
                 slot[8:8 + len(data)] = data
             variant = rng.getrandbits(3)
+            which = rng.choices(names, weights)[0]
             exc: BaseException | None = None
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
-                tg.run(data, variant)
+                tg.run(data, variant, which)
             except RelinkError as e:
                 exc = e
             except (FuzzTimeout, SafetyViolation, Exception) as e:
                 exc = e
                 key = _finding_key(e)
                 if key not in stats.findings:
-                    stats.findings[key] = _save(findings_dir, key, data, e)
+                    stats.findings[key] = _save(findings_dir, key, data, e, which)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-            sig = _signature(exc)
-            outcome = type(exc).__name__ if exc is not None else "ok"
+            sig = f"{which}|{_signature(exc)}"
+            outcome = f"{which}:{type(exc).__name__ if exc is not None else 'ok'}"
             stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
             if sig not in seen:
                 seen.add(sig)
@@ -215,8 +219,9 @@ def _reset_counts(stats: FuzzStats) -> FuzzStats:
     return fresh
 
 
-def _save(findings_dir: Path | None, key: str, data: bytes, exc: BaseException) -> str:
-    text = f"{key}\n" + "".join(traceback.format_exception(exc))
+def _save(findings_dir: Path | None, key: str, data: bytes, exc: BaseException,
+          target: str = "") -> str:
+    text = f"{key} (target {target})\n" + "".join(traceback.format_exception(exc))
     if findings_dir is None:
         return text
     h = hashlib.sha256(data).hexdigest()[:16]
@@ -368,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - t0
     print(f"\nexecutions: {stats.execs} in {elapsed:.0f}s "
           f"({stats.execs / max(elapsed, 1e-9):.0f}/s, {args.workers} worker(s))")
+    per_target: dict[str, int] = {}
+    for k, v in stats.outcomes.items():
+        per_target[k.split(":")[0]] = per_target.get(k.split(":")[0], 0) + v
+    print("executions per target:", ", ".join(f"{k}={v}" for k, v in sorted(per_target.items())))
     print("outcomes:", ", ".join(f"{k}={v}" for k, v in sorted(stats.outcomes.items(),
                                                                key=lambda kv: -kv[1])))
     print(f"new behaviours (corpus additions): {stats.corpus}")
@@ -378,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.coverage:
         print("\ncoverage of relink (lines):")
         print(coverage_report(Path(args.out)))
-    return 1 if stats.findings else 0
+    return 1 if stats.findings or stats.leaks else 0
 
 
 if __name__ == "__main__":

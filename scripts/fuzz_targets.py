@@ -7,10 +7,12 @@ exception is a finding):
   data, PT_INTERP, the dynamic section, symbols (export dicts, GNU and SysV hash walks),
   versions, REL/RELA/RELR tables, notes;
 * ``info``   — ``relink info`` through `relink.cli.main` (when the CLI module exists);
-* ``scan``   — `relink.scan` (when it exists);
+* ``deps``   — ``relink deps`` through `relink.cli.main` (when the CLI module exists);
+* ``scan``   — `relink.scan`, the scan-first dependency/section plan (when it exists);
 * ``load``   — `relink.load` into a `BufferMapper` (virtual memory: maps and relocates, runs
   nothing), from bytes and from an fd (memfd), with ``init=True`` to prove that even a
-  request to initialize does not execute anything.
+  request to initialize does not execute anything;
+* ``object`` — `relink.load_object` (relocatable objects) into a `BufferMapper`.
 
 `install_guards` makes any attempt to create host-executable memory or to run target
 code raise `SafetyViolation` (a BaseException, so no ``except Exception`` can hide it).
@@ -37,6 +39,9 @@ from relink.memory.buffer import BufferMapper  # noqa: E402
 __all__ = ["SafetyViolation", "Targets", "install_guards"]
 
 LOOKUP_NAMES = ("malloc", "answer", "seed_add", "seed_ver", "zlibVersion", "", "\udcff")
+ALL = ("parse", "info", "deps", "scan", "load", "object")
+# How often each target is picked: parsing and loading are the widest attack surface.
+WEIGHTS = {"parse": 3, "load": 3, "info": 1, "deps": 1, "scan": 1, "object": 1}
 BUFFER_LIMIT = 64 << 20  # the fuzzer's virtual images stay small (see BufferMapper)
 
 
@@ -83,7 +88,7 @@ def _optional(module: str, attr: str | None = None) -> Any:
 class Targets:
     """The target set, built once per worker (memfd, host policy, resolver)."""
 
-    def __init__(self, names: tuple[str, ...] = ("parse", "info", "scan", "load")) -> None:
+    def __init__(self, names: tuple[str, ...] = ALL) -> None:
         from relink.linker.search import SearchPathResolver
         from relink.runtime.host import HostPolicy
 
@@ -93,17 +98,21 @@ class Targets:
         # and no system directory is searched (a fuzzed RUNPATH still is).
         self.host = HostPolicy(("libc.so.6",), serve_loaded=False)
         self.resolver = SearchPathResolver(use_ld_cache=False, use_default_dirs=False)
-        self.cli_main = _optional("relink.cli", "main") \
-            if _optional("relink.cli.info") is not None else None
-        self.scan = getattr(relink, "scan", None) if "scan" in relink.__all__ else \
-            _optional("relink.plan", "scan")
+        # The CLI's parser is built once (building it imports every subcommand); each run
+        # then does what `relink.cli.main` does, minus printing a RelinkError.
+        build = _optional("relink.cli", "build_parser")
+        self.parser = build() if build is not None else None
+        self.scan = _optional("relink.plan.scan", "scan")
+        self.load_object = _optional("relink.object.loader", "load_object")
+        cli = self.parser is not None
+        needs = {"info": cli and _optional("relink.cli.info"),
+                 "deps": cli and _optional("relink.cli.deps"),
+                 "scan": self.scan, "object": self.load_object}
         self.available: dict[str, Callable[[bytes, int], None]] = {}
-        table = {"parse": self.parse, "info": self.info, "scan": self.run_scan,
-                 "load": self.load}
+        table = {"parse": self.parse, "info": self.info, "deps": self.deps,
+                 "scan": self.run_scan, "load": self.load, "object": self.run_object}
         for name in names:
-            if name == "info" and self.cli_main is None:
-                continue
-            if name == "scan" and self.scan is None:
+            if name in needs and needs[name] is None:
                 continue
             self.available[name] = table[name]
 
@@ -114,12 +123,17 @@ class Targets:
         os.ftruncate(self.memfd, 0)
         os.pwrite(self.memfd, data, 0)
 
-    def run(self, data: bytes, variant: int) -> None:
-        """Run every available target on `data` (`variant` picks path vs bytes inputs)."""
-        if variant & 1 or "info" in self.available:
+    def run(self, data: bytes, variant: int, which: str | None = None) -> None:
+        """Run one target (`which`) or every available target on `data`.
+
+        `variant` bits pick the input form and options: bit 0 fd/path instead of bytes,
+        bit 1 JSON output / bytes for scan, bit 2 ``init=True`` / ``missing_ok``.
+        """
+        names = [which] if which is not None else list(self.available)
+        if variant & 1 or {"info", "deps", "scan"} & set(names):
             self._to_memfd(data)
-        for fn in self.available.values():
-            fn(data, variant)
+        for name in names:
+            self.available[name](data, variant)
 
     # -- targets ------------------------------------------------------------------------
 
@@ -156,16 +170,37 @@ class Targets:
                 check_segments(elf.phdrs, elf.source.size, elf.label, 0x1000)
 
     def info(self, data: bytes, variant: int) -> None:
-        assert self.cli_main is not None
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            self.cli_main(["info", self.path, *(["--json"] if variant & 2 else [])])
+        self._cli(["info", self.path, *(["--json"] if variant & 2 else [])])
+
+    def deps(self, data: bytes, variant: int) -> None:
+        opts = ["--json"] if variant & 2 else ["--dot"] if variant & 4 else []
+        # --no-host: the fuzzed names are resolved from files only, never dlopened.
+        self._cli(["deps", "--no-host", *opts, self.path])
+
+    def _cli(self, argv: list[str]) -> None:
+        assert self.parser is not None
+        args = self.parser.parse_args(argv)
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            args.func(args)
 
     def run_scan(self, data: bytes, variant: int) -> None:
         assert self.scan is not None
-        self.scan(data if variant & 2 else self.path, mapper=BufferMapper(
-            page_size=0x1000, max_size=BUFFER_LIMIT)) if _scan_takes_mapper(self.scan) \
-            else self.scan(data if variant & 2 else self.path)
+        plan = self.scan(data if variant & 2 else self.path, name="fuzz.so", host=self.host,
+                         resolver=self.resolver, missing_ok=bool(variant & 4))
+        close = getattr(plan, "close", None)
+        if close is not None:
+            close()
+
+    def run_object(self, data: bytes, variant: int) -> None:
+        assert self.load_object is not None
+        mod = self.load_object(data, name="fuzz.o", mapper=BufferMapper(max_size=BUFFER_LIMIT),
+                               init=bool(variant & 4))
+        try:
+            for name in LOOKUP_NAMES[:5]:
+                mod.symbol(name)
+        finally:
+            mod.close()
 
     def load(self, data: bytes, variant: int) -> None:
         mapper = BufferMapper(max_size=BUFFER_LIMIT)
@@ -182,12 +217,3 @@ class Targets:
                 mod.symbol(name)
         finally:
             mod.close()
-
-
-def _scan_takes_mapper(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    try:
-        return "mapper" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False

@@ -107,6 +107,16 @@ def host_serves(policy: HostPolicy, needed: str) -> bool:
 
 
 def _module(src: ElfSource, plan: Plan, parent: str | None) -> ModulePlan:
+    """Parse `src` into a ModulePlan; on failure `src` is closed (it is ours now), or a
+    malformed file would leak its fd (found by the issue 9 fuzzer)."""
+    try:
+        return _parse_module(src, plan, parent)
+    except BaseException:
+        src.close()
+        raise
+
+
+def _parse_module(src: ElfSource, plan: Plan, parent: str | None) -> ModulePlan:
     elf = ElfFile(src)
     eh = elf.header
     if eh.e_type not in (ET_DYN, ET_EXEC):

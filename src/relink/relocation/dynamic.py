@@ -298,6 +298,9 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
         off = offsets[k]
         t = types[k]
         c = classes.get(t)
+        if c is NONE:  # never read or written (its offset is not bounds-checked)
+            counts[t] = counts.get(t, 0) + 1
+            continue
         i = off + delta
         if addends is not None:
             a = addends[k]
@@ -318,9 +321,6 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
                 val = 0
             if rela or c is SYMBOLIC:
                 val += a
-        elif c is NONE:
-            counts[t] = counts.get(t, 0) + 1
-            continue
         else:
             special = _special(state, table, k, c, t, a, binder, view, i, deferred, tls,
                                fallback)

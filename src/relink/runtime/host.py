@@ -50,11 +50,17 @@ class HostLibrary:
 
     @property
     def path(self) -> str | None:
-        """The file the host loaded for this library (from dlinfo RTLD_DI_ORIGIN + name)."""
-        buf = ctypes.create_string_buffer(4096)
-        if c.dlinfo(self.handle, 6, buf) == 0:  # RTLD_DI_ORIGIN
-            return f"{buf.value.decode(errors='replace')}/{self.name}"
-        return None
+        """The file the host loaded for this library (its link_map's l_name).
+
+        Not RTLD_DI_ORIGIN: glibc strcpy()s a NULL l_origin for ld.so's own link_map,
+        which crashed the interpreter (found by the issue 9 safety tests).
+        """
+        lm = ctypes.c_void_p()
+        if c.dlinfo(self.handle, 2, ctypes.byref(lm)) != 0 or not lm.value:  # RTLD_DI_LINKMAP
+            return None
+        # struct link_map { ElfW(Addr) l_addr; char *l_name; ... }
+        name = ctypes.c_char_p.from_address(lm.value + ctypes.sizeof(ctypes.c_void_p)).value
+        return name.decode("utf-8", "surrogateescape") if name else None
 
     def address_of(self, name: str, version: str | None = None) -> int:
         """Address of `name` (0 when absent), cached including misses."""
