@@ -254,3 +254,16 @@ def test_system_calls_are_errors(arch: str, code: bytes) -> None:
     region.write(region.start, code)
     with pytest.raises(EmulationError, match="system call"):
         emu.call(region.start)  # type: ignore[attr-defined]
+
+
+def test_finalizers_run_in_emulator_on_close(emu_chain: tuple[str, dict[str, Path]]) -> None:
+    arch, chain = emu_chain
+    emu = _emulator(arch)
+    seen: list[int] = []
+    emu.provide("base_fini_hook", seen.append, nargs=1)  # type: ignore[attr-defined]
+    lib = relink.load(str(chain["leaf"]), memory=emu)
+    assert lib.function("leaf_inited", I)() == 7
+    assert seen == []
+    lib.close()
+    assert seen == [107]  # base's .fini_array ran once, after initialization (7 + 100)
+    emu.close()  # type: ignore[attr-defined]
