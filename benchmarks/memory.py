@@ -1,0 +1,143 @@
+"""T8: memory -- mappings and RSS per loaded small library vs dlopen, and whether many
+load/close cycles leave mappings, file descriptors and RSS flat.
+
+Run: ``python benchmarks/memory.py [--libraries 50] [--cycles 10000] [--quick]
+[--json out.json]``. Targets: per library, relink's /proc/self/maps entries and RSS no
+more than dlopen's; after 10,000 relink load/call/close cycles of the chain, the same
+number of mappings and fds as after the warm-up and RSS growth within 1 MiB (Python's
+allocator keeps some arenas; a leak of one mapping or a few hundred bytes per cycle would
+show as 10,000 mappings / several MiB).
+
+Per library: `--libraries` copies of libbase.so are loaded and kept, then the growth of
+/proc/self/maps entries and RSS (from /proc/self/statm, so relink's Python objects count
+too) is divided by the count. relink loads the same file each time (every plain
+``relink.load`` is an independent copy); dlopen loads uniquely named copies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import tempfile
+from pathlib import Path
+
+import _common
+
+import relink
+from relink.bench import Progress, Result, soname_copy
+from relink.demo import build_chain
+from relink.runtime.libc import dlclose
+
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+RSS_SLACK_KIB = 1024
+
+
+def maps_count() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_KIB
+
+
+def _snapshot() -> tuple[int, int]:
+    gc.collect()
+    return maps_count(), rss_kib()
+
+
+def per_library(n: int = 50, progress: Progress = _common.progress) -> list[Result]:
+    """Mappings and RSS (KiB) per loaded copy of libbase.so, relink vs dlopen."""
+    base = build_chain() / "libbase.so"
+    data = base.read_bytes()
+    relink.load(base).close()  # warm: imports, parse cache, host symbol caches
+    with tempfile.TemporaryDirectory(prefix="relink-mem-") as tmp:
+        copies = [soname_copy(data, "libbase.so", f"{i:04d}", Path(tmp) / f"{i}.so")
+                  for i in range(n + 1)]
+        h = ctypes.CDLL(str(copies[n]))._handle
+        dlclose(h)
+        m0, r0 = _snapshot()
+        mods = []
+        for i in range(n):
+            mods.append(relink.load(base))
+            progress("T8 relink copies", i + 1, n)
+        m1, r1 = _snapshot()
+        for m in mods:
+            m.close()
+        del mods
+        m2, r2 = _snapshot()
+        handles = []
+        for i in range(n):
+            handles.append(ctypes.CDLL(str(copies[i]))._handle)
+            progress("T8 dlopen copies", i + 1, n)
+        m3, r3 = _snapshot()
+        for h in handles:
+            dlclose(h)
+    extra = {"libraries": n, "file": str(base)}
+    return [
+        Result("mappings per small library", (m1 - m0) / n, (m3 - m2) / n, "dlopen copies",
+               1.0, "T8", extra=extra, unit="maps"),
+        Result("RSS per small library", (r1 - r0) / n, (r3 - r2) / n, "dlopen copies",
+               1.0, "T8", extra=extra, unit="KiB"),
+    ]
+
+
+def cycles(n: int = 10000, every: int = 500, progress: Progress = _common.progress
+           ) -> tuple[list[Result], list[tuple[int, int, int, int]]]:
+    """`n` relink load/call/close cycles of the chain; growth results and the samples
+    (cycle, mappings, fds, RSS KiB)."""
+    leaf = build_chain() / "libleaf.so"
+
+    def cycle() -> None:
+        m = relink.load(leaf)
+        if m.function("leaf_value", ctypes.c_int)() != 3:
+            raise RuntimeError("leaf_value() != 3")
+        m.close()
+
+    for _ in range(min(200, n)):  # warm-up: caches reach their steady size
+        cycle()
+    gc.collect()
+    samples = [(0, maps_count(), fd_count(), rss_kib())]
+    for i in range(1, n + 1):
+        cycle()
+        if i % every == 0 or i == n:
+            gc.collect()
+            samples.append((i, maps_count(), fd_count(), rss_kib()))
+            progress("T8 load/close cycles", i, n)
+    first, last = samples[0], samples[-1]
+    extra = {"cycles": n, "samples (cycle, maps, fds, rss_kib)": samples}
+    return [
+        Result(f"{n} cycles: mappings growth", last[1] - first[1], first[1],
+               "mappings after warm-up", 0, "T8", absolute=True, extra=extra, unit="maps"),
+        Result(f"{n} cycles: fds growth", last[2] - first[2], first[2],
+               "fds after warm-up", 0, "T8", absolute=True, extra=extra, unit="fds"),
+        Result(f"{n} cycles: RSS growth", last[3] - first[3], first[3],
+               "RSS after warm-up", RSS_SLACK_KIB, "T8", absolute=True, extra=extra,
+               unit="KiB"),
+    ], samples
+
+
+def main() -> None:
+    p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument("--libraries", type=int, default=50)
+    p.add_argument("--cycles", type=int, default=10000)
+    a = p.parse_args()
+    results = per_library(5 if a.quick else a.libraries)
+    grow, samples = cycles(100 if a.quick else a.cycles, 20 if a.quick else 500)
+    results += grow
+    peak = max(s[3] for s in samples)
+    _common.report("T8 memory", results, a.json,
+                   {"RSS KiB: after warm-up / peak / end": f"{samples[0][3]} / {peak} / "
+                                                           f"{samples[-1][3]}",
+                    "mappings min/max over the run": f"{min(s[1] for s in samples)} / "
+                                                     f"{max(s[1] for s in samples)}"})
+
+
+if __name__ == "__main__":
+    main()
