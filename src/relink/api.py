@@ -127,6 +127,10 @@ def _target(arch: str | None, mapper: Mapper | None,
     if mapper is not None and mapper.native and not spec.is_host:
         raise UnsupportedError(f"{arch} code cannot be loaded into this process; pass "
                                "memory=Emulator(...) or memory=BufferMapper()")
+    backend = getattr(mapper, "spec", None)
+    if backend is not None and backend is not spec:
+        raise UnsupportedError(f"arch={arch!r} but the memory backend runs "
+                               f"{getattr(backend, 'name', backend)} code")
     return mapper, spec
 
 

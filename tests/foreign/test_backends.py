@@ -220,6 +220,10 @@ def test_emulator_backend_errors_and_rollback() -> None:
         relink.load(str(build_chain("aarch64")["base"]), memory=emu)
     with pytest.raises(UnsupportedError, match="loongarch64"):
         Emulator("loongarch64")
+    with pytest.raises(UnsupportedError, match="backend runs arm"):
+        relink.load(str(chain["leaf"]), arch="aarch64", memory=emu)
+    with relink.load(str(chain["leaf"]), arch="arm", memory=emu) as lib:
+        assert lib.function("leaf_value", I)() == 207
     region = emu.reserve(0x2000, address=0x50000000, fixed=True)
     with pytest.raises(MappingError):
         emu.reserve(0x1000, address=0x50001000, fixed=True)
