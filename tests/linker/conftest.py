@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from linker_helpers import FIXTURES, RUNPATH, shared
 
-from support.build import build_shared
+from support.build import build_shared, have_cc
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +106,8 @@ def zuser() -> Path:
 
 @pytest.fixture(scope="session")
 def unique_pair() -> tuple[Path, Path]:
+    if not have_cc("gcc", lang="c++"):
+        pytest.skip("no C++ compiler (g++)")
     text = (FIXTURES / "unique.cpp").read_text()
     return tuple(build_shared(f"unique{i}", {f"unique{i}.cpp": text}, lang="c++",
                               cflags=[f"-DUNIQUE_FN=unique_addr{i}"], group="linker")
