@@ -217,14 +217,45 @@ def test_copy_relocation_shared_with_relink_library(copy_program: Path) -> None:
                            resolver=resolver) == 5151
 
 
-def test_execute_copy_program(copy_program: Path,
+def _exe_switch_allowed(pie: Path, capfd: pytest.CaptureFixture[str]) -> bool:
+    assert relink.execute(pie, ["p", "proc"]) == 0
+    return report(capfd.readouterr().out)["exe"] == str(pie)
+
+
+def test_execute_copy_program(copy_program: Path, pie: Path,
                               capfd: pytest.CaptureFixture[str]) -> None:
-    # ld.so resolves the program's $ORIGIN through /proc/self/exe, which still names
-    # Python in the child (documented): the library directory is given explicitly.
+    # ld.so resolves the program's $ORIGIN through /proc/self/exe: relink points it at
+    # the program when the kernel lets it (CAP_CHECKPOINT_RESTORE), else it names Python.
     env = {**os.environ, "LD_LIBRARY_PATH": str(copy_program.parent)}
     assert relink.execute(copy_program, ["c"], env=env) == 5151 & 0xFF
-    assert relink.execute(copy_program, ["c"]) == 127
-    assert "libcopyprov.so" in capfd.readouterr().err
+    if _exe_switch_allowed(pie, capfd):
+        assert relink.execute(copy_program, ["c"]) == 5151 & 0xFF
+    else:
+        assert relink.execute(copy_program, ["c"]) == 127
+        assert "libcopyprov.so" in capfd.readouterr().err
+
+
+def _kernel_has_prctl_mm_map() -> bool:
+    size = ctypes.c_uint(0)
+    # prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size, 0, 0): CONFIG_CHECKPOINT_RESTORE
+    return libc.syscall(ctypes.c_long(157), ctypes.c_long(35), ctypes.c_long(15),
+                        ctypes.byref(size), ctypes.c_long(0), ctypes.c_long(0)) == 0
+
+
+@pytest.mark.parametrize("how", ["path", "bytes"])
+def test_execute_process_looks_exec_d(pie: Path, how: str,
+                                      capfd: pytest.CaptureFixture[str]) -> None:
+    """The child drops every mapping of the parent; cmdline, brk and (when permitted)
+    /proc/self/exe describe the program, as after execve."""
+    source = pie if how == "path" else pie.read_bytes()
+    assert relink.execute(source, ["prog", "proc", "two words"]) == 0
+    r = report(capfd.readouterr().out.replace("two words", "two_words"))
+    assert r["python_maps"] == "0"
+    if _kernel_has_prctl_mm_map():
+        assert r["cmdline"] == "prog|proc|two_words"
+        assert r["brk_after_bss"] == "1"
+    if how == "bytes":
+        assert r["exe"] != str(pie)  # nothing on disk names the program
 
 
 def test_copy_against_host_data_is_the_documented_limit(getopt_program: Path) -> None:

@@ -25,10 +25,13 @@ forks with the raw system call; the child runs no Python and no libc — the stu
 the planned system calls and jumps to the entry point with rsp at argc and rdx = 0. The
 parent unmaps its copies, learns through a close-on-exec pipe whether the child got to
 the jump (a failed set-up call is reported as ExecutionError) and waits for the exit
-status. stdin/stdout/stderr are inherited. The child keeps a copy of the parent's
-address space around the program (as after fork); `/proc/self/exe` and
-`/proc/self/cmdline` still name Python, so ``$ORIGIN`` in the program's own run paths
-resolves against Python's directory.
+status. stdin/stdout/stderr are inherited. Before the jump the child unmaps everything
+of the parent except the program, its interpreter, the new stack, the vDSO and the two
+pages of the stub and its plan, and tells the kernel the new layout with
+``prctl(PR_SET_MM_MAP)``: /proc/self/cmdline and environ show the program's, the brk
+heap starts after its bss, and, when the caller may (CAP_CHECKPOINT_RESTORE) and the
+program came from a path, /proc/self/exe names it (so ld.so's ``$ORIGIN`` is right);
+otherwise /proc/self/exe still names Python.
 """
 
 from __future__ import annotations
@@ -45,7 +48,17 @@ from typing import Any
 from relink.elf import ElfFile
 from relink.elf.source import SourceLike, open_source
 from relink.errors import ElfParseError, ExecutionError, RelinkError, UnsupportedError
-from relink.runtime.exec_stack import AT, ChildPlan, build_stack, plan_child, random_bytes
+from relink.runtime.exec_stack import (
+    AT,
+    AUXV_WORDS_MAX,
+    MUST,
+    SYS_CLOSE,
+    ChildPlan,
+    MmLayout,
+    build_stack,
+    plan_child,
+    random_bytes,
+)
 
 __all__ = ["execute", "find_main", "run_main"]
 
@@ -350,17 +363,18 @@ def _host_aux(kind: int) -> int:
 
 
 def _signal_handlers() -> dict[int, int]:
-    """signal -> the calling process's handler (0 default, 1 ignore, 2 caught)."""
-    import signal
+    """signal -> this process's disposition as the kernel has it (0 SIG_DFL, 1 SIG_IGN,
+    anything else a handler: Python's, faulthandler's or any C library's)."""
+    from relink.runtime import libc
 
     out = {}
+    old = (ctypes.c_uint64 * 4)()  # kernel struct sigaction
     for sig in range(1, 65):
-        try:
-            h = signal.getsignal(sig)
-        except (ValueError, OSError):
-            out[sig] = 2  # glibc-internal or unknown: reset to default
+        if libc.syscall(ctypes.c_long(13), ctypes.c_long(sig), None, ctypes.byref(old),
+                        ctypes.c_long(8)) != 0:  # rt_sigaction(sig, NULL, &old, 8)
+            out[sig] = 2  # unknown: reset it to the default
             continue
-        out[sig] = 0 if h is signal.SIG_DFL else 1 if h is signal.SIG_IGN else 2
+        out[sig] = int(old[0]) if old[0] in (0, 1) else 2
     return out
 
 
@@ -488,8 +502,11 @@ def execute(source: SourceLike, argv: Sequence[str | bytes] | None = None,
         execfn = os.fsencode(path) if path is not None else os.fsencode(display)
         image = build_stack(stack.start + size, args, envp, execfn, auxv, random_bytes())
         stack.write(image.start, image.data)
-        stub = _fork_enter()
-        return _spawn(stub, image.sp, entry, display, args[0])
+        keep = [(img.region.start, img.region.start + img.region.size)
+                for img in owned if hasattr(img, "region")]
+        keep.append((stack.start, stack.start + size))
+        return _spawn(mapper, keep, image, _mm_layout(program, image), entry, display,
+                      args[0], path)
     finally:
         for item in reversed(owned):
             try:
@@ -500,24 +517,97 @@ def execute(source: SourceLike, argv: Sequence[str | bytes] | None = None,
                     src.close()
 
 
-def _spawn(stub: Any, sp: int, entry: int, display: str, argv0: bytes) -> int:
+def _mm_layout(program: Any, image: Any) -> MmLayout:
+    """The new program's memory layout as the kernel's ELF loader would record it."""
+    base = program.base
+    loads = program.loads
+    code = next((ph for ph in loads if ph.p_flags & PF_X), loads[0])
+    data = [ph for ph in loads if ph.p_flags & 2]  # PF_W
+    start_code, end_code = base + code.p_vaddr, base + code.p_vaddr + code.p_filesz
+    if data:
+        start_data, end_data = base + data[-1].p_vaddr, base + data[-1].p_vaddr \
+            + data[-1].p_filesz
+    else:
+        start_data = end_data = end_code
+    page = program.page_size
+    brk = (max(base + ph.p_vaddr + ph.p_memsz for ph in loads) + page - 1) & ~(page - 1)
+    size = image.auxv_size if image.auxv_size <= 8 * AUXV_WORDS_MAX else 0
+    return MmLayout(start_code=start_code, end_code=max(end_code, start_code + 1),
+                    start_data=start_data, end_data=end_data, brk=brk,
+                    start_stack=image.sp, arg_start=image.arg_start, arg_end=image.arg_end,
+                    env_start=image.env_start, env_end=image.env_end,
+                    auxv_at=image.auxv_at, auxv_size=size, exe_fd=None)
+
+
+def _unmap_ranges(keep: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Every address range of this process except `keep` and the kernel's special
+    mappings (vDSO, vvar, vsyscall): what the child unmaps before the jump."""
+    top = 0
+    keep = list(keep)
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if hi > 1 << 63:
+                continue  # [vsyscall]: above the user address space
+            top = max(top, hi)
+            if len(fields) > 5 and fields[5].startswith("[v"):
+                keep.append((lo, hi))
+    out = []
+    at = 0
+    for lo, hi in sorted(keep):
+        if lo > at:
+            out.append((at, lo))
+        at = max(at, hi)
+    if top > at:
+        out.append((at, top))
+    return out
+
+
+def _spawn(mapper: Any, keep: list[tuple[int, int]], image: Any, mm: MmLayout,
+           entry: int, display: str, argv0: bytes, path: str | None) -> int:
     """Fork through the stub, check the child reached the entry, wait for it."""
+    from relink.memory import PROT_READ, PROT_WRITE
     from relink.runtime import libc
 
+    stub = _fork_enter()
+    page = _stub[0]
+    keep = [*keep, (page.address, page.address + mapper.page_size)]
+    exe_fd = None
+    if path is not None:
+        try:
+            exe_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            exe_fd = None  # /proc/self/exe then keeps naming Python
+    mm.exe_fd = exe_fd
+    region = None
     rfd, wfd = os.pipe()  # both close-on-exec: closed by the child's plan too
     try:
+        common = {"handlers": _signal_handlers(), "blocked_mask": _blocked_mask(),
+                  "close_fds": _cloexec_fds({wfd} | ({exe_fd} if exe_fd is not None
+                                                     else set())),
+                  "comm": os.path.basename(argv0), "rseq": _rseq_area(), "mm": mm}
+        # Size the plan with room for the unmap ops, map it, then plan for real.
+        draft = ChildPlan()
+        plan_child(draft, unmap=[(0, 0)] * 64, **common)  # type: ignore[arg-type]
+        size = (draft.size() + 64 + mapper.page_size - 1) & ~(mapper.page_size - 1)
+        region = mapper.reserve(size)
+        region.map_anon(region.start, size, PROT_READ | PROT_WRITE)
+        unmap = _unmap_ranges([*keep, (region.start, region.start + size)])[:64]
         plan = ChildPlan()
-        plan_child(plan, handlers=_signal_handlers(), close_fds=_cloexec_fds({wfd}),
-                   blocked_mask=_blocked_mask(), comm=os.path.basename(argv0),
-                   rseq=_rseq_area())
-        plan.call(1, 3, wfd)  # close(error fd): EOF tells the parent the jump is next
-        table = plan.table(wfd, entry, sp)
+        plan_child(plan, unmap=unmap, **common)  # type: ignore[arg-type]
+        plan.call(MUST, SYS_CLOSE, wfd)  # EOF tells the parent the jump is next
+        region.write(region.start, plan.layout(region.start, wfd, entry, image.sp))
         sys.stdout.flush()
         sys.stderr.flush()
         libc.fflush(None)
-        pid = int(stub(ctypes.addressof(table)))
+        pid = int(stub(region.start))
     finally:
         os.close(wfd)
+        if exe_fd is not None:
+            os.close(exe_fd)
+        if region is not None:
+            region.release()
     try:
         if pid < 0:
             raise ExecutionError(f"fork failed: {os.strerror(-pid)}", file=display,

@@ -150,6 +150,9 @@ abort = libc.abort
 abort.argtypes = []
 abort.restype = None
 
+syscall = libc.syscall  # variadic: pass every argument as a ctypes c_long / pointer
+syscall.restype = ctypes.c_long
+
 LAZY_RESOLVER = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)
 XGETBV = ctypes.CFUNCTYPE(ctypes.c_uint64)
 FORK_ENTER = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p)  # pid or -errno
@@ -158,7 +161,7 @@ MAIN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_vo
 CALL_MAIN = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_long,
                              ctypes.c_void_p, ctypes.c_void_p)
 __all__ += ["CALL_MAIN", "FORK_ENTER", "LAZY_RESOLVER", "MAIN", "XGETBV", "abort", "fflush",
-            "getauxval"]
+            "getauxval", "syscall"]
 
 # __cxa_finalize(dso_handle): runs the C++ static destructors a relocatable-object unit
 # registered with __cxa_atexit (relink.object defines __dso_handle for each unit).
