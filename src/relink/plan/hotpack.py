@@ -107,6 +107,7 @@ class HotPack:
         tables = {m.key: function_symbols(m) for m in mods}
         arena = plan.create_arena(MemoryClass.CODE, page_size=self.page_size,
                                   sharing=Sharing.SHARED, name="code.hot")
+        cache: dict[int, _ParentInfo] = {}
         for name in self.names:
             found = False
             for mod in mods:
@@ -114,7 +115,7 @@ class HotPack:
                 if sym is None:
                     continue
                 found = True
-                frag = _fragment(mod, name, *sym, tables[mod.key], self.align)
+                frag = _fragment(mod, name, *sym, tables[mod.key], self.align, cache)
                 off = frag.assign_next(arena)
                 self.packed.append((mod.key, name, frag.size, off))
             if not found:
@@ -139,8 +140,24 @@ def hot_pack(names: Iterable[str] | str | os.PathLike[str], *,
     return HotPack(names, page_size=page_size, align=align)
 
 
+class _ParentInfo:
+    """Per code section, computed once: its bytes, retained-relocation places, entries."""
+
+    def __init__(self, mod: ModulePlan, parent: Section,
+                 table: dict[str, tuple[int, int, int]]) -> None:
+        self.code = parent.data()
+        self.places: set[int] = set()
+        for s in mod.sections:
+            if s.sh_type == SHT_RELA and not s.allocated and s.info == parent.index:
+                raw = s.file_bytes()
+                self.places.update(r[0] for r in
+                                   _RELA.iter_unpack(raw[:len(raw) - len(raw) % 24]))
+        self.entries = {a: n for n, (a, _sz, ndx) in table.items() if ndx == parent.index}
+
+
 def _fragment(mod: ModulePlan, name: str, addr: int, size: int, shndx: int,
-              table: dict[str, tuple[int, int, int]], align: int) -> Section:
+              table: dict[str, tuple[int, int, int]], align: int,
+              cache: dict[int, _ParentInfo]) -> Section:
     parent = mod.sections[shndx]
     if not size:
         raise PlanError(f"function {name} has no size in .symtab: cannot move it",
@@ -155,7 +172,10 @@ def _fragment(mod: ModulePlan, name: str, addr: int, size: int, shndx: int,
         if s.parent is parent and s.addr < addr + size and addr < s.addr + s.orig_size:
             raise PlanError(f"function {name} overlaps the fragment {s.name}",
                             module=mod.name, section=parent.name)
-    _check_outgoing(mod, name, addr, size, parent, table)
+    info = cache.get(id(parent))
+    if info is None:
+        info = cache[id(parent)] = _ParentInfo(mod, parent, table)
+    _check_outgoing(mod, name, addr, size, parent, info)
     frag = Section(mod, len(mod.sections), f"{parent.name}.hot.{name}", parent.sh_type,
                    parent.flags, addr, 0, size, max(align, 1), 0, 0, 0, MemoryClass.CODE,
                    parent=parent)
@@ -164,16 +184,11 @@ def _fragment(mod: ModulePlan, name: str, addr: int, size: int, shndx: int,
 
 
 def _check_outgoing(mod: ModulePlan, name: str, addr: int, size: int, parent: Section,
-                    table: dict[str, tuple[int, int, int]]) -> None:
+                    info: _ParentInfo) -> None:
     """Refuse a function with a direct branch to another function's entry that carries
     no retained relocation (the hot copy would branch to the wrong place)."""
-    places: set[int] = set()
-    for s in mod.sections:
-        if s.sh_type == SHT_RELA and not s.allocated and s.info == parent.index:
-            raw = s.file_bytes()
-            places.update(r[0] for r in _RELA.iter_unpack(raw[:len(raw) - len(raw) % 24]))
-    entries = {a: n for n, (a, _sz, ndx) in table.items() if ndx == parent.index}
-    code = parent.data()[addr - parent.addr:addr - parent.addr + size]
+    places, entries = info.places, info.entries
+    code = info.code[addr - parent.addr:addr - parent.addr + size]
     for i in range(len(code)):
         b = code[i]
         if b in (0xE8, 0xE9) and i + 5 <= len(code):

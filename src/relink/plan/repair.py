@@ -33,7 +33,7 @@ in order (Relink's rewrite.rs, extended to what gcc + GNU ld emit):
 from __future__ import annotations
 
 import struct
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 
 from relink.arch.rtypes import rtype_name
 from relink.elf.dynamic import (
@@ -88,8 +88,14 @@ class ModuleRepair:
         self.mod = mod
         self.label = mod.elf.label
         self.new = {s.index: new_addr[id(s)] for s in mod.alloc_sections()}
-        self.buf: dict[int, bytearray] = {s.index: bytearray(s.data())
-                                          for s in mod.alloc_sections()}
+        self.buf: dict[int, bytearray] = {}
+        for s in mod.alloc_sections():
+            if s.parent is None or s.overridden:
+                self.buf[s.index] = bytearray(s.data())
+        for s in mod.alloc_sections():  # fragments: slices of their parent's bytes
+            if s.index not in self.buf and s.parent is not None:
+                at = s.addr - s.parent.addr
+                self.buf[s.index] = self.buf[s.parent.index][at:at + s.orig_size]
         # Address lookup excludes .tbss: it has an address but no memory of its own.
         spans = sorted((s.addr, s.orig_size, s.index) for s in mod.alloc_sections()
                        if not (s.nobits and s.mem_class is MemoryClass.TLS)
@@ -100,17 +106,22 @@ class ModuleRepair:
         for s in mod.alloc_sections():
             if s.parent is not None:
                 self.fragments.setdefault(s.parent.index, []).append(s)
-        self._frag_list = [f for fs in self.fragments.values() for f in fs]
+        self._frag_list = sorted((f for fs in self.fragments.values() for f in fs),
+                                 key=lambda f: f.addr)
+        self._frag_starts = [f.addr for f in self._frag_list]
         self._starts = [a for a, _, _ in spans]
         self._spans = spans
         self.abs_targets: dict[int, int] = {}
+        self._symtabs: dict[int, list[tuple[int, int, int, int]]] = {}
 
     # -- address mapping ----------------------------------------------------------------
 
     def remap(self, addr: int, what: str) -> int:
         """New address of old address `addr` (inside, or at the end of, a section)."""
-        for f in self._frag_list:
-            if f.addr <= addr < f.addr + f.orig_size:
+        k = bisect_right(self._frag_starts, addr) - 1
+        if k >= 0:
+            f = self._frag_list[k]
+            if addr < f.addr + f.orig_size:
                 return self.new[f.index] + addr - f.addr
         i = bisect_right(self._starts, addr) - 1
         j = i
@@ -139,9 +150,12 @@ class ModuleRepair:
             return None
         if sec.mem_class is MemoryClass.TLS:
             return None
-        for f in self.fragments.get(shndx, ()):
-            if f.addr <= value < f.addr + f.orig_size:
-                return self.new[f.index] + value - f.addr
+        if shndx in self.fragments:
+            k = bisect_right(self._frag_starts, value) - 1
+            if k >= 0:
+                f = self._frag_list[k]
+                if f.parent is sec and value < f.addr + f.orig_size:
+                    return self.new[f.index] + value - f.addr
         return self.new[shndx] + value - sec.addr
 
     def section_at(self, addr: int) -> Section:
@@ -202,27 +216,35 @@ class ModuleRepair:
                 for name, info, _o, shndx, v, _sz in _SYM.iter_unpack(raw)]
 
     def _retained(self, rel: Section, target: Section) -> None:
-        self._retained_into(rel, target, target)
-        for frag in self.fragments.get(target.index, ()):
-            self._retained_into(rel, target, frag)
-
-    def _retained_into(self, rel: Section, target: Section, copy: Section) -> None:
-        """Apply `rel` (retained relocations of `target`) to the bytes of `copy`
-        (`target` itself, or a function fragment of it; places outside it are skipped)."""
         if not 0 < rel.link < len(self.mod.sections):
             raise PlanError("retained relocation section has no symbol table",
                             file=self.label, section=rel.name)
         symtab = self.mod.sections[rel.link]
-        syms = self._symbols(symtab)
+        syms = self._symtabs.get(symtab.index)
+        if syms is None:
+            syms = self._symtabs[symtab.index] = self._symbols(symtab)
         raw = rel.file_bytes()
         if len(raw) % _RELA.size:
             raise PlanError("relocation section size is not a multiple of 24",
                             file=self.label, section=rel.name)
+        entries = sorted(_RELA.iter_unpack(raw))
+        self._retained_into(entries, syms, symtab, target, target)
+        offsets = [e[0] for e in entries]
+        for frag in self.fragments.get(target.index, ()):
+            lo = bisect_left(offsets, frag.addr)
+            hi = bisect_left(offsets, frag.addr + frag.orig_size)
+            self._retained_into(entries[lo:hi], syms, symtab, target, frag)
+
+    def _retained_into(self, entries: list[tuple[int, int, int]],
+                       syms: list[tuple[int, int, int, int]], symtab: Section,
+                       target: Section, copy: Section) -> None:
+        """Apply retained relocations of `target` to the bytes of `copy` (`target`
+        itself, or a function fragment of it; places outside it are skipped)."""
         buf = self.buf[copy.index]
         old_base, new_base = copy.addr, self.new[copy.index]
         fragment = copy is not target
         got = None
-        for r_offset, info, addend in _RELA.iter_unpack(raw):
+        for r_offset, info, addend in entries:
             rtype, symi = info & 0xFFFFFFFF, info >> 32
             if rtype in _KEEP:
                 continue
@@ -230,7 +252,7 @@ class ModuleRepair:
             where = f"{name} at {r_offset:#x} in {target.name}"
             if symi >= len(syms):
                 raise PlanError(f"{where}: symbol index {symi} out of range",
-                                file=self.label, section=rel.name)
+                                file=self.label, section=target.name)
             value, shndx, stype, _n = syms[symi]
             off = r_offset - old_base
             if fragment and not 0 <= off < copy.orig_size:
