@@ -101,3 +101,26 @@ def test_stale_module_after_unload(counter: Path) -> None:
     again = ctx.load(counter)
     assert again.function("get", INT)() == 0  # a fresh copy: globals re-initialized
     again.close()
+
+
+def test_garbage_collected_lease_waits_for_the_running_load(counter: Path,
+                                                             dependent: Path) -> None:
+    from relink import Linker, Observer
+
+    ctx = LinkContext()
+    holder = {"mod": ctx.load(counter)}
+    seen: list[int] = []
+
+    class DropDuringLoad(Observer):
+        def on_relocation(self, event: object) -> None:
+            if "mod" in holder:
+                del holder["mod"]  # last reference: the facade is collected now
+                gc.collect()
+                seen.append(len(ctx))  # ...but the context is not changed mid-load
+
+    mod = Linker(observers=[DropDuringLoad()]).load(ctx, dependent)
+    assert seen == [1]
+    assert "libcounter.so" not in ctx  # released as soon as the load finished
+    assert mod.function("dependent_value", INT)() == 2
+    mod.close()
+    assert len(ctx) == 0

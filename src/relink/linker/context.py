@@ -22,6 +22,7 @@ It does not keep modules alive by itself.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -139,6 +140,16 @@ class Lease:
         """Drop the lease; unload what became unreachable. Idempotent."""
         return self.ctx._release(self)
 
+    def _collected(self) -> None:
+        """The root facade was garbage-collected. The collector may run in the middle of
+        an operation of this very context (same thread): then the release waits until
+        that operation ends, so it never sees the context half-changed."""
+        ctx = self.ctx
+        if ctx._busy and ctx._owner_tid == threading.get_ident():
+            ctx._pending.append(self)
+        else:
+            ctx._release(self)
+
     def initialize(self, module: Any = None) -> None:
         """Run the pending initializers of the load that made this lease (deps first)."""
         self.ctx._initialize_pending(self)
@@ -163,12 +174,31 @@ class LinkContext:
         self.linker = linker
         self.lock = threading.RLock()
         self.closed = False
+        self._busy = 0
+        self._owner_tid = 0
+        self._pending: list[Lease] = []  # leases collected during an operation
         self.globals: list[Entry] = []
         self.unique: dict[str, Any] = {}
         self._by_key: dict[str, Entry] = {}
         self._by_identity: dict[Any, Entry] = {}
         self._by_module: dict[int, Entry] = {}
         self._order: list[Entry] = []  # publication order: dependencies first
+
+    @contextlib.contextmanager
+    def op(self) -> Iterator[None]:
+        """Hold the context for one operation (re-entrant); releases of leases whose
+        facades were garbage-collected meanwhile are applied when it ends."""
+        with self.lock:
+            self._busy += 1
+            self._owner_tid = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._busy -= 1
+                if not self._busy:
+                    self._owner_tid = 0
+        while self._pending and not self._busy:
+            self._release(self._pending.pop(0))
 
     # -- loading --------------------------------------------------------------------
 
@@ -255,7 +285,7 @@ class LinkContext:
 
     def add_alias(self, module: Any, key: str) -> None:
         """Make `key` resolve to `module` (a key naming another module is an error)."""
-        with self.lock:
+        with self.op():
             e = self.entry_of(module)
             other = self._by_key.get(key)
             if other is not None and other is not e:
@@ -270,7 +300,7 @@ class LinkContext:
         and return it with a lease. Its `deps` (modules of this context) keep loaded."""
         from relink.module import SyntheticModule
 
-        with self.lock:
+        with self.op():
             self._check_open()
             if key in self._by_key:
                 raise LinkContextError(f"key {key!r} already names "
@@ -305,7 +335,7 @@ class LinkContext:
             views[x.id] = m
         for x in reachable:
             views[x.id].dependencies = [views[d.id] for d in x.deps]
-        weakref.finalize(facade, lease.release)
+        weakref.finalize(facade, lease._collected)
         return facade
 
     @staticmethod
@@ -324,13 +354,13 @@ class LinkContext:
 
     def acquire(self, module: Any) -> Module:
         """A new reference (lease) on a module of this context, as a new root facade."""
-        with self.lock:
+        with self.op():
             self._check_open()
             return self._lease(self.entry_of(module))
 
     def pin(self, module: Any) -> None:
         """Keep `module` loaded until the context closes (RTLD_NODELETE)."""
-        with self.lock:
+        with self.op():
             self.entry_of(module).pinned = True
 
     # -- scopes -----------------------------------------------------------------------
@@ -340,7 +370,7 @@ class LinkContext:
 
         Every later relocation in this context searches the global scope first.
         """
-        with self.lock:
+        with self.op():
             e = self.entry_of(module)
             for x in (e, *e.deps):
                 if x not in self.globals:
@@ -348,7 +378,7 @@ class LinkContext:
 
     def demote_global(self, module: Any) -> None:
         """Remove the module from the global scope (already-bound references stay)."""
-        with self.lock:
+        with self.op():
             e = self.entry_of(module)
             self.globals = [g for g in self.globals if g is not e]
 
@@ -368,7 +398,7 @@ class LinkContext:
         return self._release(lease)
 
     def _release(self, lease: Lease) -> list[str]:
-        with self.lock:
+        with self.op():
             if lease.released:
                 return []
             lease.released = True
@@ -436,13 +466,13 @@ class LinkContext:
     def _initialize_pending(self, lease: Lease) -> None:
         from relink.linker.linker import run_initializers
 
-        with self.lock:
+        with self.op():
             pending, lease.pending_init = lease.pending_init, []
             run_initializers([e for e in pending if e.alive])
 
     def close(self) -> None:
         """Finalize (dependents first) and release every module. Idempotent."""
-        with self.lock:
+        with self.op():
             if self.closed:
                 return
             self.closed = True

@@ -194,7 +194,7 @@ class Linker:
             init: run initializers (False: call ``Module.initialize()`` later).
             observers: observers for this load only (after the linker's).
         """
-        with ctx.lock:
+        with ctx.op():
             load = self.prepare(ctx, source, key=key, name=name, caller=caller, scope=scope,
                                 interpose=interpose, observers=observers)
             try:
@@ -542,7 +542,7 @@ class PreparedLoad:
         if self.stage != "relocated":
             raise LinkContextError(f"cannot publish a load in stage {self.stage}",
                                    reason="stage")
-        with ctx.lock:
+        with ctx.op():
             ctx._check_open()
             for e, gen in self.touched.values():
                 if not e.alive or ctx._by_module.get(id(e.module)) is not e \
@@ -597,7 +597,7 @@ class PreparedLoad:
         if self.stage == "rolled back":
             return
         ctx = self.ctx
-        with ctx.lock:
+        with ctx.op():
             if self.acceptor is not None:
                 self.acceptor.close()
             new_ids = {e.id for e in self.new}
