@@ -204,6 +204,24 @@ class DependencyError(LinkerError):
     """A dependency could not be loaded for a reason other than not being found."""
 
 
+class VersionNotFoundError(DependencyError):
+    """A dependency lacks a symbol version the module requires (ld.so's "version `V' not
+    found (required by M)").
+
+    Attributes:
+        version: the version name required (DT_VERNEED).
+        needed: the file that must define it (the verneed's file name).
+        required_by: the requiring module.
+    """
+
+    def __init__(self, version: str, *, needed: str, required_by: str) -> None:
+        self.version = version
+        self.needed = needed
+        self.required_by = required_by
+        super().__init__(f"version `{version}' not found in {needed} (required by "
+                         f"{required_by})", file=required_by)
+
+
 class UnresolvedDependencyError(LinkerError):
     """A DT_NEEDED entry could not be found anywhere.
 

@@ -107,6 +107,14 @@ class ModuleState:
             return None
         return self.address_of_index(i), syms.sizes[i], syms.infos[i] & 0xF
 
+    def lookup_reference(self, name: str) -> tuple[int, int, int] | None:
+        """`lookup` for an unversioned relocation reference (ld.so's choice of version)."""
+        syms = self.image.symbols
+        i = syms.find_reference(name) if syms is not None else None
+        if i is None or syms is None:
+            return None
+        return self.address_of_index(i), syms.sizes[i], syms.infos[i] & 0xF
+
     def resolve_ifunc(self, resolver: int) -> int:
         """Call (once) the IFUNC resolver at `resolver` through the executor."""
         addr = self._ifunc.get(resolver)

@@ -21,12 +21,12 @@ import json
 import os
 import tempfile
 
-import gdb  # type: ignore[import-not-found]
+import gdb
 
 _added: set[str] = set()
 
 
-def _manifest(arg: str) -> dict:  # type: ignore[type-arg]
+def _manifest(arg: str) -> dict:
     path = arg.strip()
     if not path:
         pid = gdb.selected_inferior().pid
@@ -35,14 +35,14 @@ def _manifest(arg: str) -> dict:  # type: ignore[type-arg]
         path = os.path.join(tempfile.gettempdir(), f"relink-gdb-{pid}", "manifest.json")
     try:
         with open(path) as f:
-            return json.load(f)  # type: ignore[no-any-return]
+            return json.load(f)
     except OSError as e:
         raise gdb.GdbError(f"relink: cannot read {path}: {e.strerror} (start the process "
                            "with RELINK_GDB=1 or call relink.runtime.debug.enable_gdb())"
                            ) from None
 
 
-class RelinkModules(gdb.Command):  # type: ignore[misc]
+class RelinkModules(gdb.Command):
     """List the modules relink mapped: relink-modules [MANIFEST]."""
 
     def __init__(self) -> None:
@@ -55,7 +55,7 @@ class RelinkModules(gdb.Command):  # type: ignore[misc]
                       f"{m['path'] or '<memory>'}  [{segs}]\n")
 
 
-class RelinkSymbols(gdb.Command):  # type: ignore[misc]
+class RelinkSymbols(gdb.Command):
     """Load symbols of every module relink mapped: relink-symbols [MANIFEST]."""
 
     def __init__(self) -> None:

@@ -280,6 +280,25 @@ class SymbolTable:
             return i
         return None
 
+    def find_reference(self, name: str) -> int | None:
+        """The definition an *unversioned* relocation reference binds to, as in ld.so.
+
+        ld.so's check_match (without DL_LOOKUP_RETURN_NEWEST) accepts a definition of
+        version index 0, 1 or 2 — index 2 being the oldest version, the one a binary
+        linked before the library had versions expects — even a hidden one, and
+        otherwise the single default version. (dlsym, `find(name)`, takes the default.)
+        """
+        i = self.exports.get(name)
+        versym = self.versions.versym
+        if versym is None or (i is not None and (versym[i] & 0x7FFF) < 3):
+            return i
+        oldest = self.versions.def_names.get(2)
+        if oldest is not None:
+            j = self.versioned.get((name, oldest))
+            if j is not None:
+                return j
+        return i
+
     # -- hash walks -------------------------------------------------------------------
 
     def gnu_lookup(self, name: str) -> int | None:

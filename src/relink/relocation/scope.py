@@ -180,7 +180,10 @@ class Binder:
         if mod.image.dynamic is not None and mod.image.dynamic.symbolic and defined:
             order = [mod, *order]
         for prov in order:
-            found = prov.lookup(name, version, exact)
+            if version is None and isinstance(prov, ModuleState):  # ld.so's unversioned rule
+                found = prov.lookup_reference(name)
+            else:
+                found = prov.lookup(name, version, exact)
             if found is not None:
                 addr, size, stype = found
                 if stype == STT_GNU_IFUNC and not getattr(prov, "is_host", False) and \
