@@ -306,3 +306,13 @@ def test_run_main_exit_from_a_subprocess_interpreter(pie: Path) -> None:
                           cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "still here 9"
+
+
+def test_execute_from_a_file_object_and_default_argv(pie: Path,
+                                                     capfd: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    with open(pie, "rb") as f:
+        assert relink.execute(f, name="from-file") == 1
+    assert capfd.readouterr().out == "ctor=42 argc=1 [from-file]\n"
+    assert relink.execute(pie) == 1
+    assert capfd.readouterr().out == f"ctor=42 argc=1 [{pie}]\n"

@@ -290,3 +290,17 @@ def test_real_zlib_binds_lazily() -> None:
         assert {"deflate", "deflateEnd"} <= bound
         assert all(bound_to == (z.symbol(name) or bound_to)
                    for name, (_a, bound_to) in lazy.slots(z).items() if bound_to)
+
+
+def test_first_call_in_a_forked_child(consumer: Path) -> None:
+    """After os.fork (CPython's after-fork hooks ran) the child binds its own copy."""
+    with relink.load(consumer, lazy=True) as m:
+        call_second = m.function("call_second", ctypes.c_int)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = call_second() if lazy.slots(m)["second"][1] is None else 99
+            os._exit(code if lazy.slots(m)["second"][1] else 98)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 2
+        assert lazy.slots(m)["second"][1] is None  # the parent's slot is still pending
+        assert call_second() == 2
