@@ -191,3 +191,22 @@ def test_placement_errors(provider_plan: Plan) -> None:
         provider_plan.create_arena(MemoryClass.CODE, page_size=3000)
     with pytest.raises(PlanError, match="override is"):
         mod.section(".data").set_data(b"x")
+
+
+def test_whole_image_code_override_from_file(libs: dict[str, Path]) -> None:
+    """Patch code of a file-backed (r-x) mapping: provider_value returns 2."""
+    plan = scan(libs["plain"])
+    mod = plan.root
+    text = mod.section(".text")
+    syms = mod.elf.symbols
+    assert syms is not None
+    i = syms.find("provider_value")
+    assert i is not None
+    off = syms.values[i] - text.addr
+    code = bytearray(text.data())
+    assert code[off:off + 6] == b"\xb8\x01\x00\x00\x00\xc3"  # mov $1, %eax; ret
+    code[off + 1] = 2
+    text.set_data(code)
+    with plan.load() as lib:
+        assert lib.function("provider_value", ctypes.c_int)() == 2
+        assert read_value(lib) == bytes([1, 2, 3, 4])

@@ -227,3 +227,57 @@ def test_foreign_module_whole_image_into_buffer(libs: dict[str, Path]) -> None:
     with loaded:
         region = loaded._state.image.region
         assert region.read(loaded.symbol("value"), 4) == bytes([7, 7, 7, 7])
+
+
+def _patched(lib: Path, section: str, at: int, new: bytes) -> bytes:
+    raw = bytearray(lib.read_bytes())
+    with ElfFile(bytes(raw)) as elf:
+        sh = elf.section(section)
+        assert sh is not None
+        raw[sh.sh_offset + at:sh.sh_offset + at + len(new)] = new
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("section,at,new,message", [
+    (".rela.text", 8 + 4, struct.pack("<I", 0xFFFFFF), "symbol index"),
+    (".rela.text", 0, struct.pack("<Q", 0x10), "outside the section"),
+    (".eh_frame_hdr", 0, b"\x02", "version"),
+    (".plt", 0, b"\x0f\x0b", "unrecognized instruction"),
+    (".rela.dyn", 0, struct.pack("<Q", 0x7FFFFFF0), "not inside any allocated section"),
+], ids=["bad-symbol", "bad-place", "eh-frame-hdr", "plt", "dyn-offset"])
+def test_corrupt_reorderable_input_fails_before_mapping(libs: dict[str, Path], section: str,
+                                                        at: int, new: bytes, message: str
+                                                        ) -> None:
+    lib = libs["rich"] if section != ".plt" else libs["dependent"]
+    raw = _patched(lib, section, at, new)
+    plan = scan(raw, name=lib.name, missing_ok=True)
+    plan.missing.clear()  # the repair runs before dependencies would be needed
+    mapper = BufferMapper()
+    reserved: list[int] = []
+    real = mapper.reserve
+    mapper.reserve = lambda size, **kw: reserved.append(size) or real(size, **kw)  # type: ignore
+    with pytest.raises(PlanError, match=message) as exc:
+        plan.load(mapper=mapper)
+    assert lib.name in str(exc.value)
+    assert reserved == []
+
+
+def test_scan_survives_random_section_table_damage(libs: dict[str, Path]) -> None:
+    """Flipping bytes of the section header table never escapes as a non-RelinkError:
+    the module is planned (possibly opaque) or the scan fails with an ElfParseError."""
+    import random
+
+    raw = libs["provider"].read_bytes()
+    with ElfFile(raw) as elf:
+        shoff, shsize = elf.header.e_shoff, elf.header.e_shnum * 64
+    rng = random.Random(1234)
+    for _ in range(200):
+        buf = bytearray(raw)
+        for _k in range(rng.randint(1, 6)):
+            buf[shoff + rng.randrange(shsize)] = rng.randrange(256)
+        try:
+            plan = scan(bytes(buf), name="libprovider.so")
+        except relink.RelinkError:
+            continue
+        plan.describe()
+        plan.close()

@@ -377,7 +377,8 @@ def _write_overrides(mod: ModulePlan, image: Image) -> None:
         hi = (addr + len(data) + page - 1) & ~(page - 1)
         prot = next((p for st, n, p in image.protections if st <= lo and hi <= st + n), None)
         if prot is not None and not prot & PROT_WRITE:
-            image.region.protect(lo, hi - lo, prot | PROT_WRITE)
+            # Writable but never executable at the same time (W^X), then restored.
+            image.region.protect(lo, hi - lo, PROT_READ | PROT_WRITE)
         image.region.write(addr, data)
         if prot is not None and not prot & PROT_WRITE:
             image.region.protect(lo, hi - lo, prot)
