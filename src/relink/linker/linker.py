@@ -22,31 +22,21 @@ four stages; `Linker.prepare` returns a `PreparedLoad` to drive them one by one.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from relink.arch import host_spec
-from relink.elf.header import parse_header
-from relink.elf.source import ElfSource, open_source
-from relink.errors import UnresolvedDependencyError
 from relink.linker import callbacks
 from relink.linker.context import Entry, LinkContext, LinkContextError
 from relink.linker.hooks import make_hooks
+from relink.linker.prepare import GraphBuilder, search_info
 from relink.linker.resolvers import (
     Acceptor,
-    Found,
-    ResolveRequest,
-    call_resolver,
-    classify,
-    default_resolve,
 )
-from relink.linker.search import ModuleSearchInfo, SearchPathResolver
-from relink.loader import map_image
+from relink.linker.search import SearchPathResolver
 from relink.memory import Mapper
 from relink.module import Module, SyntheticModule
 from relink.observer import (
-    BeforeLoadEvent,
     LinkerRelocationEvent,
     RelocatedEvent,
     implemented,
@@ -59,18 +49,6 @@ from relink.runtime.host import PROCESS, HostPolicy
 from relink.state import ModuleState, State
 
 __all__ = ["Linker", "PreparedLoad", "run_initializers", "search_info"]
-
-_DF_1_NODEFLIB = 0x800
-
-
-def search_info(st: ModuleState) -> ModuleSearchInfo:
-    """The search facts (RPATH, RUNPATH, $ORIGIN, NODEFLIB) of a mapped module."""
-    dyn = st.image.dynamic
-    return ModuleSearchInfo.from_dynamic(
-        st.name, st.path, rpath=dyn.rpath if dyn else None,
-        runpath=dyn.runpath if dyn else None,
-        nodeflib=bool(dyn and dyn.flags_1 & _DF_1_NODEFLIB))
-
 
 def _init_args() -> tuple[int, int, int]:
     from relink.runtime.libc import argv_pointers, environ_pointer
@@ -100,11 +78,6 @@ def _default_tls() -> TlsHooks | None:
     except ImportError:
         return None
     return native_tls()
-
-
-def _is_source(obj: Any) -> bool:
-    return isinstance(obj, (str, os.PathLike, bytes, bytearray, memoryview, int, ElfSource)) \
-        or hasattr(obj, "read") or hasattr(obj, "fileno")
 
 
 class Linker:
@@ -211,7 +184,7 @@ class Linker:
             return root
 
 
-class PreparedLoad:
+class PreparedLoad(GraphBuilder):
     """One load in progress (stages: prepared -> relocated -> published -> initialized)."""
 
     def __init__(self, linker: Linker, ctx: LinkContext, *, key: str | None = None,
@@ -251,188 +224,6 @@ class PreparedLoad:
         if not hasattr(p, "lookup"):
             raise TypeError(f"scope entry {p!r} is not a module or symbol provider")
         return p
-
-    # -- stage 1: prepare --------------------------------------------------------------
-
-    def _known(self, name: str) -> Entry | None:
-        e = self.names.get(name)
-        if e is None:
-            e = self.ctx._by_key.get(name)
-            if e is not None:
-                self.touched.setdefault(e.id, (e, e.generation))
-        return e
-
-    def _acceptor(self) -> Acceptor:
-        if self.acceptor is None:
-            spec = self.spec
-            self.acceptor = Acceptor(spec.e_machine if spec else None,
-                                     spec.elf_class if spec else None)
-        return self.acceptor
-
-    def _prepare(self, source: Any) -> None:
-        self.stage = "preparing"
-        root = self._root(source)
-        self.root = root
-        queue = [root] if root in self.new and root.owned else []
-        while queue:
-            e = queue.pop(0)
-            dyn = e.module.image.dynamic
-            for needed in (dyn.needed if dyn is not None else []):
-                dep = self._known(needed)
-                if dep is None:
-                    dep = self._dependency(needed, e)
-                    if dep.owned and dep in self.new and dep is not root \
-                            and dep not in queue and dep.loader is e:
-                        queue.append(dep)
-                self.names.setdefault(needed, dep)
-                e.deps.append(dep)
-        if self.acceptor is not None:
-            self.acceptor.close()
-        self.stage = "prepared"
-
-    def _root(self, source: Any) -> Entry:
-        if not _is_source(source):
-            return self._adopt(source, self.key or getattr(source, "name", None) or "<module>",
-                               "root", None)
-        if isinstance(source, str) and self.key is None and self._known(source) is not None:
-            e = self._known(source)
-            assert e is not None
-            return e
-        if self.key is not None and self._known(self.key) is not None:
-            e = self._known(self.key)
-            assert e is not None
-            return e
-        key = self.key or (os.fspath(source) if isinstance(source, (str, os.PathLike))
-                           else None)
-        found: Found | None = None
-        if isinstance(source, str):
-            found = self._custom(source, None, is_root=True)
-            if found is None and "/" not in source and not os.path.exists(source):
-                owner = self.caller
-                found = default_resolve(source, owner.search if owner else None,
-                                        owner.chain() if owner else [],
-                                        search=self.linker.search, host=None,
-                                        acceptor=self._acceptor())
-        if found is not None:
-            e = self._materialize(found, key or source, None, root=True)
-            self.names.setdefault(key or source, e)  # the requested key names the root
-            return e
-        src = open_source(source, name=self.name)
-        return self._from_source(src, key, None, "root", root=True)
-
-    def _custom(self, needed: str, owner: Entry | None, *, is_root: bool) -> Found | None:
-        if not self.linker.resolvers:
-            return None
-        search = owner.search if owner else (self.caller.search if self.caller else None)
-        chain = owner.chain() if owner else []
-
-        def default() -> Found | None:
-            return default_resolve(needed, search, chain, search=self.linker.search,
-                                   host=None, acceptor=self._acceptor())
-
-        req = ResolveRequest(needed, owner.view() if owner else None, search, chain, self.ctx,
-                             is_root, default)
-        for resolver in self.linker.resolvers:
-            found = classify(call_resolver(resolver, req), needed)
-            if found is not None:
-                return found
-        return None
-
-    def _dependency(self, needed: str, owner: Entry) -> Entry:
-        found = self._custom(needed, owner, is_root=False)
-        if found is None:
-            found = default_resolve(needed, owner.search, owner.chain(),
-                                    search=self.linker.search, host=self.linker.host,
-                                    acceptor=self._acceptor())
-        return self._materialize(found, needed, owner)
-
-    def _materialize(self, found: Found, needed: str, owner: Entry | None, *,
-                     root: bool = False) -> Entry:
-        label = owner.module.image.label if owner is not None else None
-        if found.kind == "missing":
-            raise UnresolvedDependencyError(needed, needed_by=label,
-                                            searched=[str(c) for c in found.tried]
-                                            or [found.how])
-        if found.kind == "existing":
-            e = self._known(found.value)
-            if e is None:
-                raise LinkContextError(f"resolver for {needed!r} returned Existing("
-                                       f"{found.value!r}) but the context has no such key",
-                                       reason="existing-key-missing", file=label)
-            return e
-        if found.kind in ("host", "module"):
-            return self._adopt(found.value, needed, found.how, owner)
-        if found.kind == "bytes":
-            src = open_source(found.value, name=needed.rsplit("/", 1)[-1])
-        else:
-            src = found.source if found.source is not None else open_source(found.value)
-        return self._from_source(src, needed if root else None, owner, found.how, root=root)
-
-    def _adopt(self, obj: Any, key: str, how: str, owner: Entry | None) -> Entry:
-        target = obj._state if isinstance(obj, Module) else obj
-        e = self.ctx._by_module.get(id(target))
-        if e is not None:
-            self.touched.setdefault(e.id, (e, e.generation))
-            return e
-        for staged in self.new:
-            if staged.module is target:
-                return staged
-        e = Entry(target, key, owned=False, how=how, loader=owner)
-        if isinstance(obj, Module):
-            e.keep.append(obj)
-        if isinstance(target, SyntheticModule):
-            e.facade = Module(target)
-        self.new.append(e)
-        self.names.setdefault(key, e)
-        return e
-
-    def _from_source(self, src: ElfSource, key: str | None, owner: Entry | None, how: str,
-                     *, root: bool = False) -> Entry:
-        ident = src.identity
-        same = self.idents.get(ident) or self.ctx._by_identity.get(ident)
-        if same is not None:
-            src.close()
-            if same.alive and same not in self.new:
-                self.touched.setdefault(same.id, (same, same.generation))
-            if key:
-                self.names.setdefault(key, same)
-            return same
-        try:
-            src = self._before_load(src, owner)
-            image = map_image(src, mapper=self.linker.mapper, expect=self.spec)
-        except BaseException:
-            src.close()
-            raise
-        st = ModuleState(image, self.linker.executor)
-        if self.spec is None:
-            self.spec = image.spec
-        if key is None:
-            key = src.path or (src.name if src.name != "<memory>" else f"<memory#{ident.a}>")
-        e = Entry(st, key, owned=True, how=how, search=search_info(st), loader=owner)
-        self.new.append(e)
-        if ident.kind == "file":
-            self.idents[ident] = e
-        for alias in (key, st.soname, src.path and os.path.abspath(src.path)):
-            if alias:
-                if alias != key:
-                    e.aliases.append(alias)
-                self.names.setdefault(alias, e)
-        return e
-
-    def _before_load(self, src: ElfSource, owner: Entry | None) -> ElfSource:
-        hooks = implemented(self.observers, "on_before_load")
-        if not hooks:
-            return src
-        ev = BeforeLoadEvent(src.name, src.path, owner.name if owner else None,
-                             parse_header(src), src)
-        for hook in hooks:
-            hook(ev)
-        if ev.replacement is not None:
-            src.close()
-            src = open_source(ev.replacement, name=ev.name)
-        elif ev.name != src.name:
-            src.name = ev.name
-        return src
 
     # -- stage 2: relocate -------------------------------------------------------------
 
