@@ -140,7 +140,8 @@ def test_unsupported_retained_relocation_fails_before_mapping(libs: dict[str, Pa
     assert "librich.so" in str(exc.value)
 
 
-def test_cli_plan(libs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_plan(libs: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                  tmp_path: Path) -> None:
     assert main(["plan", str(libs["root"])]) == 0
     out = capsys.readouterr().out
     assert "libprovider.so" in out and "capability: reorderable" in out
@@ -155,6 +156,13 @@ def test_cli_plan(libs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> 
     data = json.loads(capsys.readouterr().out)
     assert any(a["name"] == "code.hot" for a in data["arenas"])
     assert data["hot"]["packed"][0]["function"] == "root_value"
+    profile = tmp_path / "hot.prof"
+    profile.write_text("provider_value\n")
+    assert main(["plan", str(libs["root"]), "--hot", str(profile)]) == 0
+    out = capsys.readouterr().out
+    assert "code.hot" in out and "hot functions packed: 1" in out
+    assert main(["plan", str(libs["plain"])]) == 0
+    assert "arenas: none" in capsys.readouterr().out
     assert main(["plan", "/nonexistent/libx.so"]) == 1
 
 

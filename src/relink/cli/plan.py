@@ -2,8 +2,8 @@
 
 CLI layer over `relink.scan` (plan/scan.py): nothing is mapped and no code from the files
 runs. Prints every module (capability and why, dependencies), its allocated sections
-(size, memory class, alignment) and — when ``--hot`` names functions to pack — the
-arenas the plan would lay out; ``--json`` prints the same data as JSON.
+(size, memory class, alignment, placement) and the arenas the default layout would use
+(plus the hot-code packing pass with ``--hot``); ``--json`` prints the same as JSON.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
                 [n for n in args.hot.split(",") if n]
             packer = hot_pack(names)
             plan.run(packer)
-            normalize(plan)
+        # The default layout (pure planning: nothing is mapped) shows the arenas.
+        normalize(plan)
         data = plan.describe()
         if packer is not None:
             data["hot"] = packer.describe()
@@ -89,7 +90,9 @@ def _print(data: dict[str, Any]) -> None:
         out.write("served by the host: " + ", ".join(data["host"]) + "\n")
     if data["missing"]:
         out.write("NOT FOUND: " + ", ".join(data["missing"]) + "\n")
-    if data["arenas"]:
+    if not data["arenas"]:
+        out.write("arenas: none (every module is mapped whole)\n")
+    else:
         out.write("arenas:\n")
         for a in data["arenas"]:
             page = "2M" if a["page_size"] == 2 << 20 else f"{a['page_size'] // 1024}K"
