@@ -397,3 +397,13 @@ def test_rollback_of_a_reload_releases_only_its_lease(root: Path) -> None:
     prepared.rollback()
     assert len(ctx) == 3 and call(held, "root_value") == 3
     assert held._owner.release() == ["libroot.so", "libdependent.so", "libprovider.so"]
+
+
+def test_lazy_load_retains_global_candidates(provider: Path, global_lib: Path) -> None:
+    ctx = LinkContext()
+    prov = ctx.load(provider)
+    ctx.promote_global(prov)
+    glob = Linker(lazy=True).load(ctx, global_lib)  # provider_value binds on first call
+    assert ctx.release(prov) == []  # retained: a lazy slot may still bind to it
+    assert call(glob, "global_value") == 2
+    assert sorted(ctx.release(glob)) == ["libglobal.so", "libprovider.so"]

@@ -308,7 +308,11 @@ class PreparedLoad(GraphBuilder):
                 from relink.runtime.unwind import register_frames
 
                 register_frames(st)
-            self._record_bindings(e, binder.used.values())
+            used: list[Any] = list(binder.used.values())
+            if self.linker.lazy:
+                # Lazy slots bind on first call, after this: keep every candidate alive.
+                used += [p for p in scope if p is not st and p not in used]
+            self._record_bindings(e, used)
         self.stage = "relocated"
 
     def _record_bindings(self, e: Entry, used: Any) -> None:
