@@ -53,10 +53,12 @@ print(json.dumps(out))
 INSTALL = "pip install cle 'bitstring<5' (or set RELINK_BENCH_CLE_PYTHON to a Python that has it)"
 
 
-def cle_python() -> str | None:
-    """An interpreter that can import cle, or None."""
-    candidates = [os.environ.get("RELINK_BENCH_CLE_PYTHON"), sys.executable,
-                  "/tmp/cle-venv/bin/python"]
+def cle_python(candidates: list[str | None] | None = None) -> str | None:
+    """The first interpreter (of `candidates`, default: $RELINK_BENCH_CLE_PYTHON, this
+    one, /tmp/cle-venv) that can import cle, or None."""
+    if candidates is None:
+        candidates = [os.environ.get("RELINK_BENCH_CLE_PYTHON"), sys.executable,
+                      "/tmp/cle-venv/bin/python"]
     for py in candidates:
         if py and Path(py).exists():
             ok = subprocess.run([py, "-c", "import cle"], capture_output=True).returncode == 0
@@ -66,10 +68,11 @@ def cle_python() -> str | None:
 
 
 def bench_cle(rounds: int = 10, progress: Progress = _common.progress,
-              python: str | None = None) -> tuple[list[Result], dict[str, object]]:
+              python: str | None = None, candidates: list[str | None] | None = None
+              ) -> tuple[list[Result], dict[str, object]]:
     """([CLE forced, CLE auto] results, facts); ([], {"cle": "not installed ..."}) if
-    no interpreter has CLE."""
-    py = python or cle_python()
+    no interpreter has CLE (`python`, else the first of `candidates` that has it)."""
+    py = python or cle_python(candidates)
     if py is None:
         return [], {"cle": f"not installed -- {INSTALL}"}
     chain = build_chain()
