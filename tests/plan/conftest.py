@@ -35,5 +35,7 @@ def libs() -> dict[str, Path]:
                         ldflags=EMIT, group="plan")
     norel = build_shared("norel", _src("norel.c"), cflags=["-O2"], ldflags=EMIT,
                          group="plan")
-    return {"norel": norel, "provider": provider, "dependent": dependent, "root": root,
-            "plain": plain, "rich": rich}
+    throwing = build_shared("throwing", {"throwing.cc": _src("throwing.cc")}, lang="c++",
+                            cflags=["-O2", "-ffunction-sections"], ldflags=EMIT, group="plan")
+    return {"throwing": throwing, "norel": norel, "provider": provider,
+            "dependent": dependent, "root": root, "plain": plain, "rich": rich}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -289,3 +290,23 @@ def test_scan_survives_random_section_table_damage(libs: dict[str, Path]) -> Non
             continue
         plan.describe()
         plan.close()
+
+
+@pytest.mark.parametrize("hot", [False, True], ids=["regions", "hot-packed"])
+def test_cxx_exceptions_unwind_through_moved_code(libs: dict[str, Path], hot: bool) -> None:
+    plan = scan(libs["throwing"])
+    if hot:
+        packer = hot_pack(["_Z7throweri", "_Z6middlei", "catcher"])
+        plan.run(packer)
+        assert len(packer.packed) == 3
+    with plan.load() as lib:
+        catcher = lib.function("catcher", ctypes.c_int, ctypes.c_int)
+        assert catcher(0) == 2
+        # Thrown in thrower, unwound through middle, caught in catcher. A stale unwind
+        # table ends in std::terminate (abort), so the throw runs in a forked child.
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os._exit(catcher(1))
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status), f"child died: status {status:#x} (std::terminate?)"
+        assert os.WEXITSTATUS(status) == 42

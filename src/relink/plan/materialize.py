@@ -338,7 +338,11 @@ def _region_image(mod: ModulePlan, src: ElfSource, layout: Layout, shared: _Shar
         tls = dataclasses.replace(old_tls, p_offset=0, p_vaddr=start, p_paddr=start)
         phdrs.append(tls)
     hdr = mod.find(".eh_frame_hdr")
-    eh_frame_hdr = base + new[hdr.index] if hdr is not None and hdr.index in new else None
+    eh_frame_hdr = None
+    if hdr is not None and hdr.index in new and hdr.size:
+        eh_frame_hdr = base + new[hdr.index]
+        phdrs.append(ProgramHeader(PT_GNU_EH_FRAME, PF_R, 0, new[hdr.index], new[hdr.index],
+                                   hdr.size, hdr.size, 4))
     entry = eh.e_entry
     if entry:
         entry = ModuleRepair(mod, layout.new_addr).remap(entry, "e_entry")
@@ -444,6 +448,10 @@ def _link(plan: Plan, states: dict[str, ModuleState], group: Any, scope: Sequenc
                     shared.region.protect(arena.address, layout.arena_spans[arena.index],
                                           _CLASS_PROT[arena.mem_class])
         st.image.finish_protection()
+        if st.image.mapper.native:  # C++ exceptions must unwind through it (repaired)
+            from relink.runtime.unwind import register_frames
+
+            register_frames(st)
     if shared is not None:
         for arena in plan.arenas:
             off = layout.arena_offsets.get(arena.index)
