@@ -112,3 +112,13 @@ def unique_pair() -> tuple[Path, Path]:
     return tuple(build_shared(f"unique{i}", {f"unique{i}.cpp": text}, lang="c++",
                               cflags=[f"-DUNIQUE_FN=unique_addr{i}"], group="linker")
                  for i in (1, 2))  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def cycle() -> Path:
+    """libcyc_a.so needs libcyc_b.so, which needs libcyc_a.so."""
+    first = shared("cyc_a", soname="libcyc_a.so", group="linker-cyc0")
+    b = shared("cyc_b", deps=[first], soname="libcyc_b.so", group="linker-cyc",
+               ldflags=RUNPATH)
+    return shared("cyc_a", deps=[b], soname="libcyc_a.so", group="linker-cyc",
+                  cflags=["-DWITH_B"], ldflags=RUNPATH)

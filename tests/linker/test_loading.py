@@ -407,3 +407,13 @@ def test_lazy_load_retains_global_candidates(provider: Path, global_lib: Path) -
     assert ctx.release(prov) == []  # retained: a lazy slot may still bind to it
     assert call(glob, "global_value") == 2
     assert sorted(ctx.release(glob)) == ["libglobal.so", "libprovider.so"]
+
+
+def test_dependency_cycle(cycle: Path) -> None:
+    ctx = LinkContext()
+    mod = ctx.load(cycle)
+    assert call(mod, "a_total") == 3
+    b = ctx.get("libcyc_b.so")
+    assert [d.name for d in ctx.dependencies(b)] == ["libcyc_a.so"]
+    assert [m.name for m in ctx.modules()] == ["libcyc_b.so", "libcyc_a.so"]
+    assert ctx.release(mod) == ["libcyc_a.so", "libcyc_b.so"]
