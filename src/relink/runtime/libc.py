@@ -131,6 +131,10 @@ TLS_GET_ADDR = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(TlsIndex))
 CPUID = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
                          ctypes.POINTER(ctypes.c_uint32 * 4))
 REGISTER_FRAME = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # __(de)register_frame(begin)
+# glibc's _dl_get_tls_static_info(size_t *size, size_t *align) (GLIBC_PRIVATE)
+TLS_STATIC_INFO = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_size_t),
+                                   ctypes.POINTER(ctypes.c_size_t))
+__all__ += ["TLS_STATIC_INFO"]
 __all__ += ["CPUID", "DL_ITERATE_PHDR_CALLBACK", "DlPhdrInfo", "REGISTER_FRAME",
             "RTLD_DI_LINKMAP", "RTLD_DI_TLS_DATA", "RTLD_DI_TLS_MODID", "TLS_GET_ADDR",
             "TlsIndex", "dl_iterate_phdr", "pthread_self"]

@@ -75,8 +75,7 @@ def _static_tls_size() -> int | None:
     addr = c.dlsym(c.RTLD_DEFAULT, b"_dl_get_tls_static_info")
     if not addr:
         return None
-    fn = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_size_t),
-                          ctypes.POINTER(ctypes.c_size_t))(addr)
+    fn = c.TLS_STATIC_INFO(addr)
     size, align = ctypes.c_size_t(), ctypes.c_size_t()
     fn(ctypes.byref(size), ctypes.byref(align))
     return size.value
