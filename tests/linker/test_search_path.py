@@ -117,3 +117,24 @@ def test_host_policy_is_user_changeable(zuser: Path) -> None:
         assert mod.function("zuser_version", ctypes.c_char_p)() == \
             zlib.ZLIB_RUNTIME_VERSION.encode()
         assert ctx.get("libc.so.6") is None or ctx.get("libc.so.6").is_host
+
+
+def test_buffer_load_skips_other_machines_once_the_root_is_known(
+        middle: Path, leaf: Path, tmp_path: Path) -> None:
+    from relink.memory.buffer import BufferMapper
+
+    bad, good = tmp_path / "bad", tmp_path / "good"
+    bad.mkdir()
+    good.mkdir()
+    data = bytearray(leaf.read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # an aarch64-looking libleaf.so first
+    (bad / "libleaf.so").write_bytes(data)
+    shutil.copy(leaf, good / "libleaf.so")
+    shutil.copy(middle, good / "libmiddle.so")
+    search = SearchPathResolver(fixed_dirs=(str(bad), str(good)), use_ld_cache=False,
+                                use_default_dirs=False)
+    linker = Linker(mapper=BufferMapper(), search=search)  # no arch given: any root
+    with LinkContext(linker=linker) as ctx:
+        mod = linker.load(ctx, "libmiddle.so", init=False)  # root found by name
+        assert mod.path == str(good / "libmiddle.so") and mod.arch == "x86_64"
+        assert ctx.get("libleaf.so").path == str(good / "libleaf.so")

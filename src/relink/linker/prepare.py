@@ -80,6 +80,10 @@ class GraphBuilder:
             spec = self.spec
             self.acceptor = Acceptor(spec.e_machine if spec else None,
                                      spec.elf_class if spec else None)
+        elif self.acceptor.machine is None and self.spec is not None:
+            # The target became known with the root: skip other machines from now on.
+            self.acceptor.machine = self.spec.e_machine
+            self.acceptor.elf_class = self.spec.elf_class
         return self.acceptor
 
     def _prepare(self, source: Any) -> None:
