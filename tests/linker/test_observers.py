@@ -174,3 +174,21 @@ def test_no_observer_installs_nothing(dependent: Path, monkeypatch: pytest.Monke
 
     assert captured and all(t is Binder for t, _ in captured)
     assert all("pre" not in kw and kw["fallback"] is None for _, kw in captured)
+
+
+def test_binding_made_by_an_observer_retains_its_provider(provider: Path,
+                                                          global_lib: Path) -> None:
+    class Manual(Observer):
+        def on_relocation_pre(self, event: RelocationEvent) -> None:
+            if event.symbol == "provider_value":
+                address = event.lookup()  # binds through the rules and records it
+                assert address is not None
+                event.handle(address)
+
+    ctx = LinkContext()
+    prov = ctx.load(provider)
+    ctx.promote_global(prov)
+    glob = load(ctx, global_lib, Manual())
+    assert ctx.release(prov) == []  # retained by the recorded binding
+    assert glob.function("global_value", INT)() == 2
+    assert sorted(ctx.release(glob)) == ["libglobal.so", "libprovider.so"]
