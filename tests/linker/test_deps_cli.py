@@ -88,3 +88,12 @@ def test_unreadable_root_is_an_error(capsys: pytest.CaptureFixture[str], tmp_pat
     bad.write_bytes(b"not an elf")
     assert main(["deps", str(bad)]) == 1
     assert "relink:" in capsys.readouterr().err
+
+
+def test_cycle_is_shown_once(capsys: pytest.CaptureFixture[str], cycle: Path) -> None:
+    rc, out = run(capsys, str(cycle))
+    assert rc == 0
+    assert out.splitlines()[1:] == [
+        f"└── libcyc_b.so => {cycle.parent}/libcyc_b.so  [RUNPATH of libcyc_a.so]",
+        "    └── libcyc_a.so => " + str(cycle) + "  [already loaded as libcyc_a.so]",
+    ]
