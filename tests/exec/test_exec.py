@@ -147,7 +147,7 @@ def test_execute_missing_interpreter_is_clear(pie: Path) -> None:
         relink.execute(bytes(data), ["p"])
 
 
-def test_execute_rejects_a_shared_object() -> None:
+def test_execute_rejects_garbage() -> None:
     garbage = b"\x7fELF" + b"\0" * 60
     with pytest.raises(relink.RelinkError):
         relink.execute(garbage, ["x"])
