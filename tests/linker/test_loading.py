@@ -417,3 +417,20 @@ def test_dependency_cycle(cycle: Path) -> None:
     assert [d.name for d in ctx.dependencies(b)] == ["libcyc_a.so"]
     assert [m.name for m in ctx.modules()] == ["libcyc_b.so", "libcyc_a.so"]
     assert ctx.release(mod) == ["libcyc_a.so", "libcyc_b.so"]
+
+
+def test_rollback_refuses_when_later_loads_use_the_modules(provider: Path,
+                                                            dependent: Path) -> None:
+    ctx = LinkContext()
+    prepared = Linker().prepare(ctx, provider)
+    prepared.relocate()
+    prov = prepared.publish()
+    prepared.initialize()
+    dep = ctx.load(dependent)  # binds to the published provider
+    with pytest.raises(LinkContextError) as info:
+        prepared.rollback()
+    assert info.value.reason == "in-use" and "libdependent.so" in str(info.value)
+    assert call(dep, "dependent_value") == 2
+    dep.close()
+    prepared.rollback()
+    assert len(ctx) == 0 and prov.state == "closed"

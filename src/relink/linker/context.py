@@ -439,6 +439,9 @@ class LinkContext:
         for e in dead:
             self._by_module.pop(id(e.module), None)
             e.alive = False
+        gone = {id(e.module) for e in dead}
+        for name in [n for n, b in self.unique.items() if id(b[3]) in gone]:
+            del self.unique[name]  # a GNU_UNIQUE definition that is no longer mapped
         # An alias of an unloaded module falls back to another module that claimed it.
         for e in self._order:
             for key in (e.key, *e.aliases):

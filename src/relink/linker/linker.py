@@ -396,10 +396,16 @@ class PreparedLoad(GraphBuilder):
             if self.acceptor is not None:
                 self.acceptor.close()
             new_ids = {e.id for e in self.new}
-            if self.lease is not None:
+            published = [e for e in ctx._order if e.id in new_ids]
+            users = [u.name for u in ctx._order if u.id not in new_ids and any(
+                d.id in new_ids for d in (*u.deps, *u.bound.values()))]
+            if published and users:
+                raise LinkContextError(
+                    f"cannot roll back: {', '.join(sorted(set(users)))} now depend on "
+                    "modules of this load", reason="in-use")
+            if self.lease is not None and not self.lease.released:
                 self.lease.released = True
                 self.lease.entry.leases -= 1
-            published = [e for e in ctx._order if e.id in new_ids]
             if published:
                 ctx._detach(published)
             order = self.init_order() if self.root is not None else []
