@@ -79,6 +79,7 @@ def test_dedup_by_soname_and_file_identity(leaf: Path, tmp_path: Path) -> None:
 
 
 def test_isolation_100_contexts(counter: Path) -> None:
+    fds = open_fds()
     contexts = [LinkContext(f"iso-{i}") for i in range(100)]
     mods = []
     try:
@@ -96,6 +97,7 @@ def test_isolation_100_contexts(counter: Path) -> None:
             ctx.close()
     assert all(m.state == "closed" for m in mods)
     assert maps_lines(str(counter)) == []
+    assert open_fds() == fds  # every fd the 50 file loads kept is closed again
 
 
 def test_unresolved_dependency_names_everything_and_rolls_back(broken: Path,
