@@ -150,6 +150,7 @@ def test_interpose_from_python(consumer: Path) -> None:
 
 def test_gnu_unique_has_one_definition() -> None:
     from core_fixtures import src
+
     from relink.elf import ElfFile
     from support.build import build_shared
 

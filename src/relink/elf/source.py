@@ -185,6 +185,9 @@ def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
         except OSError as exc:
             raise MappingError(f"cannot open: {exc.strerror}", file=path, op="open",
                                errno=exc.errno) from exc
+        except ValueError as exc:  # e.g. an embedded NUL byte
+            raise MappingError(f"cannot open: {exc}", file=repr(path), op="open",
+                               errno=22) from exc
         return _from_fd(fd, path, owns=True)
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
