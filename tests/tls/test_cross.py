@@ -133,3 +133,35 @@ def test_static_tls_exhaustion_names_the_tunable() -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_dtpmod_dtpoff_slots_hold_module_id_and_offset() -> None:
+    """relink-study §4.3 relocation::applies_dynamic_relocations: each DTPMOD64 slot holds
+    the provider's glibc module id, each DTPOFF64 slot the symbol's value + addend."""
+    from relink.arch import host_spec
+    from relink.elf import ElfFile
+    from relink.runtime.tls import native_tls
+
+    provider = tls_module("gd")
+    user = tls_user("gd", provider, "gd_on_gd")
+    spec = host_spec()
+    with ElfFile(str(user)) as elf:
+        syms = elf.symbols
+        assert syms is not None
+        tables, _ = elf.relocation_tables()
+        entries = [(spec.rtype_name(t.types[k]), t.offsets[k], syms.names[t.syms[k]],
+                    t.addends[k] if t.addends else 0)
+                   for t in tables for k in range(len(t))
+                   if spec.rtype_name(t.types[k]) in ("R_X86_64_DTPMOD64",
+                                                      "R_X86_64_DTPOFF64")]
+    assert {e[0] for e in entries} == {"R_X86_64_DTPMOD64", "R_X86_64_DTPOFF64"}
+    with relink.load(str(user)) as m:
+        prov = m.dependencies[0]
+        modid = native_tls().carrier(prov._state).modid
+        psyms = prov._state.image.symbols
+        for kind, off, name, addend in entries:
+            slot = ctypes.c_uint64.from_address(m.base + off).value
+            if kind == "R_X86_64_DTPMOD64":
+                assert slot == modid
+            else:
+                assert slot == psyms.values[psyms.find(name)] + addend
