@@ -12,14 +12,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from relink.arch import spec_named
-from support.build import FixtureBuildError, build_object, build_shared
+from support.build import FixtureBuildError, build_object, build_shared, cache_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMULATED = ("x86", "x86_64", "aarch64", "arm", "riscv32", "riscv64")
@@ -144,3 +146,40 @@ def _build_relr_chain(arch: str) -> dict[str, Path]:
     except FixtureBuildError as exc:
         pytest.fail(f"linking the {arch} RELR chain failed: {exc}")
     return {"base": base, "middle": middle, "leaf": leaf}
+
+
+# Debian cross glibc packages (Architecture: all) per ISA: package, directory inside.
+CROSS_GLIBC = {"aarch64": ("libc6-arm64-cross", "aarch64-linux-gnu"),
+               "arm": ("libc6-armhf-cross", "arm-linux-gnueabihf"),
+               "riscv64": ("libc6-riscv64-cross", "riscv64-linux-gnu"),
+               "x86": ("libc6-i386-cross", "i686-linux-gnu"),
+               "x86_64": ("libc6-amd64-cross", "x86_64-linux-gnu")}
+GLIBC_VERSION = "2.36"  # bookworm's cross packages; fixtures are linked against it
+
+
+def cross_glibc(arch: str) -> Path | None:
+    """The lib directory of the target glibc for `arch`, unpacked into the fixture cache
+    (``apt-get download`` + ``dpkg -x``, as .ci/run does); None when unavailable."""
+    package, triple = CROSS_GLIBC[arch]
+    root = Path(os.environ.get("RELINK_CROSS_GLIBC_ROOT", cache_dir() / "cross-glibc"))
+    libdir = root / "usr" / triple / "lib"
+    if (libdir / "libc.so.6").exists():
+        return libdir
+    if shutil.which("apt-get") and shutil.which("dpkg"):
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True,
+                           check=False, timeout=600)
+            for deb in Path(tmp).glob(f"{package}_*.deb"):
+                subprocess.run(["dpkg", "-x", str(deb), str(root)], capture_output=True,
+                               check=False, timeout=600)
+    return libdir if (libdir / "libc.so.6").exists() else None
+
+
+def build_uselibc(arch: str) -> Path:
+    """libuselibc.so for `arch`, linked against glibc GLIBC_VERSION by zig."""
+    spec = spec_named(arch)
+    assert spec is not None
+    return build_shared("uselibc", source("uselibc.c"), cc="zig",
+                        target=f"{spec.zig_target}.{GLIBC_VERSION}", cflags=["-O1"],
+                        group="foreign-libc")

@@ -139,6 +139,16 @@ class Abi:
         # bit 0 clear selects Arm state.
         self.write(uc, self.pc, target)
 
+    def enable_fpu(self, uc: Any) -> None:
+        """Switch on VFP/NEON where a reset CPU has it off (Arm: CPACR + FPEXC.EN).
+
+        A target libc (glibc's memcpy, printf) uses vector registers; on a reset Arm
+        core they trap as undefined instructions until enabled, as a kernel would.
+        """
+        if self.name == "arm":
+            self.write(uc, "c1_c0_2", self.read(uc, "c1_c0_2") | (0xF << 20))
+            self.write(uc, "fpexc", 0x40000000)
+
     # -- thread pointer ----------------------------------------------------------------
 
     def set_thread_pointer(self, uc: Any, mem: Any, tp: int, gdt: int) -> None:

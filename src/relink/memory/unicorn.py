@@ -139,6 +139,9 @@ class Emulator:
         stack_size: bytes of emulated stack.
         tls_size: bytes of the static TLS area (all modules' TLS blocks live there).
         max_instructions: default instruction budget of one call (0 = unlimited).
+        syscalls: None (a system call is an EmulationError) or ``"linux"``: answer the
+            few Linux calls a target libc makes in-process (brk, anonymous mmap,
+            getrandom, write to fd 1/2 captured, …; see `emulator_syscalls`).
 
     Attributes:
         spec: the target ArchSpec; abi: its calling convention; uc: the unicorn engine.
@@ -151,7 +154,7 @@ class Emulator:
 
     def __init__(self, arch: str | ArchSpec, *, base: int = 0x10000000,
                  stack_size: int = 0x100000, tls_size: int = 0x10000,
-                 max_instructions: int = 50_000_000) -> None:
+                 max_instructions: int = 50_000_000, syscalls: str | None = None) -> None:
         spec = arch if isinstance(arch, ArchSpec) else spec_named(arch)
         if spec is None:
             raise UnsupportedError(f"unknown architecture {arch!r}")
@@ -162,6 +165,7 @@ class Emulator:
         self.uc = uc_mod.Uc(getattr(uc_mod, self.abi.uc_arch), getattr(uc_mod, self.abi.uc_mode))
         if self.abi.cpu is not None:
             self.uc.ctl_set_cpu_model(getattr(self._cpu_consts(), self.abi.cpu))
+        self.abi.enable_fpu(self.uc)
         self.max_instructions = max_instructions
         self.dirty = True
         self._next = base
@@ -194,6 +198,13 @@ class Emulator:
                 self.uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_syscall_insn, None, 1, 0, insn)
         from relink.runtime.emulator import EmulatorExecutor, EmulatorTls, TrapProvider
 
+        self.syscalls: Any = None
+        if syscalls == "linux":
+            from relink.memory.emulator_syscalls import LinuxSyscalls
+
+            self.syscalls = LinuxSyscalls(self)
+        elif syscalls is not None:
+            raise UnsupportedError(f"unknown system-call layer {syscalls!r} (use 'linux')")
         self.tls = EmulatorTls(self, TLS_BASE, tls_size)
         self.executor = EmulatorExecutor(self)
         self.runtime = TrapProvider(self)
@@ -333,6 +344,16 @@ class Emulator:
         self._trap_names[name] = at
         return at
 
+    def runtime_code(self, code: bytes) -> int:
+        """Place a small piece of machine code in the runtime page; returns its address."""
+        at = self._trap_next
+        if len(code) > TRAP_SLOT or at + TRAP_SLOT > RUNTIME_BASE + RUNTIME_SIZE:
+            raise MappingError("no room for runtime code in the emulator runtime page",
+                               op="trap", address=at)
+        self._trap_next += TRAP_SLOT
+        self._runtime.write(at, code)
+        return at
+
     def provide(self, name: str, func: Callable[..., int | None], nargs: int = 0) -> int:
         """Define symbol `name` for images loaded later as a Python function.
 
@@ -350,9 +371,13 @@ class Emulator:
         entry = self._traps.get(slot) if RUNTIME_BASE <= pc < RUNTIME_BASE + RUNTIME_SIZE \
             else None
         if entry is None:
+            if self.syscalls is not None and intno == self.syscalls.intno:
+                self._syscall(uc)
+                return
             self._error = EmulationError(
                 f"unexpected interrupt {intno} (a system call or trap instruction) in "
-                f"emulated {self.spec.name} code", arch=self.spec.name, pc=pc)
+                f"emulated {self.spec.name} code" + self._syscall_hint(), arch=self.spec.name,
+                pc=pc)
             uc.emu_stop()
             return
         name, func = entry
@@ -365,11 +390,25 @@ class Emulator:
             uc.emu_stop()
 
     def _on_syscall_insn(self, uc: Any, _user: Any) -> None:
+        if self.syscalls is not None and self.spec.name == "x86_64":
+            self._syscall(uc)
+            return
         self._error = EmulationError(
             f"emulated {self.spec.name} code made a system call, which the emulator "
-            "backend does not implement", arch=self.spec.name,
+            "backend does not implement" + self._syscall_hint(), arch=self.spec.name,
             pc=self.abi.read(uc, self.abi.pc))
         uc.emu_stop()
+
+    def _syscall_hint(self) -> str:
+        return "" if self.syscalls is not None else \
+            " (Emulator(..., syscalls='linux') answers the few a libc makes)"
+
+    def _syscall(self, uc: Any) -> None:
+        try:
+            self.syscalls.handle()
+        except BaseException as exc:  # surfaced by call() after emu_stop
+            self._error = exc
+            uc.emu_stop()
 
     def _on_invalid(self, uc: Any, access: int, address: int, size: int, value: int,
                     _user: Any) -> bool:

@@ -37,6 +37,7 @@ __all__ = ["EmulatorExecutor", "EmulatorTls", "ForeignTls", "TlsBlock", "TlsLayo
            "TrapProvider", "tls_layout"]
 
 STT_FUNC = 2
+THREAD_PAGE = 0x1000
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class ForeignTls(TlsHooks):
         self._next_id += 1
         self.blocks[id(prov)] = blk
         self.by_id[blk.module_id] = blk
-        prov.tls_runtime = self  # type: ignore[attr-defined]  # ModuleState.symbol reads it
+        prov.tls_runtime = self  # ModuleState.symbol reads it
         prov.extras.append(lambda: self._forget(prov))
         self._placed(blk)
         return blk
@@ -236,14 +237,23 @@ class EmulatorTls(ForeignTls):
         self.emu = emu
         self.spec = emu.spec
         self.layout = tls_layout(emu.spec)
-        self.area = emu._own(base, size + 0x1000, PROT_READ | PROT_WRITE)
+        # One zeroed, writable page beside the blocks for the thread descriptor a libc
+        # keeps next to tp (glibc's struct pthread: above tp for variant II, below it
+        # for variant I), so a target libc loaded into the emulator finds memory there.
+        self.area = emu._own(base, size + 2 * THREAD_PAGE, PROT_READ | PROT_WRITE)
         word = emu.abi.word
         if self.layout.variant == 2:
-            # tp at the top page; its TCB's first word points to itself (%fs:0 / %gs:0).
-            self.thread_pointer = base + size
-            emu.write(self.thread_pointer, self.thread_pointer.to_bytes(word, "little"))
+            # tp at the top; its TCB's first word points to itself (%fs:0 / %gs:0), and
+            # so does the third (glibc's tcbhead_t.self, read by THREAD_SELF).
+            self.thread_pointer = tp = base + size + THREAD_PAGE
+            emu.write(tp, tp.to_bytes(word, "little"))
+            emu.write(tp + 2 * word, tp.to_bytes(word, "little"))
+            if emu.spec.name == "x86":
+                # i386 glibc enters the kernel through ``call *%gs:0x10`` (sysinfo).
+                entry = emu.runtime_code(b"\xcd\x80\xc3")  # int $0x80; ret
+                emu.write(tp + 0x10, entry.to_bytes(4, "little"))
         else:
-            self.thread_pointer = base
+            self.thread_pointer = base + THREAD_PAGE
         name = emu.spec.name
         self._get_addr_trap("__tls_get_addr", arg_reg=None)
         if name == "x86":
