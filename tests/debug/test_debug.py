@@ -98,3 +98,19 @@ def test_manifest_follows_loads_and_unloads(tmp_path: Path) -> None:
         assert not any(x["name"] == "libcrash.so" for x in body["modules"])
     finally:
         debug._gdb.clear()
+
+
+def test_relocatable_object_sections_for_gdb(tmp_path: Path) -> None:
+    from support.build import build_object
+
+    obj = build_object("dbgobj", {"dbgobj.c": "int counter = 3;\n"
+                                  "int twice(int x) { return 2 * x + counter; }\n"},
+                       group="debug", cflags=["-g", "-O0", "-fPIC"])
+    with relink.load_object(str(obj)) as m:
+        info = next(i for i in relink.loaded_modules() if i.path == str(obj))
+        assert info.kind == "object"
+        secs = dict(info.sections)
+        assert m.symbol("twice") == secs[".text"]  # the only function, at .text's start
+        cmd = next(c for c in debug.gdb_commands(str(tmp_path)) if str(obj) in c)
+        assert cmd.startswith(f"add-symbol-file {obj} {secs['.text']:#x}")
+        assert f"-s .data {secs['.data']:#x}" in cmd
