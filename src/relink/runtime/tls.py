@@ -203,6 +203,10 @@ class NativeTls(TlsHooks):
     def relocating(self, module: ModuleState, binder: Any) -> None:
         """Remember the binder, so an early carrier can compute its relocated image."""
         with self._lock:
+            # A failed load never reaches relocated(): drop binders of released modules
+            # (the binder references its module, so the weak key alone would not).
+            for st in [s for s in self._binders if s.state == "closed"]:
+                del self._binders[st]
             self._binders[module] = binder
 
     def relocated(self, module: ModuleState) -> None:
