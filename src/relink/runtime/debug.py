@@ -17,9 +17,7 @@ no file, so their bytes are written beside the manifest for gdb to read.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -125,6 +123,8 @@ def gdb_script_path() -> str:
 
 def manifest_path(pid: int | None = None) -> str:
     """Where the manifest of process `pid` (default: this one) lives."""
+    import tempfile  # lazily: keeps importing relink cheap
+
     return os.path.join(tempfile.gettempdir(), f"relink-gdb-{pid or os.getpid()}",
                         "manifest.json")
 
@@ -197,6 +197,8 @@ def _write_manifest() -> None:
     d = _gdb.get("dir")
     if d is None:
         return
+    import json
+
     try:
         modules = [asdict(i) for i in loaded_modules()]
         body = {"pid": os.getpid(), "modules": modules, "commands": gdb_commands(d)}
