@@ -224,11 +224,14 @@ class Module:
             raise RelinkError("module is closed", file=self.path or self.name)
 
     def close(self) -> None:
-        """Unload what the load that returned this module mapped (idempotent).
+        """Release the reference (lease) the load that returned this module holds.
 
-        Finalizers run first (DT_FINI_ARRAY in reverse, then DT_FINI; dependents before
-        dependencies), then every mapping is released. On a module that is only a
-        dependency of another load, this does nothing: it goes with its owner.
+        Whatever no other reference keeps reachable (DT_NEEDED edges and symbol
+        bindings, see relink.linker.context) is unloaded: finalizers first
+        (DT_FINI_ARRAY in reverse, then DT_FINI; dependents before dependencies), then
+        every mapping. A plain ``relink.load()`` owns its whole group, so this unloads
+        it. On a module that is only a dependency of another load, this does nothing:
+        it goes with its owner. Idempotent.
         """
         owner = self._owner
         if owner is not None:
