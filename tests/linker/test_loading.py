@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -436,3 +437,17 @@ def test_rollback_refuses_when_later_loads_use_the_modules(provider: Path,
     dep.close()
     prepared.rollback()
     assert len(ctx) == 0 and prov.state == "closed"
+
+
+def test_malformed_dependency_fails_cleanly(dependent: Path, provider: Path,
+                                            tmp_path: Path) -> None:
+    shutil.copy(dependent, tmp_path / "libdependent.so")
+    data = provider.read_bytes()
+    (tmp_path / "libprovider.so").write_bytes(data[:200])  # header intact, rest cut off
+    ctx = LinkContext()
+    fds = open_fds()
+    with pytest.raises(relink.RelinkError) as info:
+        ctx.load(tmp_path / "libdependent.so")
+    assert "libprovider.so" in str(info.value)
+    assert not isinstance(info.value, UnresolvedDependencyError)
+    assert len(ctx) == 0 and maps_lines(str(tmp_path)) == [] and open_fds() == fds
