@@ -450,4 +450,6 @@ def test_malformed_dependency_fails_cleanly(dependent: Path, provider: Path,
         ctx.load(tmp_path / "libdependent.so")
     assert "libprovider.so" in str(info.value)
     assert not isinstance(info.value, UnresolvedDependencyError)
+    assert any("needed by" in n and "libdependent.so" in n and "RUNPATH" in n
+               for n in info.value.__notes__)
     assert len(ctx) == 0 and maps_lines(str(tmp_path)) == [] and open_fds() == fds

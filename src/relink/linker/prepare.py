@@ -14,7 +14,7 @@ from typing import Any
 
 from relink.elf.header import parse_header
 from relink.elf.source import ElfSource, open_source
-from relink.errors import UnresolvedDependencyError
+from relink.errors import RelinkError, UnresolvedDependencyError
 from relink.linker.context import Entry, LinkContext, LinkContextError
 from relink.linker.resolvers import (
     Acceptor,
@@ -217,8 +217,11 @@ class GraphBuilder:
         try:
             src = self._before_load(src, owner)
             image = map_image(src, mapper=self.linker.mapper, expect=self.spec)
-        except BaseException:
+        except BaseException as exc:
             src.close()
+            if owner is not None and isinstance(exc, RelinkError):
+                exc.add_note(f"relink: {src.label} is needed by {owner.module.image.label} "
+                             f"(found through {how})")
             raise
         st = ModuleState(image, self.linker.executor)
         if self.spec is None:
