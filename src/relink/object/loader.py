@@ -183,6 +183,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
         st = ObjectState(name or first.source.name, first.source.path, spec, region,
                          executor, label)
         st.scope = providers
+        st.image.mapper = mapper
         st.modinfo = first.modinfo()
         if "__dso_handle" in lay.linker:
             st.dso_handle = region.start + lay.linker["__dso_handle"]

@@ -46,10 +46,11 @@ class ObjectImage:
     dynamic = None
     entry = 0
 
-    def __init__(self, spec: Any, region: Region, segments: list[tuple[int, int, int]]
-                 ) -> None:
+    def __init__(self, spec: Any, region: Region, segments: list[tuple[int, int, int]],
+                 mapper: Any = None) -> None:
         self.spec = spec
         self.region = region
+        self.mapper = mapper  # Module uses it to call into foreign (emulated) code
         self._segments = segments
 
     def segments(self) -> list[tuple[int, int, int]]:
@@ -232,6 +233,16 @@ class ObjectOwner:
 
     def release(self, module: Any) -> None:
         self.close()
+
+    def initialize(self, module: Any) -> None:
+        """`Module.initialize()` of a load made with ``init=False``."""
+        argc = argv = envp = 0
+        if self.state.spec.is_host and type(self.state.region).__name__ == "HostRegion":
+            from relink.runtime.libc import argv_pointers, environ_pointer
+
+            argc, argv = argv_pointers()
+            envp = environ_pointer()
+        self.state.initialize(argc, argv, envp)
 
     def close(self) -> None:
         with self.lock:

@@ -89,8 +89,8 @@ def test_deferred_init_and_buffer_protections() -> None:
             return resolver
 
     mod._state.executor = Recording()
-    mod._state.initialize(0, 0, 0)
-    mod._state.initialize(0, 0, 0)  # once only
+    mod.initialize()
+    mod.initialize()  # once only
     assert len(calls) == 6 and all(k == "init" for k, _ in calls)
     assert all(mod.contains(f) for _, f in calls)
     assert region.protection_at(relro.address) == 1  # final protection: read-only

@@ -3,7 +3,7 @@
 relink loads objects into a `BufferMapper` at a fixed base; the same objects are linked
 by GNU ld (x86_64) or ld.lld (aarch64, riscv64, cross-compiled with zig) with a linker
 script that puts every section where relink put it and ``--defsym`` for the externals
-(see oracle.py). Every loaded section must match byte for byte — x86_64 GOT-relative
+(see objoracle.py). Every loaded section must match byte for byte — x86_64 GOT-relative
 fields excepted, where GNU ld orders its GOT differently: there the GOT slot each
 instruction reaches must hold the same address in both images.
 """
@@ -15,8 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from objsupport import obj, source
-from oracle import (
+from objoracle import (
     compare,
     have_linker,
     link_like,
@@ -24,6 +23,7 @@ from oracle import (
     read_linked,
     section_range,
 )
+from objsupport import obj, source
 
 import relink
 from relink.errors import RelocationOverflowError
