@@ -36,11 +36,15 @@ def _flags(p_flags: int) -> str:
 
 def describe(path: str) -> dict[str, Any]:
     """The data ``relink info`` prints, as a JSON-able dict."""
-    with open(path, "rb") as f:
-        if f.read(8) == b"!<arch>\n":  # a static archive: described by relink.object
-            from relink.object.info import describe_archive
+    try:
+        with open(path, "rb") as f:
+            is_archive = f.read(8) == b"!<arch>\n"
+    except OSError:
+        is_archive = False  # ElfFile reports the error as a RelinkError
+    if is_archive:  # a static archive: described by relink.object
+        from relink.object.info import describe_archive
 
-            return describe_archive(path)
+        return describe_archive(path)
     with ElfFile(path) as elf:
         return _describe(elf)
 
