@@ -20,7 +20,11 @@ def main() -> None:
     a = p.parse_args()
     results = bench_lookup(1000 if a.quick else a.n, _common.progress)
     _common.report("T5 symbol lookup", results, a.json,
-                   {"loop overhead per operation (us)": results[0].extra["loop_overhead_us"]})
+                   {"loop overhead per operation (us)": results[0].extra["loop_overhead_us"],
+                    "floor: a Python method doing one dict get, symbol(name) (us)":
+                        results[0].extra["floor_symbol_us"],
+                    "floor: the same, function(name, restype) (us)":
+                        results[0].extra["floor_function_us"]})
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ def _noop(label: str, done: int, total: int) -> None:
     return None
 
 
+_GC_EVERY = 32
+
+
 def interleave(sides: Mapping[str, Callable[[int], object]], rounds: int, *,
                progress: Progress = _noop, label: str = "",
                before: Callable[[int], None] | None = None,
@@ -91,7 +94,9 @@ def interleave(sides: Mapping[str, Callable[[int], object]], rounds: int, *,
     """Run every side once per round, rotating the order; per-side CPU seconds per round.
 
     `before(i)` / `after(i)` run untimed around round `i` (making / removing copies).
-    The collector is off while timing and run between rounds, off the clock.
+    The collector is off while timing; it runs off the clock every `_GC_EVERY` rounds
+    (not every round: a full collection evicts the CPU caches, which would time cold
+    starts, and costs the Python side more than the C side).
     """
     names = list(sides)
     out: dict[str, list[float]] = {n: [] for n in names}
@@ -99,7 +104,8 @@ def interleave(sides: Mapping[str, Callable[[int], object]], rounds: int, *,
     for i in range(rounds):
         if before is not None:
             before(i)
-        gc.collect()
+        if i % _GC_EVERY == 0:
+            gc.collect()
         gc.disable()
         try:
             for k in range(len(names)):
@@ -354,6 +360,19 @@ def _per_op_us(stmt: str, env: dict[str, Any], n: int) -> float:
     return statistics.median(timer.repeat(repeat=7, number=n)) / n * 1e6
 
 
+class _Floor:
+    """The least a lookup method can cost in CPython: a call that does one dict get."""
+
+    def __init__(self) -> None:
+        self.cache: dict[object, object] = {"leaf_value": 1, ("leaf_value", ctypes.c_int): 1}
+
+    def symbol(self, name: str) -> object:
+        return self.cache.get(name)
+
+    def function(self, name: str, restype: Any, *argtypes: Any) -> object:
+        return self.cache.get((name, restype) if not argtypes else (name, restype, argtypes))
+
+
 def bench_lookup(n: int = 20000, progress: Progress = _noop) -> list[Result]:
     """T5: Module.symbol hit / miss vs dlsym through ctypes; a second Module.function."""
     import relink
@@ -368,10 +387,12 @@ def bench_lookup(n: int = 20000, progress: Progress = _noop) -> list[Result]:
                "dlsym": dlsym, "h": lib._handle}
         m.function("leaf_value", ctypes.c_int)
         lib.leaf_value  # noqa: B018 - the attribute is now cached on the CDLL
+        env["floor"] = _Floor()
         stmts = {"rel hit": 'sym("leaf_value")', "rel miss": 'sym("no_such_symbol")',
                  "dl hit": 'dlsym(h, b"leaf_value")', "dl miss": 'dlsym(h, b"no_such_symbol")',
                  "rel fn": 'fn("leaf_value", c_int)', "cdll attr": "lib.leaf_value",
-                 "loop": "pass"}
+                 "loop": "pass", "floor get": 'floor.symbol("leaf_value")',
+                 "floor fn": 'floor.function("leaf_value", c_int)'}
         us: dict[str, float] = {}
         for k, (label, stmt) in enumerate(stmts.items()):
             us[label] = _per_op_us(stmt, env, n)
@@ -381,6 +402,8 @@ def bench_lookup(n: int = 20000, progress: Progress = _noop) -> list[Result]:
         m.close()
         _dlclose(lib._handle)
     extra = {"n": n, "loop_overhead_us": round(us["loop"], 4),
+             "floor_symbol_us": round(us["floor get"], 4),
+             "floor_function_us": round(us["floor fn"], 4),
              "note": "per operation, loop overhead included on both sides"}
     return [
         Result("symbol lookup hit", us["rel hit"], us["dl hit"], "dlsym via ctypes", 0.2,
@@ -513,7 +536,7 @@ def run_all(rounds: int = 300, progress: Progress = _noop, *, quick: bool = Fals
 
 def _fmt_us(us: float, unit: str = "us") -> str:
     if unit != "us":
-        return f"{us:.0f} {unit}" if abs(us) >= 100 else f"{us:.3g} {unit}"
+        return f"{us:.0f} {unit}" if abs(us) >= 100 else f"{us:.4g} {unit}"
     return f"{us / 1000:.2f}ms" if abs(us) >= 10000 else f"{us:.2f}us"
 
 

@@ -121,6 +121,7 @@ def test_t8_memory() -> None:
     sane(per, {"T8"})
     assert [r.unit for r in per] == ["maps", "KiB"]
     grow, samples = mod.cycles(6, 3)
+    assert grow[0].extra["warm-up cycles"] == 200
     assert [s[0] for s in samples] == [0, 3, 6]
     assert [r.unit for r in grow] == ["maps", "fds", "KiB"]
     assert grow[0].relink_us == samples[-1][1] - samples[0][1]
