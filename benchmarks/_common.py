@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -52,7 +53,13 @@ def machine() -> dict[str, Any]:
                         if ln.startswith("model name")), "")
     except OSError:
         pass
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "commit": rev or "unknown",
             "python": platform.python_version(), "libc": " ".join(platform.libc_ver()),
             "loadavg": os.getloadavg(), "when": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                 time.gmtime())}
@@ -63,7 +70,8 @@ def report(title: str, results: Sequence[Result], json_path: str | None,
     """Print the table (and `extra` facts) and write JSON if asked."""
     m = machine()
     print(f"{title} -- {m['cpu']} ({m['nproc']} CPUs), Linux {m['kernel']}, "
-          f"Python {m['python']}, {m['libc']}, load average {m['loadavg'][0]:.2f}")
+          f"Python {m['python']}, {m['libc']}, load average {m['loadavg'][0]:.2f}, "
+          f"relink {m['commit']}")
     if results:
         print(format_table(results))
     for k, v in (extra or {}).items():

@@ -152,3 +152,14 @@ def test_script_writes_json(tmp_path: Path) -> None:
     assert "symbol lookup hit" in proc.stdout
     doc = json.loads(out.read_text())
     assert doc["machine"]["cpu"] is not None and len(doc["results"]) == 3
+
+
+def test_syscall_count() -> None:
+    import shutil
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    mod = bench_script("syscalls")
+    counts = mod.count("relink", str(build_chain() / "libleaf.so"), 2)
+    # three libraries opened and mapped per cycle: the window between the markers is right
+    assert counts["openat"] == 6 and counts["mmap"] >= 6
