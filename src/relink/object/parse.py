@@ -32,6 +32,7 @@ SHT_NOBITS, SHT_REL, SHT_GROUP, SHT_SYMTAB_SHNDX = 8, 9, 17, 18
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_MERGE, SHF_STRINGS = 0x1, 0x2, 0x4, 0x10, 0x20
 SHF_GROUP, SHF_TLS, SHF_COMPRESSED, SHF_EXCLUDE = 0x200, 0x400, 0x800, 0x80000000
 SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON, SHN_XINDEX = 0, 0xFF00, 0xFFF1, 0xFFF2, 0xFFFF
+SHN_X86_64_LCOMMON = 0xFF02
 GRP_COMDAT = 1
 ET_REL = 1
 _SYM = {64: struct.Struct("<IBBHQQ"), 32: struct.Struct("<IIIBBH")}
@@ -223,11 +224,13 @@ def _parse_symbols(obj: ObjectFile, sh: SectionHeader) -> None:
             name, info, other, shndx, value, size = row
         else:
             name, value, size, info, other, shndx = row
-        if shndx >= nsec and shndx < SHN_LORESERVE:
-            raise ElfParseError(f"symbol {i} has section index {shndx} "
-                                f"({nsec} sections)", file=label, what=".symtab")
         if shndx == SHN_XINDEX:
             raise UnsupportedError("extended section indices (SHN_XINDEX)", file=label)
+        if shndx == SHN_X86_64_LCOMMON and obj.header.e_machine == 62:
+            shndx = SHN_COMMON  # -mcmodel=large COMMON: the same thing for a loader
+        if shndx >= nsec and shndx not in (SHN_ABS, SHN_COMMON):
+            raise ElfParseError(f"symbol {i} has section index {shndx:#x} "
+                                f"({nsec} sections)", file=label, what=".symtab")
         obj.sym_names.append(_cstr(strtab, name, label, ".symtab"))
         obj.sym_values.append(value)
         obj.sym_sizes.append(size)
