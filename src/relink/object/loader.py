@@ -33,7 +33,7 @@ from relink.object.archive import Archive, is_archive
 from relink.object.layout import Layout, SectionGroup, SectionInfo, plan_layout
 from relink.object.link import LinkUnit, resolve_external
 from relink.object.parse import ObjectFile, parse_object
-from relink.object.relocator import Relocator
+from relink.object.relocator import ObjectRelocation, Relocator
 from relink.object.state import ObjectOwner, ObjectState, PlacedSection
 from relink.object.tls import ObjectTls
 from relink.relocation.fields import ObjectArch
@@ -97,6 +97,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
                 exports: Callable[[str, int, int, int], bool] | Iterable[str] | None = None,
                 libraries: Sequence[str] = (), merge: bool = True,
                 undefined: Sequence[str] = (),
+                relocation_hook: Callable[[ObjectRelocation], bool] | None = None,
                 ) -> Module:
     """Link relocatable objects (``.o``, ``.ko``) and archives (``.a``) into memory.
 
@@ -121,6 +122,9 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
             default when only archives are given and `undefined` is empty).
         undefined: names to pull in as if referenced (``ld -u``), e.g. the one function
             wanted from an archive.
+        relocation_hook: ``hook(ObjectRelocation) -> bool`` for relocation types relink
+            has no recipe for: patch ``ctx.buffer[ctx.at:…]`` and return True, or return
+            False (the load then fails with UnsupportedRelocationError).
         layout: ``layout(SectionInfo) -> group name | "skip" | None`` to move sections.
         groups: extra `SectionGroup`s the layout hook may use.
         exports: restrict what the Module exports: names, or a predicate
@@ -187,7 +191,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
         st.modinfo = first.modinfo()
         if "__dso_handle" in lay.linker:
             st.dso_handle = region.start + lay.linker["__dso_handle"]
-        buf = _build(unit, lay, arch, region, st)
+        buf = _build(unit, lay, arch, region, st, relocation_hook)
         _install(region, lay, buf, st)
         _protect_init(region, st)
         if lay.eh_frame is not None and spec.is_host and mapper.native:
@@ -307,7 +311,7 @@ def _reserve(mapper: Mapper, unit: LinkUnit, lay: Layout, arch: ObjectArch,
 
 
 def _build(unit: LinkUnit, lay: Layout, arch: ObjectArch, region: Region,
-           st: ObjectState) -> bytearray:
+           st: ObjectState, relocation_hook: Any = None) -> bytearray:
     """Copy section bytes into an image buffer and relocate it."""
     base = region.start
     buf = bytearray(lay.size)
@@ -323,7 +327,7 @@ def _build(unit: LinkUnit, lay: Layout, arch: ObjectArch, region: Region,
     if st.spec.is_host and type(region).__name__ == "HostRegion" and arch.name == "x86_64":
         tls = ObjectTls(st.label, lay.tls_size, lay.tls_align, st)
         st.tls = tls
-    rel = Relocator(unit, lay, arch, base, buf, tls)
+    rel = Relocator(unit, lay, arch, base, buf, tls, hook=relocation_hook)
     rel.run()
     if lay.tls and tls is None:
         raise UnsupportedError("the objects define thread-local variables, which need the "

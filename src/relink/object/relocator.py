@@ -20,6 +20,7 @@ alignment hint is lost; counted in `Relocator.unaligned`), in data it is an erro
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from relink.arch import rtype_name
@@ -34,11 +35,33 @@ from relink.object.parse import SHF_EXECINSTR, SHN_ABS, SHN_COMMON, SHN_UNDEF
 from relink.object.tls import ObjectTls
 from relink.relocation.fields import FieldOverflow, ObjectArch, Recipe
 
-__all__ = ["Relocator"]
+__all__ = ["ObjectRelocation", "Relocator"]
 
 _PAGE = ~0xFFF
 _GOT_FORMULAS = frozenset({"G+A-P", "G", "Page(G)-Page(P)", "G+A-GOT"})
 _TLS_KEYS = (("gd",), ("ld",), ("ie",), ("desc",))
+
+
+@dataclass
+class ObjectRelocation:
+    """What a ``relocation_hook`` sees for a relocation type relink has no recipe for.
+
+    The hook patches ``buffer[at:at + n]`` (the image bytes, written to memory after
+    relocation) and returns True, or returns False to let relink raise
+    `UnsupportedRelocationError`.
+    """
+
+    object: str
+    section: str
+    offset: int          # r_offset inside the section
+    address: int         # P: the runtime address of the place
+    r_type: int
+    r_type_name: str
+    symbol: str | None
+    s: int               # S: the symbol's resolved address (0 for none)
+    a: int               # A: the addend
+    buffer: memoryview
+    at: int              # index of the place in `buffer`
 
 
 class Relocator:
@@ -50,7 +73,9 @@ class Relocator:
     """
 
     def __init__(self, unit: LinkUnit, lay: Layout, arch: ObjectArch, base: int,
-                 buf: bytearray, tls: ObjectTls | None = None) -> None:
+                 buf: bytearray, tls: ObjectTls | None = None,
+                 hook: Callable[[ObjectRelocation], bool] | None = None) -> None:
+        self.hook = hook
         self.unit = unit
         self.lay = lay
         self.arch = arch
@@ -206,6 +231,17 @@ class Relocator:
         for oi, rs, k, recipe in later:
             self._one(oi, rs, k, self.lay.sections[(oi, rs.target)], recipe)
 
+    def _context(self, oi: int, rs: Any, k: int, placed: Any) -> ObjectRelocation:
+        obj = self.unit.objects[oi]
+        si = rs.syms[k]
+        buf = self.tls_buf if placed.group == "tls" else self.buf
+        return ObjectRelocation(
+            object=obj.label, section=obj.sections[rs.target].name, offset=rs.offsets[k],
+            address=self.base + placed.offset + rs.offsets[k], r_type=rs.types[k],
+            r_type_name=rtype_name(obj.header.e_machine, rs.types[k]),
+            symbol=obj.sym_names[si] if si else None, s=self.symbol_addr(oi, si),
+            a=rs.addends[k], buffer=memoryview(buf), at=placed.offset + rs.offsets[k])
+
     def _error_args(self, oi: int, rs: Any, k: int) -> dict[str, Any]:
         obj = self.unit.objects[oi]
         t = rs.types[k]
@@ -218,6 +254,11 @@ class Relocator:
                 "offset": rs.offsets[k]}
 
     def _one(self, oi: int, rs: Any, k: int, placed: Any, recipe: Recipe | None) -> None:
+        if recipe is None and self.hook is not None:
+            if self.hook(self._context(oi, rs, k, placed)):
+                key_name = f"hook:{rtype_name(self.unit.objects[oi].header.e_machine, rs.types[k])}"
+                self.counts[key_name] = self.counts.get(key_name, 0) + 1
+                return
         if recipe is None:
             raise UnsupportedRelocationError(
                 **self._error_args(oi, rs, k),
