@@ -10,6 +10,7 @@ runs and the context is not modified; keys and identities are only staged.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Any
 
 from relink.elf.header import parse_header
@@ -38,10 +39,20 @@ _DF_1_NODEFLIB = 0x800
 def search_info(st: ModuleState) -> ModuleSearchInfo:
     """The search facts (RPATH, RUNPATH, $ORIGIN, NODEFLIB) of a mapped module."""
     dyn = st.image.dynamic
-    return ModuleSearchInfo.from_dynamic(
-        st.name, st.path, rpath=dyn.rpath if dyn else None,
-        runpath=dyn.runpath if dyn else None,
-        nodeflib=bool(dyn and dyn.flags_1 & _DF_1_NODEFLIB))
+    path = st.path
+    if path is not None and not path.startswith("/"):
+        path = os.path.abspath(path)  # relative to the cwd of now, not of the cache
+    return _search_info(st.name, path, dyn.rpath if dyn else None,
+                        dyn.runpath if dyn else None,
+                        bool(dyn and dyn.flags_1 & _DF_1_NODEFLIB))
+
+
+@lru_cache(maxsize=1024)
+def _search_info(name: str, path: str | None, rpath: str | None, runpath: str | None,
+                 nodeflib: bool) -> ModuleSearchInfo:
+    # Pure (abspath of the same string, immutable result), and paid on every load.
+    return ModuleSearchInfo.from_dynamic(name, path, rpath=rpath, runpath=runpath,
+                                         nodeflib=nodeflib)
 
 
 def _is_source(obj: Any) -> bool:

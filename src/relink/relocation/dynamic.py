@@ -189,8 +189,11 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
         unprotected = [(s, n, p) for s, n, p in image.protections if not p & PROT_WRITE]
         for s, n, p in unprotected:
             region.protect(s, n, p | PROT_WRITE | PROT_READ)
-    if tls is not None:
-        tls.relocating(state, binder)
+    # The TLS runtime tracks only modules with their own PT_TLS (their carrier's image
+    # is computed from this relocation); others reach it through the loop's TLS classes.
+    tls_owner = tls is not None and image.tls is not None
+    if tls_owner:
+        tls.relocating(state, binder)  # type: ignore[union-attr]
     try:
         deferred: list[tuple[int, int]] = []
         delta = image.base - region.start  # view index = vaddr + delta
@@ -228,8 +231,8 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
                 region.write(region.start + idx, value)
     binder.remember()
     _lifecycle_lists(state, view, delta)
-    if tls is not None:
-        tls.relocated(state)
+    if tls_owner:
+        tls.relocated(state)  # type: ignore[union-attr]
     return plan
 
 

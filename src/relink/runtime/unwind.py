@@ -124,20 +124,44 @@ def _libgcc() -> tuple[Any, Any]:
     return _functions[0], _functions[1]
 
 
-def register_frames(state: Any) -> bool:
-    """Register `state`'s ``.eh_frame`` with the host unwinder; False if it has none.
-
-    The release hook (deregistration) is appended to ``state.extras``.
-    """
+def _locate(state: Any) -> int | None:
+    """The runtime address of a registrable ``.eh_frame``, or None (absent, empty, or
+    not terminated inside the image — the last one logged)."""
     start = eh_frame_address(state)
     if start is None:
-        return False
+        return None
     if not _terminated(state, start):
         log.warning("%s: .eh_frame has no zero terminator inside the image; exceptions "
                     "will not unwind through it", state.image.label)
-        return False
+        return None
     if struct.unpack("<I", _read(start, 4))[0] == 0:
-        return False  # an empty .eh_frame
+        return None  # an empty .eh_frame
+    return start
+
+
+def register_frames(state: Any) -> bool:
+    """Register `state`'s ``.eh_frame`` with the host unwinder; False if it has none.
+
+    The release hook (deregistration) is appended to ``state.extras``. Where the
+    ``.eh_frame`` is, relative to the load base, is a property of the file: it is cached
+    with the file's parsed metadata, so a repeated load pays only the registration.
+    """
+    image = state.image
+    parsed = getattr(image, "parsed", None)
+    facts = parsed.facts if parsed is not None and parsed.complete else None
+    if facts is not None and "eh_frame_offset" in facts:
+        offset = facts["eh_frame_offset"]
+        if offset is None:
+            return False
+        assert isinstance(offset, int)
+        start = image.base + offset
+    else:
+        found = _locate(state)
+        if facts is not None:
+            facts["eh_frame_offset"] = None if found is None else found - image.base
+        if found is None:
+            return False
+        start = found
     reg, dereg = _libgcc()
     with _lock:
         reg(start)
