@@ -91,6 +91,13 @@ class LinkUnit:
                         dropped.add(rs.index)
             else:
                 self.signatures[grp.signature] = obj.label
+        for sh in obj.sections:  # pre-group COMDAT: .gnu.linkonce.* sections, by name
+            if sh.name.startswith(".gnu.linkonce.") and sh.sh_flags & 2:
+                if sh.name in self.signatures and sh.index not in dropped:
+                    dropped.add(sh.index)
+                    dropped.update(rs.index for rs in obj.relocs.get(sh.index, []))
+                else:
+                    self.signatures.setdefault(sh.name, obj.label)
         self.discarded.append(dropped)
         for i in range(obj.first_global, len(obj.sym_names)):
             self._register(index, obj, i, dropped)

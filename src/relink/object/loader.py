@@ -116,7 +116,8 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
             into a virtual address space without running anything).
         address: where to put the image (a hint for native loads; for a buffer, the
             address the image is relocated for).
-        executor: runs initializers / IFUNC resolvers (default: native when the mapper is).
+        executor: runs initializers / IFUNC resolvers (default: native when the mapper is,
+            the mapper's own ``executor`` for an emulator, else none).
         init: run initializers now (default: when an executor is available).
         whole_archive: take every member of every archive (``--whole-archive``; the
             default when only archives are given and `undefined` is empty).
@@ -145,6 +146,8 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
         mapper = HostMapper()
     if executor is None and mapper.native:
         executor = NativeExecutor()
+    if executor is None:
+        executor = getattr(mapper, "executor", None)  # an emulator runs target code itself
     objects, archives, opened = open_inputs(sources, name)
     keep: list[Any] = []
     region: Region | None = None

@@ -42,6 +42,19 @@ _GOT_FORMULAS = frozenset({"G+A-P", "G", "Page(G)-Page(P)", "G+A-GOT"})
 _TLS_KEYS = (("gd",), ("ld",), ("ie",), ("desc",))
 
 
+_METADATA = (".eh_frame", ".gcc_except_table", ".debug", ".stack_sizes", ".note",
+             "__patchable_function_entries", ".sframe")
+
+
+class _Discarded(RelocationError):
+    """A symbol lives in a section dropped by COMDAT resolution."""
+
+    def __init__(self, section: str) -> None:
+        self.section = section
+        super().__init__(f"refers to a symbol in section {section}, discarded because "
+                         "another object's COMDAT copy won")
+
+
 @dataclass
 class ObjectRelocation:
     """What a ``relocation_hook`` sees for a relocation type relink has no recipe for.
@@ -125,7 +138,7 @@ class Relocator:
         at = self.section_addr(oi, shndx)
         if at is None:
             if shndx in self.unit.discarded[oi]:
-                return 0  # a discarded COMDAT copy: references from metadata become 0
+                raise _Discarded(obj.sections[shndx].name)
             raise RelocationError(f"symbol '{obj.sym_names[si] or obj.sections[shndx].name}'"
                                   f" is in section {obj.sections[shndx].name}, which is not "
                                   "loaded", file=obj.label)
@@ -274,7 +287,15 @@ class Relocator:
         si = rs.syms[k]
         a = rs.addends[k]
         obj = self.unit.objects[oi]
-        s = self.symbol_addr(oi, si)
+        try:
+            s = self.symbol_addr(oi, si)
+        except _Discarded as gone:
+            if not placed.name.startswith(_METADATA):
+                raise RelocationError(
+                    f"refers to a symbol in section {gone.section}, discarded because "
+                    "another object's COMDAT copy won", **self._error_args(oi, rs, k)
+                ) from None
+            s = 0  # unwind/debug entries for the discarded copy: ld writes 0 as well
         if si and obj.sym_infos[si] & 0xF == STT_SECTION:
             mm = self.lay.merged.get((oi, obj.sym_shndx[si]))
             if mm is not None:
