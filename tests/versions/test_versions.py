@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from versionhelp import consumer, provider
+from versionhelp import consumer, dropped_version_pair, provider
 
 import relink
-from relink.errors import VersionNotFoundError
+from relink.errors import UnknownSymbolError, VersionNotFoundError
 
 pytestmark = pytest.mark.needs_cc
 
@@ -93,3 +93,23 @@ def test_host_symbol_at_a_non_default_version() -> None:
     assert old and new and old != new
     with relink.load(str(lib)) as m:
         assert m.function("old_memcpy", ctypes.c_void_p)() == old
+
+
+def test_reference_to_a_dropped_symbol_version_is_an_error() -> None:
+    """libverh.so still defines VER_1 (the load-time check passes) but not foo@VER_1:
+    ld.so refuses to bind foo@@VER_2 instead, and so does relink."""
+    user, _dropped = dropped_version_pair()
+    assert "undefined symbol: foo, version VER_1" in ld_so(user)
+    with pytest.raises(UnknownSymbolError) as info:
+        relink.load(str(user))
+    assert info.value.symbol == "foo" and info.value.version == "VER_1"
+
+
+def test_dropped_symbol_version_in_a_host_library() -> None:
+    """The same with the provider served by the host (dlvsym, no fallback to dlsym)."""
+    user, dropped = dropped_version_pair()
+    host = ctypes.CDLL(str(dropped))  # now the host serves libverh.so (serve_loaded)
+    assert host.foo() == 2
+    with pytest.raises(UnknownSymbolError) as info:
+        relink.load(str(user))
+    assert info.value.version == "VER_1"

@@ -33,3 +33,19 @@ def consumer(name: str, source: str, against: str = "ver") -> Path:
     group = {"ver": "versions", "ver3": "versions_v3", "plain": "versions_plain"}[against]
     return build_shared(name, {f"{source}": _src(source)}, group=group, deps=[prov],
                         soname=f"lib{name}.so", ldflags=[f"-Wl,-rpath,{runtime_dir}"])
+
+
+def dropped_version_pair() -> tuple[Path, Path]:
+    """(consumer of foo@VER_1, the libverh.so it finds at run time, which defines VER_1 but
+    has foo only at VER_2). A distinct soname: the host test dlopens that provider."""
+    full = build_shared("verh", {"ver.c": _src("ver.c"), "ver.map": _src("ver.map")},
+                        group="versions_h_full", soname="libverh.so",
+                        ldflags=["-Wl,--version-script=ver.map"])
+    dropped = build_shared("verh", {"ver2only.c": _src("ver2only.c"),
+                                    "ver2only.map": _src("ver2only.map")},
+                           group="versions_h2", soname="libverh.so",
+                           ldflags=["-Wl,--version-script=ver2only.map"])
+    user = build_shared("use_old_h", {"use_old.c": _src("use_old.c")},
+                        group="versions_h_full", deps=[full], soname="libuse_old_h.so",
+                        ldflags=[f"-Wl,-rpath,{dropped.parent}"])
+    return user, dropped

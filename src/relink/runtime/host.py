@@ -80,10 +80,13 @@ class HostLibrary:
 
     def lookup(self, name: str, version: str | None,
                exact: bool = False) -> tuple[int, int, int] | None:
-        """(address, size, type) of a definition, or None. dlsym resolves IFUNCs itself."""
+        """(address, size, type) of a definition, or None. dlsym resolves IFUNCs itself.
+
+        A versioned lookup is dlvsym alone: it applies ld.so's own check_match (an
+        unversioned definition matches too), so falling back to dlsym would bind another
+        version where ld.so reports "undefined symbol: foo, version V".
+        """
         addr = self.address_of(name, version)
-        if not addr and version is not None and not exact:
-            addr = self.address_of(name, None)
         return (addr, 0, STT_NOTYPE) if addr else None
 
     def __repr__(self) -> str:
