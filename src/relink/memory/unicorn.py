@@ -85,7 +85,12 @@ class EmulatorRegion:
     def map_file(self, addr: int, size: int, fd: int, offset: int, prot: int) -> None:
         off = self._off(addr, size)
         assert self._view is not None
-        chunk = os.pread(fd, size, offset)
+        try:
+            chunk = os.pread(fd, size, offset)
+        except OSError as exc:  # an I/O error is a MappingError with errno, as for mmap
+            raise MappingError(f"cannot read {size:#x} bytes at offset {offset:#x}: "
+                               f"{exc.strerror}", op="pread", errno=exc.errno,
+                               address=addr) from exc
         self._view[off:off + len(chunk)] = chunk
         self._view[off + len(chunk):off + size] = bytes(size - len(chunk))
         self.protect(addr, size, prot)
