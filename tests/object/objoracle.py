@@ -31,7 +31,7 @@ def load_in_buffer(objs: Sequence[Path], externals: Mapping[str, int],
                    base: int = 0x400000) -> tuple[relink.Module, BufferMapper]:
     mapper = BufferMapper(base=base)
     mod = relink.load_object(list(objs), mapper=mapper, symbols=dict(externals), host=False,
-                             merge=False, address=base,
+                             merge=False, address=base, relax=False,
                              layout=lambda info: "skip" if info.name in SKIP else None)
     return mod, mapper
 

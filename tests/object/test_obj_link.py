@@ -69,6 +69,22 @@ def test_two_objects_link_and_run(m: list[str]) -> None:
             assert sa == sb
 
 
+@pytest.mark.parametrize("relax", [True, False])
+def test_gotpcrelx_relaxation(relax: bool) -> None:
+    a, b = _pair(["-O2", "-fPIC", "-fno-plt", "-fcommon"])
+    with relink.load_object([a, b], relax=relax) as mod:
+        _check_calc(mod)
+        counts = mod._state.counts
+        assert counts["GOTPCRELX"] and counts["REX_GOTPCRELX"]
+        relaxed = counts.get("GOTPCRELX (relaxed)", 0) + counts.get("REX_GOTPCRELX (relaxed)",
+                                                                    0)
+        assert bool(relaxed) == relax
+        text = mod._state.section(".text")
+        assert text is not None
+        code = ctypes.string_at(text.address, text.size)
+        assert (b"\x67\xe8" in code) == relax  # call *f@GOTPCREL -> addr32 call f
+
+
 def test_from_bytes_and_order_independent() -> None:
     a, b = _pair(["-O2", "-fcommon"])
     with relink.load_object([b.read_bytes(), a.read_bytes()], name="calc") as mod:

@@ -5,8 +5,9 @@ from the System V AMD64 psABI §4.4.1 (Table 4.10) and the TLS supplement: 64 = 
 PC32 = S + A - P (signed 32), PLT32 = L + A - P (the symbol itself when it is in reach,
 else a synthesized stub), 32 = S + A zero-extended, 32S = S + A sign-extended, PC64,
 GOTPCREL / GOTPCRELX / REX_GOTPCRELX = G + A - P (a synthesized GOT slot holding S; the
-instruction is left as the compiler wrote it), GOTOFF64 = S + A - GOT, GOTPC32/64 =
-GOT + A - P, GOT64 = G + A - GOT and PLTOFF64 = L + A - GOT (the large code model),
+X forms are relaxed to direct ``lea``/``call``/``jmp`` when S is within reach, as ld
+does), GOTOFF64 = S + A - GOT, GOTPC32/64 = GOT + A - P, GOT64 = G + A - GOT and
+PLTOFF64 = L + A - GOT (the large code model),
 SIZE32/64 = Z + A, and the TLS models (general and local dynamic through GOT pairs,
 initial exec through a GOT slot holding the TP offset, local exec, TLS descriptors).
 TLSDESC_CALL only marks the call for linker relaxation: nothing to patch. The PLT stub
@@ -39,8 +40,8 @@ RECIPES: dict[int, Recipe] = {RT[f"R_X86_64_{r.name}"].value: r for r in (
     Recipe("PC8", "S+A-P", word(1, signed(8))),
     Recipe("PC64", "S+A-P", _W64),
     Recipe("GOTPCREL", "G+A-P", _S32, "got"),
-    Recipe("GOTPCRELX", "G+A-P", _S32, "got"),
-    Recipe("REX_GOTPCRELX", "G+A-P", _S32, "got"),
+    Recipe("GOTPCRELX", "G+A-P", _S32, "got", relax=True),
+    Recipe("REX_GOTPCRELX", "G+A-P", _S32, "got", relax=True),
     Recipe("GOTPCREL64", "G+A-P", _W64, "got"),
     Recipe("GOTOFF64", "S+A-GOT", _W64),
     Recipe("GOT64", "G+A-GOT", _W64, "got"),

@@ -98,6 +98,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
                 libraries: Sequence[str] = (), merge: bool = True,
                 undefined: Sequence[str] = (),
                 relocation_hook: Callable[[ObjectRelocation], bool] | None = None,
+                relax: bool = True,
                 ) -> Module:
     """Link relocatable objects (``.o``, ``.ko``) and archives (``.a``) into memory.
 
@@ -126,6 +127,8 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
         relocation_hook: ``hook(ObjectRelocation) -> bool`` for relocation types relink
             has no recipe for: patch ``ctx.buffer[ctx.at:…]`` and return True, or return
             False (the load then fails with UnsupportedRelocationError).
+        relax: rewrite x86_64 GOTPCRELX loads/calls into direct ones when the target is
+            in reach (ld's relaxation); False leaves every instruction as compiled.
         layout: ``layout(SectionInfo) -> group name | "skip" | None`` to move sections.
         groups: extra `SectionGroup`s the layout hook may use.
         exports: restrict what the Module exports: names, or a predicate
@@ -194,7 +197,7 @@ def load_object(sources: SourceLike | Iterable[SourceLike], *, name: str | None 
         st.modinfo = first.modinfo()
         if "__dso_handle" in lay.linker:
             st.dso_handle = region.start + lay.linker["__dso_handle"]
-        buf = _build(unit, lay, arch, region, st, relocation_hook)
+        buf = _build(unit, lay, arch, region, st, relocation_hook, relax)
         _install(region, lay, buf, st)
         _protect_init(region, st)
         if lay.eh_frame is not None and spec.is_host and mapper.native:
@@ -314,7 +317,7 @@ def _reserve(mapper: Mapper, unit: LinkUnit, lay: Layout, arch: ObjectArch,
 
 
 def _build(unit: LinkUnit, lay: Layout, arch: ObjectArch, region: Region,
-           st: ObjectState, relocation_hook: Any = None) -> bytearray:
+           st: ObjectState, relocation_hook: Any = None, relax: bool = True) -> bytearray:
     """Copy section bytes into an image buffer and relocate it."""
     base = region.start
     buf = bytearray(lay.size)
@@ -330,7 +333,7 @@ def _build(unit: LinkUnit, lay: Layout, arch: ObjectArch, region: Region,
     if st.spec.is_host and type(region).__name__ == "HostRegion" and arch.name == "x86_64":
         tls = ObjectTls(st.label, lay.tls_size, lay.tls_align, st)
         st.tls = tls
-    rel = Relocator(unit, lay, arch, base, buf, tls, hook=relocation_hook)
+    rel = Relocator(unit, lay, arch, base, buf, tls, hook=relocation_hook, relax=relax)
     rel.run()
     if lay.tls and tls is None:
         raise UnsupportedError("the objects define thread-local variables, which need the "

@@ -87,8 +87,10 @@ class Relocator:
 
     def __init__(self, unit: LinkUnit, lay: Layout, arch: ObjectArch, base: int,
                  buf: bytearray, tls: ObjectTls | None = None,
-                 hook: Callable[[ObjectRelocation], bool] | None = None) -> None:
+                 hook: Callable[[ObjectRelocation], bool] | None = None,
+                 relax: bool = True) -> None:
         self.hook = hook
+        self.relax = relax
         self.unit = unit
         self.lay = lay
         self.arch = arch
@@ -307,6 +309,10 @@ class Relocator:
         key = symbol_key(self.unit, oi, si) if si else None
         if key is not None and key in self.lay.ifuncs and formula not in _GOT_FORMULAS:
             s = self.plt_base + self.lay.plt[key]  # the canonical address of an IFUNC
+        if recipe.relax and self.relax and key not in self.lay.ifuncs and \
+                self._relax_gotpcrelx(buf, off, s + a - place):
+            self.counts[f"{name} (relaxed)"] = self.counts.get(f"{name} (relaxed)", 0) + 1
+            return
         if recipe.needs == "tls":
             value: int | None = self._tls_value(formula, s, a, place, key, oi, si, rs, k)
         else:
@@ -440,6 +446,32 @@ class Relocator:
                 self.buf[at + i * word:at + (i + 1) * word] = \
                     (w % (1 << (8 * word))).to_bytes(word, "little")
         return slot + a - p
+
+    @staticmethod
+    def _relax_gotpcrelx(buf: Any, off: int, disp: int) -> bool:
+        """Rewrite a GOT load into a direct reference, as ld does (psABI §B.2).
+
+        ``mov foo@GOTPCREL(%rip), %reg`` becomes ``lea foo(%rip), %reg``; ``call/jmp
+        *foo@GOTPCREL(%rip)`` become ``addr32 call foo`` / ``jmp foo; nop``. Done only
+        when the final address is within ±2 GiB of the place; relink knows every
+        address at load time, so this also applies to symbols of other modules.
+        """
+        if off < 2 or not (-(1 << 31) <= disp - 1 and disp + 1 < (1 << 31)):
+            return False
+        op, modrm = buf[off - 2], buf[off - 1]
+        if op == 0x8B and modrm & 0xC7 == 0x05:        # mov disp(%rip), %reg
+            buf[off - 2] = 0x8D                         # lea disp(%rip), %reg
+        elif op == 0xFF and modrm == 0x15:              # call *disp(%rip)
+            buf[off - 2:off] = b"\x67\xe8"              # addr32 call rel32
+        elif op == 0xFF and modrm == 0x25:              # jmp *disp(%rip)
+            buf[off - 2] = 0xE9                         # jmp rel32 ; nop
+            buf[off - 1:off + 3] = (disp + 1).to_bytes(4, "little", signed=True)
+            buf[off + 3] = 0x90
+            return True
+        else:
+            return False
+        buf[off:off + 4] = disp.to_bytes(4, "little", signed=True)
+        return True
 
     def _need_got(self, oi: int, rs: Any, k: int) -> int:
         if self.lay.got_piece is None:

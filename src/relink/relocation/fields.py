@@ -315,6 +315,7 @@ class Recipe:
     formula: str
     field: Field | None = None
     needs: str = ""
+    relax: bool = False  # the instruction may be rewritten to skip the GOT (x86_64)
 
 
 @dataclass(frozen=True)
