@@ -79,3 +79,18 @@ def test_far_calls_go_through_stubs(arch: str) -> None:
     assert emu.call(a.symbol("a")) == 83
     plt = a._state.section(".plt")
     assert plt is not None
+
+
+def test_cli_call_emulated_object(capsys: pytest.CaptureFixture[str]) -> None:
+    from relink.cli import main
+
+    o = _o("emu_calls.c", "riscv64", ["-O2", "-mno-relax"])
+    assert main(["call", "--emulate", str(o), "call_test", "5"]) == 0
+    assert capsys.readouterr().out.strip() == "210"
+
+
+def test_foreign_object_refused_natively() -> None:
+    from relink.errors import ArchMismatchError
+
+    with pytest.raises(ArchMismatchError, match="BufferMapper"):
+        relink.load_object(_o("emu_b.c", "aarch64", ["-O2"]))
