@@ -98,6 +98,7 @@ def _load_emulated(path: str) -> Any:
 
     with ElfFile(path) as elf:
         machine, elf_class = elf.header.e_machine, elf.header.elf_class
+        is_object = elf.header.e_type == 1  # ET_REL: linked by relink.object
     from relink.arch import spec_for
 
     spec = spec_for(machine, elf_class)
@@ -105,6 +106,8 @@ def _load_emulated(path: str) -> Any:
         from relink.errors import UnsupportedError
 
         raise UnsupportedError(f"no architecture spec for e_machine {machine}", file=path)
+    if is_object:
+        return relink.load_object(path, mapper=Emulator(spec))
     return relink.load(path, memory=Emulator(spec))
 
 
