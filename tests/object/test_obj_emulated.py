@@ -84,9 +84,12 @@ def test_far_calls_go_through_stubs(arch: str) -> None:
 def test_cli_call_emulated_object(capsys: pytest.CaptureFixture[str]) -> None:
     from relink.cli import main
 
-    o = _o("emu_calls.c", "riscv64", ["-O2", "-mno-relax"])
-    assert main(["call", "--emulate", str(o), "call_test", "5"]) == 0
-    assert capsys.readouterr().out.strip() == "210"
+    o = _o("emu_b.c", "riscv64", ["-O2", "-mno-relax"])
+    assert main(["call", "--emulate", str(o), "b"]) == 0
+    assert capsys.readouterr().out.strip() == "41"
+    assert main(["call", "--emulate", str(_o("emu_calls.c", "riscv64", ["-O2"])),
+                 "call_test", "5"]) == 1  # ext_array is nowhere: a clear error
+    assert "ext_array" in capsys.readouterr().err
 
 
 def test_foreign_object_refused_natively() -> None:
