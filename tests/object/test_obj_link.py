@@ -198,3 +198,12 @@ def test_bad_inputs() -> None:
         relink.load_object(b"\x7fELF" + bytes(60))
     with pytest.raises(ValueError):
         relink.load_object([])
+
+
+@pytest.mark.parametrize("flags", [["-O2", "-fPIC"], ["-O0"], ["-O2", "-fno-pic"]])
+def test_weak_symbols(flags: list[str]) -> None:
+    with relink.load_object(obj("weak_a.c", flags), host=False) as mod:
+        assert mod.function("weak_missing_addr_is_null", ctypes.c_int)() == 1
+        assert mod.function("call_overridable", ctypes.c_int)() == 1
+    with relink.load_object([obj("weak_a.c", flags), obj("weak_b.c", flags)]) as mod:
+        assert mod.function("call_overridable", ctypes.c_int)() == 2  # strong wins
