@@ -267,3 +267,28 @@ def test_finalizers_run_in_emulator_on_close(emu_chain: tuple[str, dict[str, Pat
     lib.close()
     assert seen == [107]  # base's .fini_array ran once, after initialization (7 + 100)
     emu.close()  # type: ignore[attr-defined]
+
+
+SCRIPT = [("leaf_value", ()), ("leaf_add", (7, 8)), ("leaf_deref", ()), ("leaf_apply", (0, 6)),
+          ("leaf_apply", (1, 6)), ("leaf_apply", (2, 6)), ("leaf_tls", ()),
+          ("leaf_tls_ie", ()), ("leaf_tls_set", (3,)), ("leaf_tls", ()),
+          ("leaf_middle_tls", ()), ("leaf_ver", ()), ("leaf_pick", ()), ("leaf_inited", ()),
+          ("leaf_weak", ()), ("leaf_name_len", ()), ("leaf_sum", tuple(range(10, 20)))]
+
+
+def _run_script(lib: relink.Module) -> list[int]:
+    return [lib.function(name, I, *[I] * len(args))(*args) for name, args in SCRIPT]
+
+
+def test_x86_64_emulator_agrees_with_native_execution() -> None:
+    """Oracle: the same x86_64 chain loaded natively (host CPU, glibc TLS) and into unicorn
+    (emulated CPU, relink's static TLS) gives the same results for the same calls."""
+    from foreign_support import build_chain
+
+    chain = build_chain("x86_64")
+    with relink.load(str(chain["leaf"])) as native:
+        expected = _run_script(native)
+    with relink.load(str(chain["leaf"]), memory=_emulator("x86_64")) as emulated:
+        assert _run_script(emulated) == expected
+    assert expected[0] == 207 and expected[-1] == sum(k * v for k, v in
+                                                      zip(range(1, 11), range(10, 20)))
