@@ -60,3 +60,19 @@ def test_system_calls_need_the_linux_layer() -> None:
         assert emu.call(lib.symbol("len"), b"abc") == 3  # type: ignore[attr-defined]
         with pytest.raises(EmulationError, match="syscalls='linux'"):
             emu.call(lib.symbol("dup_len"), b"abc")  # type: ignore[attr-defined]
+
+
+def test_cli_call_emulate_with_target_glibc() -> None:
+    import contextlib
+    import io
+
+    from relink.cli import main
+
+    libdir = cross_glibc("riscv64")
+    if libdir is None:
+        pytest.skip("Debian's libc6-riscv64-cross is not available (see .ci/run)")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["call", "--emulate", "--sysroot-lib", str(libdir),
+                     str(build_uselibc("riscv64")), "print_it", "hello riscv64"]) == 0
+    assert out.getvalue() == "hello riscv64\n14\n"

@@ -40,6 +40,11 @@ def register(sub: Any) -> None:
                    help="load FILE (any ISA unicorn runs: x86, x86_64, aarch64, arm, "
                         "riscv32, riscv64) into a unicorn emulator and call SYMBOL there; "
                         "integer, pointer and string arguments only (needs relink[emu])")
+    p.add_argument("--sysroot-lib", metavar="DIR", action="append", default=[],
+                   help="with --emulate: a directory of target libraries searched for "
+                        "DT_NEEDED (e.g. /usr/aarch64-linux-gnu/lib for the target's "
+                        "glibc); the emulator then answers libc's system calls and "
+                        "prints what the target wrote to stdout (repeatable)")
     p.set_defaults(func=run)
 
 
@@ -91,7 +96,7 @@ def _load(path: str, symbol: str | None = None) -> Any:
     return relink.load(path)
 
 
-def _load_emulated(path: str) -> Any:
+def _load_emulated(path: str, libdirs: list[str] | None = None) -> Any:
     import relink
     from relink.elf import ElfFile
     from relink.memory.unicorn import Emulator
@@ -108,17 +113,40 @@ def _load_emulated(path: str) -> Any:
         raise UnsupportedError(f"no architecture spec for e_machine {machine}", file=path)
     if is_object:
         return relink.load_object(path, mapper=Emulator(spec))
+    if libdirs:
+        from relink.linker.search import SearchPathResolver
+
+        emu = Emulator(spec, syscalls="linux")
+        return relink.load(path, memory=emu, resolver=SearchPathResolver(
+            fixed_dirs=tuple(libdirs), use_ld_cache=False))
     return relink.load(path, memory=Emulator(spec))
+
+
+def _emulated_output(module: Any) -> None:
+    """Flush a target libc's stdio in the emulator and print what the target wrote."""
+    state = getattr(module, "_state", None)
+    emu = getattr(getattr(state, "image", None), "mapper", None)
+    syscalls = getattr(emu, "syscalls", None)
+    if syscalls is None:
+        return
+    for dep in module.dependencies:
+        fflush = dep.symbol("fflush") if dep.name.startswith("libc.so") else None
+        if fflush:
+            emu.call(fflush, 0)
+    if syscalls.stdout:
+        sys.stdout.write(bytes(syscalls.stdout).decode("utf-8", "replace"))
+        syscalls.stdout.clear()
 
 
 def run(args: argparse.Namespace) -> int:
     parsed = [parse_arg(a) for a in args.args]
-    module = _load_emulated(args.file) if getattr(args, "emulate", False) else \
-        _load(args.file, args.symbol)
+    module = _load_emulated(args.file, getattr(args, "sysroot_lib", None)) \
+        if getattr(args, "emulate", False) else _load(args.file, args.symbol)
     try:
         fn = module.function(args.symbol, CTYPES[args.returns], *(t for t, _ in parsed),
                              version=args.version)
         result = fn(*(v for _, v in parsed))
+        _emulated_output(module)
         sys.stdout.write(_format(result, args.returns) + "\n")
     finally:
         module.close()
