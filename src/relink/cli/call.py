@@ -125,7 +125,7 @@ def _load_emulated(path: str, libdirs: list[str] | None = None) -> Any:
 def _emulated_output(module: Any) -> None:
     """Flush a target libc's stdio in the emulator and print what the target wrote."""
     state = getattr(module, "_state", None)
-    emu = getattr(getattr(state, "image", None), "mapper", None)
+    emu: Any = getattr(getattr(state, "image", None), "mapper", None)
     syscalls = getattr(emu, "syscalls", None)
     if syscalls is None:
         return
