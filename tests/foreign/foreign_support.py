@@ -21,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from relink.arch import spec_named
-from support.build import FixtureBuildError, build_object, build_shared, cache_dir
+from support.build import (
+    FixtureBuildError,
+    build_executable,
+    build_object,
+    build_shared,
+    cache_dir,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMULATED = ("x86", "x86_64", "aarch64", "arm", "riscv32", "riscv64")
@@ -183,3 +189,12 @@ def build_uselibc(arch: str) -> Path:
     return build_shared("uselibc", source("uselibc.c"), cc="zig",
                         target=f"{spec.zig_target}.{GLIBC_VERSION}", cflags=["-O1"],
                         group="foreign-libc")
+
+
+def build_prog(arch: str) -> Path:
+    """A PIE program using the target's glibc (argv, atoi, strdup, printf)."""
+    spec = spec_named(arch)
+    assert spec is not None
+    return build_executable("prog", source("prog.c"), cc="zig",
+                            target=f"{spec.zig_target}.{GLIBC_VERSION}", cflags=["-O1"],
+                            group="foreign-libc")

@@ -76,3 +76,22 @@ def test_cli_call_emulate_with_target_glibc() -> None:
         assert main(["call", "--emulate", "--sysroot-lib", str(libdir),
                      str(build_uselibc("riscv64")), "print_it", "hello riscv64"]) == 0
     assert out.getvalue() == "hello riscv64\n14\n"
+
+
+@pytest.mark.parametrize("arch", sorted(CROSS_GLIBC))
+def test_program_main_runs_with_target_glibc(arch: str) -> None:
+    from foreign_support import build_prog
+
+    from relink.memory.unicorn import Emulator
+    from relink.runtime.emulator import run_main
+
+    libdir = cross_glibc(arch)
+    if libdir is None:
+        pytest.skip(f"Debian's {CROSS_GLIBC[arch][0]} is not available (see .ci/run)")
+    emu = Emulator(arch, syscalls="linux")
+    resolver = SearchPathResolver(fixed_dirs=(str(libdir),), use_ld_cache=False,
+                                  use_default_dirs=False)
+    with relink.load(str(build_prog(arch)), memory=emu, resolver=resolver) as prog:
+        assert run_main(prog, ["prog", "4", "5", "300"]) == 309 % 256
+    assert bytes(emu.syscalls.stdout) == b"sum of 3 args = 309\n"  # flushed by exit()
+    assert emu.syscalls.log[-1][0] == "exit_group"

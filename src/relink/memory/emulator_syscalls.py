@@ -117,7 +117,11 @@ class LinuxSyscalls:
         args = tuple(emu.reg(r) for r in self.arg_regs)
         name = self.names.get(nr)
         handler = self._handlers.get(name) if name is not None else None
-        result = handler(*args) if handler is not None else -ENOSYS
+        try:
+            result = handler(*args) if handler is not None else -ENOSYS
+        except TargetExit as done:
+            self.log.append((name or nr, args, done.status))
+            raise
         if handler is None:
             log.debug("%s: unhandled system call %s (%s)", emu.spec.name, name or nr, args)
         self.log.append((name or nr, args, result))

@@ -16,12 +16,14 @@ a TLS layout and its initializers / IFUNC resolvers still need to run somewhere:
   TLSDESC resolver.
 * `EmulatorExecutor` runs initializers, finalizers and IFUNC resolvers in the emulator.
 * `TrapProvider` is the symbol provider for the emulator's runtime functions.
+* `run_main` runs ``exit(main(argc, argv, envp))`` of a program linked into an emulator.
 
 One emulated thread: every module gets one static block (no dynamic TLS, no DTV).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from relink.memory.unicorn import Emulator
 
 __all__ = ["EmulatorExecutor", "EmulatorTls", "ForeignTls", "TlsBlock", "TlsLayout",
-           "TrapProvider", "tls_layout"]
+           "TrapProvider", "run_main", "tls_layout"]
 
 STT_FUNC = 2
 THREAD_PAGE = 0x1000
@@ -349,3 +351,81 @@ class TrapProvider:
 
     def __repr__(self) -> str:
         return f"<TrapProvider {self.name}>"
+
+
+def _symtab_value(path: str | None, name: str) -> int | None:
+    """st_value of `name` in a file's static .symtab (executables rarely export main)."""
+    if path is None:
+        return None
+    import struct
+
+    from relink.elf import ElfFile
+
+    with ElfFile(path) as elf:
+        symtab, strtab = elf.section(".symtab"), elf.section(".strtab")
+        if symtab is None or strtab is None:
+            return None
+        syms, strs = bytes(elf.section_data(symtab)), bytes(elf.section_data(strtab))
+        is64 = elf.header.elf_class == 64
+    fmt, size = ("<IBBHQQ", 24) if is64 else ("<IIIBBH", 16)
+    want = name.encode()
+    for off in range(0, len(syms) - size + 1, size):
+        fields = struct.unpack_from(fmt, syms, off)
+        st_name = fields[0]
+        value = fields[4] if is64 else fields[1]
+        info = fields[1] if is64 else fields[3]
+        if info & 0xF == STT_FUNC and strs[st_name:st_name + len(want) + 1] == want + b"\0":
+            return int(value)
+    return None
+
+
+def run_main(module: Any, argv: Sequence[str | bytes] = (),
+             env: Mapping[str, str] | None = None) -> int:
+    """Run ``exit(main(argc, argv, envp))`` of an executable loaded into an `Emulator`.
+
+    relink has already linked the program and run its and its libraries' initializers
+    (a target glibc's included), so this is what ``__libc_start_main`` does after
+    that: call main, then the libc's ``exit`` (atexit handlers, stdio flush), whose
+    exit_group ends the run. `main` comes from the dynamic symbols or, for a
+    non-exported main, the file's .symtab. Returns the exit status (0-255).
+
+    Raises:
+        UnsupportedError: the module is not in an emulator, or has no main.
+        EmulationError: the program faulted.
+    """
+    from relink.memory.emulator_syscalls import TargetExit
+
+    state = module._state
+    image = state.image
+    emu = image.mapper
+    if not hasattr(emu, "call"):
+        raise UnsupportedError("run_main needs a module loaded into relink.Emulator",
+                               file=image.label)
+    main = module.symbol("main")
+    if main is None:
+        value = _symtab_value(module.path, "main")
+        if value is None:
+            raise UnsupportedError("the program has no 'main' symbol (dynamic or .symtab)",
+                                   file=image.label)
+        main = value + (image.base if image.header.e_type == 3 else 0)
+    word = emu.abi.word
+    args = [a.encode() if isinstance(a, str) else bytes(a)
+            for a in (argv or [module.name])]
+    envs = [f"{k}={v}".encode() for k, v in (env or {}).items()]
+
+    def vector(items: list[bytes]) -> int:
+        ptrs = [emu.put(item + b"\0") for item in items] + [0]
+        at = emu.alloc(word * len(ptrs))
+        emu.write(at, b"".join(p.to_bytes(word, "little") for p in ptrs))
+        return int(at)
+
+    argv_at, envp_at = vector(args), vector(envs)
+    try:
+        status = emu.call(main, len(args), argv_at, envp_at) & 0xFF
+        exit_fn = next((dep.symbol("exit") for dep in module.dependencies
+                        if dep.symbol("exit")), None)
+        if exit_fn:
+            emu.call(exit_fn, status)
+    except TargetExit as done:
+        return done.status
+    return status
