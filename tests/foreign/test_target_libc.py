@@ -95,3 +95,19 @@ def test_program_main_runs_with_target_glibc(arch: str) -> None:
         assert run_main(prog, ["prog", "4", "5", "300"]) == 309 % 256
     assert bytes(emu.syscalls.stdout) == b"sum of 3 args = 309\n"  # flushed by exit()
     assert emu.syscalls.log[-1][0] == "exit_group"
+
+
+def test_cli_run_emulate() -> None:
+    import subprocess
+    import sys
+
+    from foreign_support import build_prog
+
+    libdir = cross_glibc("arm")
+    if libdir is None:
+        pytest.skip("Debian's libc6-armhf-cross is not available (see .ci/run)")
+    res = subprocess.run([sys.executable, "-m", "relink", "run", "--emulate", "--sysroot-lib",
+                          str(libdir), str(build_prog("arm")), "7", "8"],
+                         capture_output=True, check=False, timeout=300)
+    assert res.stdout == b"sum of 2 args = 15\n", res.stderr
+    assert res.returncode == 15

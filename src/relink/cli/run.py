@@ -34,6 +34,13 @@ def register(sub: Any) -> None:
                    help="set an environment variable for the program (repeatable)")
     p.add_argument("--clear-env", action="store_true",
                    help="start from an empty environment (then apply --env)")
+    p.add_argument("--emulate", action="store_true",
+                   help="link FILE (any ISA unicorn runs) into a unicorn emulator and run "
+                        "exit(main(argc, argv, envp)) there; the target's libraries come "
+                        "from --sysroot-lib, its stdout/stderr are printed (needs "
+                        "relink[emu]; environment: only --env values)")
+    p.add_argument("--sysroot-lib", metavar="DIR", action="append", default=[],
+                   help="with --emulate: a directory of target libraries (repeatable)")
     p.set_defaults(func=_run)
 
 
@@ -56,6 +63,9 @@ def _run(args: argparse.Namespace) -> int:
             if not sep or not key:
                 raise SystemExit(f"relink run: --env needs NAME=VALUE, got {item!r}")
             env[key] = value
+    if getattr(args, "emulate", False):
+        return _run_emulated(source, argv, env if env is not None and args.env else {},
+                             args.sysroot_lib, name)
     if args.main:
         if env is not None:
             raise SystemExit("relink run: --env/--clear-env cannot be used with --main "
@@ -63,3 +73,30 @@ def _run(args: argparse.Namespace) -> int:
         return run_main(source, argv, name=None if args.file != "-" else name) & 0xFF
     status = execute(source, argv, env, name=None if args.file != "-" else name)
     return status if status >= 0 else 128 - status
+
+
+def _run_emulated(source: Any, argv: list[str], env: dict[str, str], libdirs: list[str],
+                  name: str) -> int:
+    import relink
+    from relink.arch import spec_for
+    from relink.elf import ElfFile
+    from relink.errors import UnsupportedError
+    from relink.linker.search import SearchPathResolver
+    from relink.memory.unicorn import Emulator
+    from relink.runtime.emulator import run_main
+
+    with ElfFile(source, name=name) as elf:
+        spec = spec_for(elf.header.e_machine, elf.header.elf_class)
+    if spec is None:
+        raise UnsupportedError("no architecture spec for this file", file=name)
+    emu = Emulator(spec, syscalls="linux")
+    resolver = SearchPathResolver(fixed_dirs=tuple(libdirs), use_ld_cache=False)
+    try:
+        with relink.load(source, name=name if source is not name else None, memory=emu,
+                         resolver=resolver) as prog:
+            status = run_main(prog, argv, env)
+    finally:
+        sys.stdout.buffer.write(bytes(emu.syscalls.stdout))
+        sys.stdout.flush()
+        sys.stderr.buffer.write(bytes(emu.syscalls.stderr))
+    return status
