@@ -1,10 +1,11 @@
 """The target's own glibc (Debian's cross packages, 2.36) loaded by relink into unicorn.
 
 A zig-built library calling strlen (an IFUNC in glibc), snprintf, qsort (with a callback
-back into the library), strdup/free (malloc: getrandom + mmap) and printf (stdio:
-fstat + write) is loaded with its DT_NEEDED libc.so.6 — and libc's own dependency, the
-target's ld-linux — from the unpacked sysroot. glibc's initializers run in the
-emulator; the few system calls it makes are answered by ``syscalls="linux"``.
+back into the library), strdup/free (malloc: getrandom + mmap), printf (stdio: fstat +
+write) and using general-dynamic TLS (glibc's ld.so's __tls_get_addr) is loaded with
+its DT_NEEDED libc.so.6 — and libc's own dependency, the target's ld-linux — from the
+unpacked sysroot. glibc's initializers run in the emulator; the few system calls it
+makes are answered by ``syscalls="linux"``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def test_target_glibc_runs_in_emulator(arch: str) -> None:
         assert emu.read_cstring(buf) == b"v=42:ok"  # type: ignore[attr-defined]
         assert call(lib.symbol("sorted_first")) == 19
         assert call(lib.symbol("dup_len"), b"abcdef") == 6
+        # GD TLS of the library through the target ld.so's own __tls_get_addr (or
+        # TLSDESC on aarch64): relink's emulated DTV has the glibc layout.
+        assert call(lib.symbol("tls_bump"), 2) == 42
+        assert call(lib.symbol("tls_bump"), 3) == 45
         assert call(lib.symbol("print_it"), b"hi from glibc") == 14
         assert call(libc.symbol("fflush"), 0) == 0
         sys = emu.syscalls  # type: ignore[attr-defined]

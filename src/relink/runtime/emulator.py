@@ -40,6 +40,7 @@ __all__ = ["EmulatorExecutor", "EmulatorTls", "ForeignTls", "TlsBlock", "TlsLayo
 
 STT_FUNC = 2
 THREAD_PAGE = 0x1000
+MAX_MODULES = 62  # DTV slots of the emulated thread
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,12 @@ class EmulatorTls(ForeignTls):
         else:
             self.thread_pointer = base + THREAD_PAGE
         name = emu.spec.name
+        # A glibc-shaped DTV (generation 0, one {block, to_free} pair per module id),
+        # so a target ld.so's own __tls_get_addr finds the same blocks as relink's.
+        self.dtv = emu.alloc(2 * word * (MAX_MODULES + 2)) + 2 * word
+        emu.write(self.dtv - 2 * word, (MAX_MODULES).to_bytes(word, "little"))
+        slot = {"x86_64": word, "x86": word, "aarch64": 0, "arm": 0}.get(name, -2 * word)
+        emu.write(self.thread_pointer + slot, self.dtv.to_bytes(word, "little"))
         self._get_addr_trap("__tls_get_addr", arg_reg=None)
         if name == "x86":
             self._get_addr_trap("___tls_get_addr", arg_reg="eax")  # GNU i386: regparm
@@ -296,6 +303,12 @@ class EmulatorTls(ForeignTls):
         at = self.thread_pointer + blk.tpoff
         init = image.region.read(image.base + ph.p_vaddr, ph.p_filesz) if ph.p_filesz else b""
         self.emu.write(at, init + bytes(blk.size - len(init)))
+        if blk.module_id > MAX_MODULES:
+            raise TlsError(f"more than {MAX_MODULES} TLS modules in one emulator",
+                           file=image.label)
+        word = self.emu.abi.word
+        self.emu.write(self.dtv + 2 * word * blk.module_id,
+                       at.to_bytes(word, "little") + bytes(word))
 
     def relocated(self, module: ModuleState) -> None:
         # The module's PT_TLS image is final now (its own relocations may patch .tdata).
