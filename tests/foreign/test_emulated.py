@@ -191,13 +191,17 @@ def _gnu2_leaf(arch: str, chain: dict[str, Path]) -> Path:
     assert spec is not None
     return build_shared("leafdesc", {"leaf.c": source("leaf.c")},
                         cc="zig", target=spec.zig_target, group="foreign-chain",
-                        cflags=[*cflags(arch), "-mtls-dialect=gnu2"],
+                        cflags=[*cflags(arch), f"-mtls-dialect={DIALECT.get(arch, 'gnu2')}"],
                         deps=[chain["middle"], chain["base"]], soname="libleafdesc.so",
                         ldflags=["-nostdlib", "-Wl,-rpath,$ORIGIN"])
 
 
-@pytest.mark.parametrize("arch", ["x86_64"])
-def test_x86_64_tlsdesc_in_emulator(arch: str) -> None:
+DIALECT = {"riscv64": "desc", "riscv32": "desc", "loongarch64": "desc"}
+TLSDESC_TYPE = {"x86_64": 36, "riscv64": 12, "riscv32": 12}
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "riscv64", "riscv32"])
+def test_tlsdesc_dialect_in_emulator(arch: str) -> None:
     from foreign_support import build_chain
 
     chain = build_chain(arch)
@@ -206,7 +210,7 @@ def test_x86_64_tlsdesc_in_emulator(arch: str) -> None:
 
     with ElfFile(str(leaf)) as elf:
         types = {t for table in elf.relocation_tables()[0] for t in table.types}
-    assert 36 in types  # R_X86_64_TLSDESC: the GNU2 dialect really is in use
+    assert TLSDESC_TYPE[arch] in types  # the descriptor dialect really is in use
     with relink.load(str(leaf), memory=_emulator(arch)) as lib:
         assert lib.function("leaf_tls", I)() == 5
         assert lib.function("leaf_tls_set", I, I)(30) == 61

@@ -99,3 +99,35 @@ def test_loongarch64_copy_executable_runs_under_qemu(qemu: Path, driver: Path) -
         regions, tp, blocks = snapshot(mapper, tls)
         out = [_s32(v) for v in runner.run(regions, tp, blocks, calls)]  # type: ignore
         assert out == [100, 105, 105]
+
+
+def test_loongarch64_tlsdesc_under_qemu(qemu: Path, driver: Path) -> None:
+    from foreign_support import cflags
+
+    from support.build import build_shared
+
+    chain = build_chain("loongarch64")
+    leaf = build_shared("leafdesc", source("leaf.c"), cc="zig",
+                        target="loongarch64-linux-gnu", group="foreign-chain",
+                        cflags=[*cflags("loongarch64"), "-mtls-dialect=desc"],
+                        deps=[chain["middle"], chain["base"]], soname="libleafdesc.so",
+                        ldflags=["-nostdlib", "-Wl,-rpath,$ORIGIN"])
+    mapper = BufferMapper()
+    tls = ForeignTls(thread_pointer=TP,
+                     tlsdesc_function=elf_symbol(driver, "relink_tlsdesc"))
+    mapper.tls_policy = tls
+    runner = QemuRunner(qemu, driver)
+    runtime = SyntheticModule("<qemu driver>",
+                              {"__tls_get_addr": elf_symbol(driver, "relink_tls_get_addr")})
+    with relink.load(str(leaf), memory=mapper, scope=[runtime], init=False,
+                     executor=QemuExecutor(runner, mapper, tls)) as lib:
+        from relink.elf import ElfFile
+
+        with ElfFile(str(leaf)) as elf:
+            types = {t for table in elf.relocation_tables()[0] for t in table.types}
+        assert 14 in types  # R_LARCH_TLS_DESC64
+        calls = [(lib.symbol(n), a, 0) for n, a in (("leaf_tls", 0), ("leaf_tls_set", 30),
+                                                     ("leaf_tls", 0), ("leaf_value", 0))]
+        regions, tp, blocks = snapshot(mapper, tls)
+        out = [_s32(v) for v in runner.run(regions, tp, blocks, calls)]  # type: ignore
+        assert out == [5, 61, 30, 207]
