@@ -197,10 +197,10 @@ def _gnu2_leaf(arch: str, chain: dict[str, Path]) -> Path:
 
 
 DIALECT = {"riscv64": "desc", "riscv32": "desc", "loongarch64": "desc"}
-TLSDESC_TYPE = {"x86_64": 36, "riscv64": 12, "riscv32": 12}
+TLSDESC_TYPE = {"x86_64": 36, "x86": 41, "riscv64": 12, "riscv32": 12}
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "riscv64", "riscv32"])
+@pytest.mark.parametrize("arch", ["x86_64", "x86", "riscv64", "riscv32"])
 def test_tlsdesc_dialect_in_emulator(arch: str) -> None:
     from foreign_support import build_chain
 
@@ -216,16 +216,6 @@ def test_tlsdesc_dialect_in_emulator(arch: str) -> None:
         assert lib.function("leaf_tls_set", I, I)(30) == 61
         assert lib.function("leaf_tls", I)() == 30
 
-
-def test_i386_tls_desc_is_refused_by_name() -> None:
-    from foreign_support import build_chain
-
-    from relink.errors import UnsupportedRelocationError
-
-    chain = build_chain("x86")
-    leaf = _gnu2_leaf("x86", chain)
-    with pytest.raises(UnsupportedRelocationError, match="R_386_TLS_DESC"):
-        relink.load(str(leaf), memory=_emulator("x86"))
 
 
 def test_arm_thumb_chain() -> None:

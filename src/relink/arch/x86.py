@@ -7,9 +7,10 @@ Formulas: RELATIVE = B + A, 32 = S + A, PC32 = S + A - P, GLOB_DAT = JMP_SLOT = 
 TLS_DTPMOD32 = module id, TLS_DTPOFF32 = offset in the block, TLS_TPOFF = negative
 offset from the thread pointer (TLS variant II).
 
-Not supported (raise UnsupportedRelocationError by name): R_386_TLS_TPOFF32 (the
-*negated* static offset, only emitted for ``@gottpoff`` code) and R_386_TLS_DESC (whose
-REL addend lives in the descriptor's second word); clang and gcc emit neither by default.
+R_386_TLS_DESC (GNU2 dialect) = (resolver, offset), its REL addend read from the
+descriptor's second word, as glibc does. Not supported (raises
+UnsupportedRelocationError by name): R_386_TLS_TPOFF32, the *negated* static offset
+only emitted for ``@gottpoff`` code, which clang and gcc do not produce by default.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SPEC = register(ArchSpec(
         T.R_386_TLS_TPOFF: R.TPOFF,
         T.R_386_TLS_DTPMOD32: R.DTPMOD,
         T.R_386_TLS_DTPOFF32: R.DTPOFF,
+        T.R_386_TLS_DESC: R.TLSDESC,    # REL: the addend is the descriptor's 2nd word
         T.R_386_IRELATIVE: R.IRELATIVE,
     },
     fields={T.R_386_PC32: FieldSpec(4, pcrel=True, signed=True)},

@@ -438,6 +438,10 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
             return tls.dtpoff(prov, offset + a) - spec.tls_dtv_offset
         if c is RelocClass.TPOFF:
             return tls.tpoff(prov, offset + a)
+        if table.addends is None:
+            # REL TLS descriptors (i386) keep their addend in the second word.
+            a = struct.unpack_from("<Q" if spec.word_size == 8 else "<I", view,
+                                   i + spec.word_size)[0]
         func, arg = tls.tlsdesc(state, prov, offset + a)
         word = spec.word_size
         fmt = "<Q" if word == 8 else "<I"
