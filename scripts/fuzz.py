@@ -17,7 +17,7 @@ object loading (``--replay`` runs every target). The contract under test:
 * nothing hangs (a per-execution alarm turns a hang into a finding);
 * the interpreter never dies (workers are separate processes; a dead worker's current
   input is kept through a shared memory slot and saved as a ``crash`` finding);
-* nothing maps executable host memory or runs target code (`install_guards`);
+* nothing maps executable host memory or runs target code (`fuzz_targets.guards`);
 * file descriptors and mappings do not leak (checked every ``--check-every`` executions).
 
 Findings are saved as ``<out>/findings/<kind>-<hash>.elf`` with a ``.txt`` traceback,
@@ -47,7 +47,7 @@ if str(HERE) not in sys.path:
 
 from fuzz_mutate import Mutator  # noqa: E402
 from fuzz_seeds import REPO, Seed, load_seeds  # noqa: E402
-from fuzz_targets import ALL, WEIGHTS, SafetyViolation, Targets, install_guards  # noqa: E402,I001
+from fuzz_targets import ALL, WEIGHTS, SafetyViolation, Targets, guards  # noqa: E402,I001
 
 from relink.errors import RelinkError  # noqa: E402
 
@@ -131,7 +131,15 @@ def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | 
         report: callable receiving a stats dict every `check_every` executions.
         targets: which targets to run (unavailable ones are skipped).
     """
-    install_guards()
+    with guards():
+        return _fuzz_loop(seeds, execs=execs, seed=seed, seconds=seconds, out=out, slot=slot,
+                          timeout=timeout, check_every=check_every, report=report,
+                          targets=targets)
+
+
+def _fuzz_loop(seeds: list[Seed], *, execs: int, seed: int, seconds: float | None,
+               out: Path | None, slot: mmap.mmap | None, timeout: float, check_every: int,
+               report: Any, targets: tuple[str, ...]) -> FuzzStats:
     rng = random.Random(seed)
     mut = Mutator(rng)
     tg = Targets(targets)
@@ -143,6 +151,7 @@ def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | 
     added = 0
     seen: set[str] = set()
     small = [d for d in corpus if len(d) < 200_000] or corpus
+    objects = [d for d in corpus if d[16:18] == b"\x01\x00"]  # ET_REL seeds
     deadline = time.monotonic() + seconds if seconds else None
     findings_dir = out / "findings" if out else None
     if findings_dir:
@@ -158,14 +167,16 @@ def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | 
             if deadline is not None and n % 64 == 0 and time.monotonic() > deadline:
                 break
             # Favour small inputs: large ones (libc) are slow and rarely add new paths.
+            which = rng.choices(names, weights)[0]
             pool = corpus if rng.random() < 0.5 else small
+            if which == "object" and objects and rng.random() < 0.8:
+                pool = objects  # mutants of .o files, not of shared objects, mostly
             parent = rng.choice(pool)
             data = mut.mutate(parent, small)[:MAX_INPUT] if rng.random() < 0.97 else parent
             if slot is not None:
                 slot[:8] = len(data).to_bytes(8, "little")
                 slot[8:8 + len(data)] = data
             variant = rng.getrandbits(3)
-            which = rng.choices(names, weights)[0]
             exc: BaseException | None = None
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
@@ -189,6 +200,8 @@ def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | 
                     corpus.append(data)
                 else:  # full: new behaviour replaces a random earlier mutant
                     corpus[rng.randrange(base_corpus, len(corpus))] = data
+                if data[16:18] == b"\x01\x00" and len(objects) < CORPUS_MAX:
+                    objects.append(data)
                 if len(data) < 200_000:
                     if len(small) < CORPUS_MAX + base_corpus:
                         small.append(data)
@@ -335,7 +348,11 @@ def coverage_report(out: Path) -> str:
 
 def replay(paths: list[str]) -> int:
     """Run saved inputs through every target once; print what escapes. Returns #bad."""
-    install_guards()
+    with guards():
+        return _replay(paths)
+
+
+def _replay(paths: list[str]) -> int:
     tg = Targets()
     bad = 0
     for p in paths:

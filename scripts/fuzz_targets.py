@@ -14,8 +14,8 @@ exception is a finding):
   request to initialize does not execute anything;
 * ``object`` — `relink.load_object` (relocatable objects) into a `BufferMapper`.
 
-`install_guards` makes any attempt to create host-executable memory or to run target
-code raise `SafetyViolation` (a BaseException, so no ``except Exception`` can hide it).
+Under `guards()`, any attempt to create host-executable memory or to run target code
+raises `SafetyViolation` (a BaseException, so no ``except Exception`` can hide it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import importlib
 import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ if str(REPO / "src") not in sys.path:
 import relink  # noqa: E402
 from relink.memory.buffer import BufferMapper  # noqa: E402
 
-__all__ = ["SafetyViolation", "Targets", "install_guards"]
+__all__ = ["SafetyViolation", "Targets", "guards"]
 
 LOOKUP_NAMES = ("malloc", "answer", "seed_add", "seed_ver", "zlibVersion", "", "\udcff")
 ALL = ("parse", "info", "deps", "scan", "load", "object")
@@ -49,14 +49,16 @@ class SafetyViolation(BaseException):
     """A non-executing path tried to map executable host memory or to run target code."""
 
 
-def install_guards() -> None:
-    """Trap PROT_EXEC host mappings and every native call into loaded code."""
+@contextlib.contextmanager
+def guards() -> Iterator[None]:
+    """While active, PROT_EXEC host mappings and native calls into loaded code raise
+    `SafetyViolation`. Restores everything on exit (the test suite shares the process)."""
     from relink.runtime import executor as ex
     from relink.runtime import libc as c
 
-    if getattr(c, "_fuzz_guarded", False):
-        return
     real_mmap, real_mprotect = c.mmap, c.mprotect
+    real_calls = {n: getattr(ex.NativeExecutor, n)
+                  for n in ("call_ifunc", "call_init", "call_fini")}
 
     def mmap(addr: Any, size: int, prot: int, *rest: Any) -> Any:
         if prot & c.PROT_EXEC:
@@ -72,9 +74,14 @@ def install_guards() -> None:
         raise SafetyViolation("NativeExecutor called during a non-executing operation")
 
     c.mmap, c.mprotect = mmap, mprotect  # type: ignore[assignment]
-    for name in ("call_ifunc", "call_init", "call_fini"):
+    for name in real_calls:
         setattr(ex.NativeExecutor, name, refuse)
-    c._fuzz_guarded = True  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        c.mmap, c.mprotect = real_mmap, real_mprotect
+        for name, fn in real_calls.items():
+            setattr(ex.NativeExecutor, name, fn)
 
 
 def _optional(module: str, attr: str | None = None) -> Any:
@@ -94,9 +101,9 @@ class Targets:
 
         self.memfd = os.memfd_create("relink-fuzz", os.MFD_CLOEXEC)
         self.path = f"/proc/self/fd/{self.memfd}"
-        # Only the already-loaded libc is served by the host; nothing else is dlopened,
+        # Only the already-loaded libc and ld.so are served by the host; nothing is dlopened,
         # and no system directory is searched (a fuzzed RUNPATH still is).
-        self.host = HostPolicy(("libc.so.6",), serve_loaded=False)
+        self.host = HostPolicy(("libc.so.6", "ld-linux*.so*"), serve_loaded=False)
         self.resolver = SearchPathResolver(use_ld_cache=False, use_default_dirs=False)
         # The CLI's parser is built once (building it imports every subcommand); each run
         # then does what `relink.cli.main` does, minus printing a RelinkError.
@@ -194,8 +201,10 @@ class Targets:
 
     def run_object(self, data: bytes, variant: int) -> None:
         assert self.load_object is not None
+        # Every undefined name resolves to a fake address: relocation proceeds (nothing
+        # runs, so the address is never called).
         mod = self.load_object(data, name="fuzz.o", mapper=BufferMapper(max_size=BUFFER_LIMIT),
-                               init=bool(variant & 4))
+                               init=bool(variant & 4), resolve=lambda name: 0x5000_0000)
         try:
             for name in LOOKUP_NAMES[:5]:
                 mod.symbol(name)

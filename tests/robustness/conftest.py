@@ -19,8 +19,12 @@ from typing import Any
 import pytest
 
 from relink.memory.host import HostMapper, HostRegion
+from relink.runtime.host import HostPolicy
 
 HERE = Path(__file__).resolve().parent
+# Virtual (BufferMapper) loads bind libc's and ld.so's symbols to the host's copies
+# instead of loading those two into the buffer (which would need an IFUNC executor).
+BUFFER_HOST = HostPolicy(("libc.so.6", "ld-linux*.so*"), serve_loaded=False)
 FIXTURES = HERE / "fixtures"
 SCRIPTS = HERE.parents[1] / "scripts"
 

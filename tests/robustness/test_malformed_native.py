@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import relink
+from relink.api import default_context
 from relink.errors import RelinkError
 from support.elfgen_cases import Case, base_image, cases
 
@@ -59,7 +60,7 @@ def test_malformed_native_load_fails_cleanly(case: Case, from_path: bool, tmp_pa
 def test_malformed_default_mapper_leaves_nothing(case: Case,
                                                  host_regions: RegionTracker) -> None:
     """The same through the default path (HostMapper, default context)."""
-    ctx = relink.api.default_context()
+    ctx = default_context()
     keys = set(ctx.keys())
     with pytest.raises(case.error):
         relink.load(case.data, name="libcase.so")

@@ -147,8 +147,17 @@ class Lease:
         ctx = self.ctx
         if ctx._busy and ctx._owner_tid == threading.get_ident():
             ctx._pending.append(self)
-        else:
+            return
+        # Never block in a finalizer: the collector may run while this thread holds another
+        # lock (the TLS runtime's, say) that the context's current owner waits for — a
+        # lock-order deadlock (issue 9 stress test). The owner applies it when its op ends.
+        if not ctx.lock.acquire(blocking=False):
+            ctx._pending.append(self)
+            return
+        try:
             ctx._release(self)
+        finally:
+            ctx.lock.release()
 
     def initialize(self, module: Any = None) -> None:
         """Run the pending initializers of the load that made this lease (deps first)."""

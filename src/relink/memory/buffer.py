@@ -47,7 +47,12 @@ class BufferRegion:
 
     def map_file(self, addr: int, size: int, fd: int, offset: int, prot: int) -> None:
         off = self._check(addr, size)
-        chunk = os.pread(fd, size, offset)
+        try:
+            chunk = os.pread(fd, size, offset)
+        except OSError as exc:  # an I/O error is a MappingError with errno, as for mmap
+            raise MappingError(f"cannot read {size:#x} bytes at offset {offset:#x}: "
+                               f"{exc.strerror}", op="pread", errno=exc.errno,
+                               address=addr) from exc
         self.data[off:off + len(chunk)] = chunk
         self.data[off + len(chunk):off + size] = bytes(size - len(chunk))
         self.protections.append((addr, size, prot))
