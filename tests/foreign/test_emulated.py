@@ -286,3 +286,15 @@ def test_x86_64_emulator_agrees_with_native_execution() -> None:
         assert _run_script(emulated) == expected
     assert expected[0] == 207 and expected[-1] == sum(k * v for k, v in
                                                       zip(range(1, 11), range(10, 20)))
+
+
+def test_static_tls_area_exhaustion_is_a_clear_error() -> None:
+    from foreign_support import build_chain
+
+    from relink.errors import TlsError
+
+    emu = relink.Emulator("aarch64", tls_size=16)  # only the 16-byte TCB fits
+    before = len(emu._regions)
+    with pytest.raises(TlsError, match="static TLS area"):
+        relink.load(str(build_chain("aarch64")["leaf"]), memory=emu)
+    assert len(emu._regions) == before

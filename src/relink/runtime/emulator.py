@@ -101,10 +101,6 @@ class ForeignTls(TlsHooks):
         self._cursor: int | None = None
         self._next_id = 1
 
-    def _room(self) -> int:
-        """Bytes usable by blocks (variant II keeps its TCB page inside the area)."""
-        return self.size
-
     def block(self, prov: Any) -> TlsBlock:
         """The TLS block of provider `prov`, placing it on first use."""
         found = self.blocks.get(id(prov))
@@ -139,7 +135,7 @@ class ForeignTls(TlsHooks):
             off = (self._cursor + ph.p_memsz + align - 1) & ~(align - 1)
             end = off
             tpoff = -off
-        if end > self._room():
+        if end > self.size:
             raise TlsError(f"the static TLS area ({self.size:#x} bytes) is full: cannot "
                            f"place {ph.p_memsz:#x} more bytes (raise tls_size)",
                            file=image.label)
@@ -260,7 +256,10 @@ class EmulatorTls(ForeignTls):
         name = emu.spec.name
         # A glibc-shaped DTV (generation 0, one {block, to_free} pair per module id),
         # so a target ld.so's own __tls_get_addr finds the same blocks as relink's.
-        self.dtv = emu.alloc(2 * word * (MAX_MODULES + 2)) + 2 * word
+        # It lives in the area's spare page (above the blocks for variant I, below them
+        # for variant II).
+        spare = base + size + THREAD_PAGE if self.layout.variant == 1 else base
+        self.dtv = spare + 2 * word
         emu.write(self.dtv - 2 * word, (MAX_MODULES).to_bytes(word, "little"))
         slot = {"x86_64": word, "x86": word, "aarch64": 0, "arm": 0}.get(name, -2 * word)
         emu.write(self.thread_pointer + slot, self.dtv.to_bytes(word, "little"))
@@ -276,9 +275,6 @@ class EmulatorTls(ForeignTls):
 
         tlsdesc_return.return_via = emu.abi.tlsdesc_link  # type: ignore[attr-defined]
         self._desc_trap = (desc_reg, tlsdesc_return)
-
-    def _room(self) -> int:
-        return self.size
 
     def _get_addr_trap(self, name: str, arg_reg: str | None) -> None:
         def get_addr(e: Emulator) -> int:
