@@ -239,6 +239,7 @@ class EmulatorTls(ForeignTls):
         # One zeroed, writable page beside the blocks for the thread descriptor a libc
         # keeps next to tp (glibc's struct pthread: above tp for variant II, below it
         # for variant I), so a target libc loaded into the emulator finds memory there.
+        size = (size + THREAD_PAGE - 1) & ~(THREAD_PAGE - 1)  # self.size stays the limit
         self.area = emu._own(base, size + 2 * THREAD_PAGE, PROT_READ | PROT_WRITE)
         word = emu.abi.word
         if self.layout.variant == 2:
