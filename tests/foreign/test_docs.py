@@ -31,3 +31,19 @@ def test_foreign_md_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert lines[0] == "22"
     assert int(lines[1], 16) >= 0x10000000
     assert os.path.exists("libleaf.so")
+
+
+def test_support_table_matches_what_the_tests_verify() -> None:
+    from foreign_support import ALL_ISAS, CROSS_GLIBC, EMULATED
+
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        if line.startswith("| ") and ("(32, " in line or "(64, " in line):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0].split()[0]] = cells
+    assert set(rows) == set(ALL_ISAS)
+    for arch, cells in rows.items():
+        assert cells[1] == "yes" and cells[2] == "yes"          # shared objects, executables
+        verified, glibc = cells[7], cells[8]
+        assert verified.startswith("unicorn" if arch in EMULATED else "qemu-user")
+        assert glibc.startswith("yes") == (arch in CROSS_GLIBC)
