@@ -5,7 +5,8 @@ Three sources, all produced or read at run time (nothing is checked in):
 * gcc-built fixtures from ``tests/robustness/fixtures/*.c`` through the cached fixture
   compiler ``tests/support/build.py``: a shared object (RELATIVE / GLOB_DAT / JUMP_SLOT,
   TLS, symbol versions, init/fini) in three link flavours (GNU hash, SysV hash only,
-  packed RELR relocations), a PIE and an ET_EXEC executable, and a relocatable object;
+  packed RELR relocations), a PIE and an ET_EXEC executable, a relocatable object and
+  an archive of it;
 * the system's own libraries read as bytes (libz, libc) — large, real tables;
 * images from the test-only ELF writer ``tests/support/elfgen.py`` (exact layouts:
   RELR, versions, both hash tables, ELF32 i386, no section headers).
@@ -42,6 +43,7 @@ def fixture_seeds() -> list[Seed]:
     """gcc-built shared objects, executables and an object file (empty without gcc)."""
     from support.build import (
         FixtureBuildError,
+        build_archive,
         build_executable,
         build_object,
         build_shared,
@@ -67,6 +69,8 @@ def fixture_seeds() -> list[Seed]:
         ("seedobj.o", lambda: build_object("fzseed_obj", _fixture("seedobj.c"),
                                            cflags=["-O1", "-fPIC"])),
     ]
+    builders.append(("libseedobj.a", lambda: build_archive(
+        "fzseed", [build_object("fzseed_obj", _fixture("seedobj.c"), cflags=["-O1", "-fPIC"])])))
     out: list[Seed] = []
     for name, build in builders:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,8 @@ def test_load_with_non_utf8_version_requirement(mapper: str | None) -> None:
     data = _versioned_import(b"GLIBC\xff\xfe\x80")
     # For the buffer load, the host serves libc's symbols as in the fuzzer (otherwise
     # libc itself would be loaded into the buffer, which needs an IFUNC executor).
-    kw = {"mapper": BufferMapper(), "host": HostPolicy(("libc.so.6",), serve_loaded=False)} \
+    kw: dict[str, Any] = {"mapper": BufferMapper(),
+                          "host": HostPolicy(("libc.so.6",), serve_loaded=False)} \
         if mapper else {}
     # Whether an unknown version is an error is the version checker's call; what matters
     # is that the outcome is a module or a RelinkError, never UnicodeEncodeError.

@@ -41,8 +41,9 @@ def test_malformed_native_load_fails_cleanly(case: Case, from_path: bool, tmp_pa
                                              host_regions: RegionTracker) -> None:
     source: object = case.data
     if from_path:
-        source = tmp_path / "libcase.so"
-        source.write_bytes(case.data)  # type: ignore[union-attr]
+        path = tmp_path / "libcase.so"
+        path.write_bytes(case.data)
+        source = path
     mapper = CheckedMapper()
     before = Snapshot.take()
     with pytest.raises(RelinkError) as info:
