@@ -136,6 +136,11 @@ def cases() -> list[Case]:
     add("SysV hash nbucket absurd", lambda: patch_dyn(
         patch_bytes(data, sysv_at, struct.pack("<I", 0x7FFFFFFF)), d.DT_GNU_HASH,
         new_tag=d.DT_DEBUG, value=0), ElfParseError, "claims|outside")
+    add("SysV hash nchain smaller than the symbol table", lambda: patch_dyn(
+        patch_bytes(data, sysv_at + 4, struct.pack("<I", 1)), d.DT_GNU_HASH,
+        new_tag=d.DT_DEBUG, value=0), RelinkError, "out of range")
+    add("GNU hash symoffset past the symbols", lambda: patch_bytes(
+        data, gnu_at + 4, struct.pack("<I", 0x10000)), ElfParseError, "below the symbol|past")
     add("GNU hash with zero buckets", lambda: patch_bytes(
         data, gnu_at, struct.pack("<I", 0)), ElfParseError, "no buckets")
     add("GNU hash bucket below symoffset", lambda: patch_bytes(
