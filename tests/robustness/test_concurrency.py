@@ -1,10 +1,10 @@
 """Concurrency (issue 9 §4): 8 threads loading, calling and closing different and
 identical libraries, in one LinkContext and in one context per thread.
 
-The CI counts are smaller than the issue's 10,000 operations per mode so the suite stays
-short; ``python scripts/fuzz_stress.py`` runs the full counts (its numbers are in
-docs/robustness.md). Afterwards every context is empty, every host mapping released and
-no fd left open; TLS values written by one thread are never seen by another.
+The issue's full 10,000 operations per mode run here (about 15 s for both on this
+machine); ``python scripts/fuzz_stress.py --ops N`` runs any other count. Afterwards every
+context is empty, every host mapping released and no fd left open; TLS values written by
+one thread are never seen by another.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from .conftest import FIXTURES, RegionTracker, Snapshot
 from .stress import run_stress, tls_barrier
 
-CI_OPS = 2_000
+CI_OPS = 10_000
 
 
 @pytest.fixture(scope="module")
