@@ -169,3 +169,37 @@ def test_scan_closes_files_that_fail_to_parse(tmp_path: Path) -> None:
         with pytest.raises(ElfParseError):
             relink.scan(bad)
     assert _fd_count() == before
+
+
+def test_a_fifo_named_by_the_file_does_not_hang(tmp_path: Path) -> None:
+    """Finding: open() of a FIFO blocks until a writer appears, so a DT_NEEDED (or any
+    path) naming one hung `relink.load`, `relink deps` and `relink.scan` forever. Run in
+    a child with a timeout so a regression fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "fifo.so"
+    os.mkfifo(fifo)
+    w = DylibWriter(soname="libfifo.so", needed=[str(fifo)])
+    w.add_object("x", bytes(8))
+    lib = w.build().write(tmp_path / "libneedsfifo.so")
+    code = (
+        "import io, contextlib, relink, relink.cli\n"
+        f"lib, fifo = {str(lib)!r}, {str(fifo)!r}\n"
+        "for f in (lambda: relink.ElfFile(fifo), lambda: relink.load(lib),\n"
+        "          lambda: relink.scan(lib)):\n"
+        "    try:\n"
+        "        f()\n"
+        "    except relink.RelinkError as e:\n"
+        "        print(type(e).__name__)\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    rc = relink.cli.main(['deps', lib])\n"
+        "print('deps', rc)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.split("\n")
+    assert lines[0] == "ElfParseError"  # not a regular file
+    assert lines[1] in ("UnresolvedDependencyError", "ElfParseError")
+    assert lines[-2] == "deps 1"  # finished, reporting the dependency as missing

@@ -181,14 +181,18 @@ def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: opening a FIFO (say a hostile DT_NEEDED path) must not block
+            # forever; _from_fd then rejects it as not a regular file (issue 9).
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise MappingError(f"cannot open: {exc.strerror}", file=path, op="open",
                                errno=exc.errno) from exc
         except ValueError as exc:  # e.g. an embedded NUL byte
             raise MappingError(f"cannot open: {exc}", file=repr(path), op="open",
                                errno=22) from exc
-        return _from_fd(fd, path, owns=True)
+        opened = _from_fd(fd, path, owns=True)
+        os.set_blocking(fd, True)
+        return opened
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
         try:
