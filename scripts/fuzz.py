@@ -47,7 +47,14 @@ if str(HERE) not in sys.path:
 
 from fuzz_mutate import Mutator  # noqa: E402
 from fuzz_seeds import REPO, Seed, load_seeds  # noqa: E402
-from fuzz_targets import ALL, WEIGHTS, SafetyViolation, Targets, guards  # noqa: E402,I001
+from fuzz_targets import (  # noqa: E402
+    ALL,
+    WEIGHTS,
+    SafetyViolation,
+    Targets,
+    guards,
+    native_guards,  # noqa: E402
+)
 
 from relink.errors import RelinkError  # noqa: E402
 
@@ -137,7 +144,7 @@ def fuzz_loop(seeds: list[Seed], *, execs: int, seed: int = 0, seconds: float | 
         report: callable receiving a stats dict every `check_every` executions.
         targets: which targets to run (unavailable ones are skipped).
     """
-    with guards():
+    with native_guards() if "native" in targets else guards():
         return _fuzz_loop(seeds, execs=execs, seed=seed, seconds=seconds, out=out, slot=slot,
                           timeout=timeout, check_every=check_every, report=report,
                           targets=targets)
@@ -273,7 +280,7 @@ def _worker(wid: int, args: dict[str, Any], queue: Any, slot_path: str) -> None:
         stats = fuzz_loop(seeds, execs=args["execs"], seed=args["seed"] * 1000 + wid,
                           seconds=args["seconds"], out=Path(args["out"]), slot=slot,
                           timeout=args["timeout"], check_every=args["check_every"],
-                          report=report)
+                          report=report, targets=args["targets"])
         queue.put(("stats", wid, stats.as_dict()))
     finally:
         if cov is not None:
@@ -293,7 +300,8 @@ def run_workers(args: argparse.Namespace) -> FuzzStats:
     slots: dict[int, str] = {}
     wargs = {"execs": per, "seed": args.seed, "seconds": args.seconds, "out": str(out),
              "timeout": args.timeout, "check_every": args.check_every,
-             "coverage": args.coverage}
+             "coverage": args.coverage,
+             "targets": ("native",) if args.native else ALL}
     for wid in range(args.workers):
         slots[wid] = str(out / f".slot{wid}")
         with open(slots[wid], "wb") as f:
@@ -392,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-every", type=int, default=5000)
     ap.add_argument("--out", default=str(REPO / ".fuzz-out"))
     ap.add_argument("--coverage", action="store_true", help="measure line coverage of relink")
+    ap.add_argument("--native", action="store_true",
+                    help="fuzz native loading (init=False, no target code runs) instead")
     ap.add_argument("--replay", nargs="+", metavar="FILE")
     args = ap.parse_args(argv)
     if args.replay:

@@ -12,7 +12,9 @@ exception is a finding):
 * ``load``   — `relink.load` into a `BufferMapper` (virtual memory: maps and relocates, runs
   nothing), from bytes and from an fd (memfd), with ``init=True`` to prove that even a
   request to initialize does not execute anything;
-* ``object`` — `relink.load_object` (relocatable objects) into a `BufferMapper`.
+* ``object`` — `relink.load_object` (relocatable objects) into a `BufferMapper`;
+* ``native`` — opt-in only: `relink.load` into this process with ``init=False`` under
+  `native_guards` (no target code runs): malformed images against the real HostMapper.
 
 Under `guards()`, any attempt to create host-executable memory or to run target code
 raises `SafetyViolation` (a BaseException, so no ``except Exception`` can hide it).
@@ -36,12 +38,13 @@ if str(REPO / "src") not in sys.path:
 import relink  # noqa: E402
 from relink.memory.buffer import BufferMapper  # noqa: E402
 
-__all__ = ["SafetyViolation", "Targets", "guards"]
+__all__ = ["SafetyViolation", "Targets", "guards", "native_guards"]
 
 LOOKUP_NAMES = ("malloc", "answer", "seed_add", "seed_ver", "zlibVersion", "", "\udcff")
 ALL = ("parse", "info", "deps", "scan", "load", "object")
 # How often each target is picked: parsing and loading are the widest attack surface.
-WEIGHTS = {"parse": 3, "load": 3, "info": 1, "deps": 1, "scan": 1, "object": 1}
+WEIGHTS = {"parse": 3, "load": 3, "info": 1, "deps": 1, "scan": 1, "object": 1,
+           "native": 1}
 BUFFER_LIMIT = 64 << 20  # the fuzzer's virtual images stay small (see BufferMapper)
 
 
@@ -84,6 +87,29 @@ def guards() -> Iterator[None]:
             setattr(ex.NativeExecutor, name, fn)
 
 
+@contextlib.contextmanager
+def native_guards() -> Iterator[None]:
+    """For the opt-in ``native`` target: mutants are mapped and relocated in this process,
+    but no code of theirs may run — the native executor refuses (an UnsupportedError, an
+    accepted outcome), so a crash can only be relink writing where it must not."""
+    from relink.errors import UnsupportedError
+    from relink.runtime import executor as ex
+
+    real_calls = {n: getattr(ex.NativeExecutor, n)
+                  for n in ("call_ifunc", "call_init", "call_fini")}
+
+    def refuse(self: Any, *args: Any) -> Any:
+        raise UnsupportedError("the native fuzz target runs no target code")
+
+    for name in real_calls:
+        setattr(ex.NativeExecutor, name, refuse)
+    try:
+        yield
+    finally:
+        for name, fn in real_calls.items():
+            setattr(ex.NativeExecutor, name, fn)
+
+
 def _optional(module: str, attr: str | None = None) -> Any:
     try:
         mod = importlib.import_module(module)
@@ -117,7 +143,8 @@ class Targets:
                  "scan": self.scan, "object": self.load_object}
         self.available: dict[str, Callable[[bytes, int], None]] = {}
         table = {"parse": self.parse, "info": self.info, "deps": self.deps,
-                 "scan": self.run_scan, "load": self.load, "object": self.run_object}
+                 "scan": self.run_scan, "load": self.load, "object": self.run_object,
+                 "native": self.native}
         for name in names:
             if name in needs and needs[name] is None:
                 continue
@@ -198,6 +225,14 @@ class Targets:
         close = getattr(plan, "close", None)
         if close is not None:
             close()
+
+    def native(self, data: bytes, variant: int) -> None:
+        """Opt-in (``--native``): map and relocate the mutant in this process, run nothing."""
+        from relink.linker.context import LinkContext
+
+        mod = relink.load(data, name="fuzz.so", host=self.host, resolver=self.resolver,
+                          init=False, context=LinkContext("fuzz-native"))
+        mod.close()
 
     def run_object(self, data: bytes, variant: int) -> None:
         assert self.load_object is not None

@@ -209,6 +209,9 @@ class Image:
             mask = ~(self.page_size - 1)
             start = (self.base + self.relro.p_vaddr) & mask
             end = (self.base + self.relro.p_vaddr + self.relro.p_memsz) & mask
+            if start < self.region.start or end > self.region.start + self.region.size:
+                raise ElfParseError("PT_GNU_RELRO lies outside the module's mapping",
+                                    file=self.label, what="PT_GNU_RELRO")
             for lo, hi in _subtract_pages(start, end, self.keep_writable, self.page_size):
                 self.region.protect(lo, hi - lo, PROT_READ)
 
@@ -372,6 +375,13 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
     if tls is not None and tls.p_filesz and not aview.contains(tls.p_vaddr, tls.p_filesz):
         raise ElfParseError("PT_TLS initialization image lies outside the loaded segments",
                             file=src.label, what="PT_TLS")
+    if relro is not None and relro.p_memsz and (
+            relro.p_vaddr < lo or relro.p_vaddr + relro.p_memsz > lo + region.size):
+        # It is mprotect()ed: outside the span it would change other mappings of the
+        # process (found by the issue 9 native fuzzer: adjacent memory made read-only).
+        raise ElfParseError(f"PT_GNU_RELRO {relro.p_vaddr:#x}+{relro.p_memsz:#x} lies "
+                            "outside the loaded segments", file=src.label,
+                            what="PT_GNU_RELRO")
     return Image(source=src, header=eh, phdrs=phdrs, loads=loads, spec=spec, mapper=mapper,
                  region=region, base=base, span_vaddr=lo, view=aview, dynamic=dynamic,
                  symbols=symbols, tls=tls, relro=relro,

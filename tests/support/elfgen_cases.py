@@ -106,6 +106,12 @@ def cases() -> list[Case]:
     add("segment file range past EOF", lambda: patch_phdr(
         data, _index_of_load(img, 2), p_filesz=len(data), p_memsz=len(data)),
         ElfParseError, "past the end of the file")
+    relro = next(i for i, p in enumerate(img.phdrs) if p["p_type"] == d.PT_GNU_RELRO)
+    add("PT_GNU_RELRO far past the image", lambda: patch_phdr(
+        data, relro, p_memsz=0x800_0000_0000), ElfParseError, "PT_GNU_RELRO")
+    add("PT_GNU_RELRO just past the image", lambda: patch_phdr(
+        data, relro, p_memsz=rw["p_vaddr"] + rw["p_memsz"] + 0x3000 - rw["p_vaddr"]),
+        ElfParseError, "PT_GNU_RELRO")
     add("absurd segment size", lambda: patch_phdr(
         data, _index_of_load(img, 2), p_memsz=1 << 50), ElfParseError, "absurd")
     # -- relocation targets -----------------------------------------------------------
