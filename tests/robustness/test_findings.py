@@ -203,3 +203,31 @@ def test_a_fifo_named_by_the_file_does_not_hang(tmp_path: Path) -> None:
     assert lines[0] == "ElfParseError"  # not a regular file
     assert lines[1] in ("UnresolvedDependencyError", "ElfParseError")
     assert lines[-2] == "deps 1"  # finished, reporting the dependency as missing
+
+
+def test_eh_frame_in_an_unreadable_segment_is_an_error_not_a_crash(seedlib: Path,
+                                                                    tmp_path: Path) -> None:
+    """Finding (native fuzzer): a PT_GNU_EH_FRAME inside a segment without PF_R made the
+    frame registration read a PROT_NONE page: SIGSEGV. Child process, so a regression
+    is a failure rather than a dead test session."""
+    import subprocess
+    import sys
+
+    from support.elfgen import ElfView
+
+    data = seedlib.read_bytes()
+    view = ElfView(data)
+    ehf = next(ph for _pos, ph in view.phdrs if ph["p_type"] == d.PT_GNU_EH_FRAME)
+    index = next(i for i, (_pos, ph) in enumerate(view.phdrs)
+                 if ph["p_type"] == d.PT_LOAD and
+                 ph["p_vaddr"] <= ehf["p_vaddr"] < ph["p_vaddr"] + ph["p_memsz"])
+    bad = tmp_path / "libnoread.so"
+    bad.write_bytes(patch_phdr(data, index, p_flags=0))
+    code = ("import relink\n"
+            f"try:\n    relink.load({str(bad)!r}, init=False)\n"
+            "except relink.RelinkError as e:\n    print(type(e).__name__, e)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert res.returncode == 0, f"child died ({res.returncode}): {res.stderr[-500:]}"
+    assert "EH_FRAME" in res.stdout, res.stdout

@@ -45,6 +45,15 @@ def _read(addr: int, n: int) -> bytes:
     return ctypes.string_at(addr, n)
 
 
+def _readable(image: Any, addr: int, size: int) -> bool:
+    """True if ``[addr, addr + size)`` lies in one segment that stays readable (PF_R):
+    reading a PROT_NONE / execute-only page from Python would kill the interpreter
+    (found by the issue 9 native fuzzer: PT_GNU_EH_FRAME in a segment without PF_R)."""
+    v = addr - image.base
+    return any(ph.p_flags & 4 and ph.p_vaddr <= v and v + size <= ph.p_vaddr + ph.p_memsz
+               for ph in image.loads)
+
+
 def eh_frame_address(state: Any) -> int | None:
     """Runtime address of the module's ``.eh_frame`` (from PT_GNU_EH_FRAME), or None."""
     image = state.image
@@ -52,8 +61,8 @@ def eh_frame_address(state: Any) -> int | None:
     if hdr is None:
         return None
     size = next((ph.p_memsz for ph in image.phdrs if ph.p_type == 0x6474E550), 0)
-    if size < 8 or not image.contains(hdr) or not image.contains(hdr + size - 1):
-        raise RelinkError("PT_GNU_EH_FRAME lies outside the loaded segments",
+    if size < 8 or not _readable(image, hdr, size):
+        raise RelinkError("PT_GNU_EH_FRAME lies outside the loaded, readable segments",
                           file=image.label)
     version, ptr_enc = _read(hdr, 2)
     if version != 1 or ptr_enc == DW_EH_PE_omit:
@@ -85,6 +94,8 @@ def _terminated(state: Any, start: int) -> bool:
     key = f"eh_frame_terminated@{vaddr:#x}"
     if facts is not None and key in facts:
         return bool(facts[key])
+    if not _readable(image, start, 4):
+        return False
     try:
         data = image.view.until(vaddr, ".eh_frame")
     except RelinkError:
