@@ -305,15 +305,74 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
     return image
 
 
+_SegmentStep = tuple[int, int, int, int, int, int, int, int, int]
+
+
+def _segment_plan(parsed: ParsedMetadata, lo: int, page: int) -> list[_SegmentStep]:
+    """How to map each PT_LOAD from the file, in offsets from the span's first byte.
+
+    Base-independent, so computed once per file (kept in `parsed.facts`): per segment
+    (start, file-mapped length, file offset, prot, zero-tail offset, zero-tail length,
+    anonymous start, anonymous length, whole length).
+    """
+    key = f"segment_plan@{page:#x}"
+    plan = parsed.facts.get(key)
+    if plan is not None:
+        return plan  # type: ignore[return-value]
+    mask = ~(page - 1)
+    steps: list[_SegmentStep] = []
+    for ph in parsed.loads:
+        # Keep every page readable while loading: tables are read from the image.
+        prot = prot_of(ph.p_flags) | PROT_READ
+        seg = (ph.p_vaddr & mask) - lo
+        seg_end = ((ph.p_vaddr + ph.p_memsz + page - 1) & mask) - lo
+        file_end = ph.p_vaddr + ph.p_filesz - lo
+        file_map_end = ((file_end + page - 1) & mask) if ph.p_filesz else seg
+        tail = file_map_end - file_end if ph.p_memsz > ph.p_filesz and ph.p_filesz else 0
+        anon_len = seg_end - file_map_end if ph.p_memsz > ph.p_filesz else 0
+        steps.append((seg, file_map_end - seg if ph.p_filesz else 0, ph.p_offset & mask, prot,
+                      file_end, tail, file_map_end, max(anon_len, 0), seg_end - seg))
+    parsed.facts[key] = steps
+    return steps
+
+
+def _map_file_segments(parsed: ParsedMetadata, region: Region, view: memoryview | None,
+                       fd: int, lo: int, page: int,
+                       protections: list[tuple[int, int, int]]) -> None:
+    """Map every PT_LOAD of a file-backed image over the reserved span."""
+    start = region.start
+    for seg, file_len, file_off, prot, tail_at, tail, anon_at, anon_len, total in \
+            _segment_plan(parsed, lo, page):
+        if file_len:
+            region.map_file(start + seg, file_len, fd, file_off, prot)
+        if tail:
+            # Zero the rest of the last file page (it holds whatever follows the data).
+            page_at = start + anon_at - page
+            if not prot & PROT_WRITE:
+                region.protect(page_at, page, prot | PROT_WRITE)
+            if view is not None:
+                view[tail_at:tail_at + tail] = bytes(tail)
+            else:
+                region.write(start + tail_at, bytes(tail))
+            if not prot & PROT_WRITE:
+                region.protect(page_at, page, prot)
+        if anon_len:
+            region.map_anon(start + anon_at, anon_len, prot)
+        protections.append((start + seg, total, prot))
+
+
 def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
               lo: int, page: int) -> Image:
     eh, phdrs, loads, spec = parsed.header, parsed.phdrs, parsed.loads, parsed.spec
     mask = ~(page - 1)
     base = region.start - lo
-    protections = []
+    protections: list[tuple[int, int, int]] = []
     fd = src.fd
     data = None if fd is not None else src.data
     view = region.view()
+    if fd is not None:
+        _map_file_segments(parsed, region, view, fd, lo, page, protections)
+        loads = []  # done
     for ph in loads:
         final = prot_of(ph.p_flags)
         # Keep every page readable while loading: tables are read from the image.
@@ -382,7 +441,8 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
         raise ElfParseError(f"PT_GNU_RELRO {relro.p_vaddr:#x}+{relro.p_memsz:#x} lies "
                             "outside the loaded segments", file=src.label,
                             what="PT_GNU_RELRO")
-    return Image(source=src, header=eh, phdrs=phdrs, loads=loads, spec=spec, mapper=mapper,
+    return Image(source=src, header=eh, phdrs=phdrs, loads=parsed.loads, spec=spec,
+                 mapper=mapper,
                  region=region, base=base, span_vaddr=lo, view=aview, dynamic=dynamic,
                  symbols=symbols, tls=tls, relro=relro,
                  eh_frame_hdr=(base + ehf.p_vaddr) if ehf is not None else None,
