@@ -68,6 +68,7 @@ SURFACE = ["*/relink/elf/*", "*/relink/relocation/*", "*/relink/loader.py",
            "*/relink/linker/deps.py", "*/relink/plan/scan.py", "*/relink/object/*"]
 SLOT = 8 << 20          # shared "current input" slot per worker (crash recovery)
 CORPUS_MAX = 400        # interesting mutants kept per worker
+MAX_RESTARTS = 50       # crashed workers replaced (each crash is saved as a finding)
 MAX_INPUT = 4 << 20     # mutants larger than this are cut back
 
 
@@ -262,6 +263,9 @@ def _save(findings_dir: Path | None, key: str, data: bytes, exc: BaseException,
 
 def _worker(wid: int, args: dict[str, Any], queue: Any, slot_path: str) -> None:
     os.nice(5)  # the team's tests come first on a shared machine
+    import logging
+
+    logging.disable(logging.WARNING)  # malformed inputs make relink warn, by design
     cov = None
     if args["coverage"]:
         import coverage
@@ -298,17 +302,26 @@ def run_workers(args: argparse.Namespace) -> FuzzStats:
     total = FuzzStats()
     procs: dict[int, Any] = {}
     slots: dict[int, str] = {}
-    wargs = {"execs": per, "seed": args.seed, "seconds": args.seconds, "out": str(out),
+    wargs: dict[str, Any] = {
+             "execs": per, "seed": args.seed, "seconds": args.seconds, "out": str(out),
              "timeout": args.timeout, "check_every": args.check_every,
              "coverage": args.coverage,
              "targets": ("native",) if args.native else ALL}
-    for wid in range(args.workers):
-        slots[wid] = str(out / f".slot{wid}")
+    reported: dict[int, int] = {}
+    restarts = 0
+
+    def spawn(wid: int, execs: int, seed: int) -> None:
         with open(slots[wid], "wb") as f:
             f.truncate(SLOT)
-        p = ctx.Process(target=_worker, args=(wid, wargs, queue, slots[wid]), daemon=True)
+        p = ctx.Process(target=_worker, args=(wid, {**wargs, "execs": execs, "seed": seed},
+                                              queue, slots[wid]), daemon=True)
         p.start()
         procs[wid] = p
+
+    for wid in range(args.workers):
+        slots[wid] = str(out / f".slot{wid}")
+        reported[wid] = 0
+        spawn(wid, per, args.seed)
     start = time.monotonic()
     done: set[int] = set()
     last = 0.0
@@ -319,12 +332,19 @@ def run_workers(args: argparse.Namespace) -> FuzzStats:
             kind, wid, payload = "poll", -1, None
         if kind == "stats":
             total.merge(payload)
+            reported[wid] += payload["execs"]
         elif kind == "done":
             done.add(wid)
-        for w, p in procs.items():
+        for w, p in list(procs.items()):
             if w not in done and not p.is_alive() and p.exitcode not in (0, None):
-                total.findings[f"crash:worker{w}:exit{p.exitcode}"] = _save_crash(out, slots[w])
-                done.add(w)
+                saved = _save_crash(out, slots[w])
+                total.findings[f"crash:{Path(saved).stem}:exit{p.exitcode}"] = saved
+                left = per - reported[w]
+                if restarts < MAX_RESTARTS and left > 0:  # keep fuzzing past a crash
+                    restarts += 1
+                    spawn(w, left, args.seed + 7919 * restarts)
+                else:
+                    done.add(w)
         if time.monotonic() - last > 30:
             last = time.monotonic()
             rate = total.execs / max(time.monotonic() - start, 1e-9)

@@ -104,3 +104,19 @@ def test_guards_are_lifted_after_a_run(fuzz: Any, seeds: list[tuple[str, bytes]]
     fuzz.fuzz_loop(seeds[:3], execs=20, seed=1, check_every=0)
     with relink.load(seedlib, context=relink.LinkContext("after-fuzz")) as mod:
         assert mod.function("seed_ctor_ran", ctypes.c_int)() == 1
+
+
+def test_native_smoke_run_in_a_child(scripts_on_path: Path, tmp_path: Path) -> None:
+    """The opt-in native target maps and relocates mutants in the process (running none
+    of their code): a short run in a child process, where a crash is a finding rather
+    than the end of the test session. It found the PT_GNU_RELRO and unreadable
+    .eh_frame crashes (tests in test_findings.py / elfgen_cases.py)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(scripts_on_path / "fuzz.py"), "--native",
+                          "--execs", "1500", "--check-every", "500", "--seed", "77",
+                          "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "executions: 1500" in res.stdout and "findings: 0" in res.stdout
