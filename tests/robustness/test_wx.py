@@ -103,3 +103,31 @@ def test_buffer_images_have_no_host_pages_to_audit(seedlib: Path) -> None:
         image = _image(mod)
         assert image not in set(wx_audit._live)
         assert wx_audit.audit_image(image) == []
+
+
+def test_relocatable_object_units_are_audited_too() -> None:
+    from support.build import build_object
+
+    from .conftest import FIXTURES
+
+    obj = build_object("rb_wx_obj", (FIXTURES / "seedobj.c").read_text(),
+                       cflags=["-O1", "-fPIC"], group="robustness")
+    value = ctypes.c_int(5)
+    func = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x * 2)
+    mod = relink.load_object(obj, symbols={"external_value": value,
+                                           "external_func": func})
+    try:
+        assert mod.function("obj_entry", ctypes.c_int, ctypes.c_int)(1) == 2 + 5 + 2
+        st = mod._state
+        assert st in set(wx_audit._live_objects), "the object hooks did not see this load"
+        assert wx_audit.audit_object(st) == []
+        text = next((a, n) for a, n, _i, final, _g in st.segments if final & libc.PROT_EXEC)
+        page = text[0] & ~0xFFF
+        _protect(page, 0x1000, libc.PROT_READ | libc.PROT_WRITE | libc.PROT_EXEC)
+        try:
+            problems = wx_audit.audit_object(st)
+        finally:
+            _protect(page, 0x1000, libc.PROT_READ | libc.PROT_EXEC)
+        assert problems and "W and X" in problems[0]
+    finally:
+        mod.close()

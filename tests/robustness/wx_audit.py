@@ -8,8 +8,9 @@ binder keeps writable) must be read-only. Only host mappings are audited: a Buff
 image has no host pages at all.
 
 The audit hooks `Image.protect_relro` (the last protection step of every load, whatever
-layer drives it) and also keeps a weak set of audited images so a test's teardown can
-re-check the ones still mapped (nothing may loosen protections afterwards).
+layer drives it) and the protection steps of relocatable-object units (relink.object),
+and keeps weak sets of what it audited so a test's teardown can re-check what is still
+mapped (nothing may loosen protections afterwards).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ PF_X, PF_W = 1, 2
 
 Violation = str
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
+_live_objects: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
 violations: list[Violation] = []
 
@@ -91,6 +93,27 @@ def audit_image(image: Any, entries: list[tuple[int, int, str, str]] | None = No
     return out
 
 
+def audit_object(st: Any, entries: list[tuple[int, int, str, str]] | None = None
+                 ) -> list[Violation]:
+    """Problems with a relocatable-object unit mapped in this process (relink.object):
+    no W+X page unless one of its output segments is both writable and executable."""
+    region = st.region
+    if type(region).__name__ != "HostRegion" or getattr(region, "_released", False):
+        return []
+    entries = maps() if entries is None else entries
+    demanded = [(addr, addr + size) for addr, size, init, final, _g in st.segments
+                if (init | final) & 6 == 6]  # PROT_WRITE | PROT_EXEC
+    out: list[Violation] = []
+    for s, e, perms in _overlaps(entries, region.start, region.start + region.size):
+        if "w" in perms and "x" in perms:
+            if any(ds <= s and e <= de for ds, de in demanded):
+                log.warning("%s: pages %#x-%#x are writable and executable because a "
+                            "section asks for it", st.label, s, e)
+                continue
+            out.append(f"{st.label}: object pages {s:#x}-{e:#x} are {perms} (W and X)")
+    return out
+
+
 def _record(problems: list[Violation]) -> None:
     if problems:
         with _lock:
@@ -116,15 +139,42 @@ def install() -> None:
     audited.__doc__ = original.__doc__
     setattr(Image, name, audited)
     Image._wx_audited = True  # type: ignore[attr-defined]
+    _install_object_hooks()
+
+
+def _install_object_hooks() -> None:
+    """Audit relocatable-object units when their protections are applied: the initial
+    ones (`relink.object.loader._protect_init`) and the final, after-init ones."""
+    try:
+        from relink.object import loader as obj_loader
+        from relink.object.state import ObjectState
+    except ImportError:
+        return
+    original_init = obj_loader._protect_init
+    original_final = ObjectState.finish_protection
+
+    def protect_init(region: Any, st: Any) -> None:
+        original_init(region, st)
+        _live_objects.add(st)
+        _record(audit_object(st))
+
+    def finish_protection(self: Any) -> None:
+        original_final(self)
+        _record(audit_object(self))
+
+    obj_loader._protect_init = protect_init
+    ObjectState.finish_protection = finish_protection  # type: ignore[method-assign]
 
 
 def recheck_live() -> None:
-    """Audit again every audited image that is still mapped."""
-    images = list(_live)
-    if images:
+    """Audit again every audited image and object unit that is still mapped."""
+    images, objects = list(_live), list(_live_objects)
+    if images or objects:
         entries = maps()
         for image in images:
             _record(audit_image(image, entries))
+        for st in objects:
+            _record(audit_object(st, entries))
 
 
 def take() -> list[Violation]:
