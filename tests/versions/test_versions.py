@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from versionhelp import consumer, dropped_version_pair, provider
+from versionhelp import consumer, dropped_version_pair, provider, unversioned_host_pair
 
 import relink
 from relink.errors import UnknownSymbolError, VersionNotFoundError
@@ -113,3 +113,15 @@ def test_dropped_symbol_version_in_a_host_library() -> None:
     with pytest.raises(UnknownSymbolError) as info:
         relink.load(str(user))
     assert info.value.version == "VER_1"
+
+
+def test_unversioned_reference_to_a_host_library() -> None:
+    """ld.so's index-2 rule holds when the versioned provider is served by the host."""
+    user, full = unversioned_host_pair()
+    assert ld_so(user) == "1"
+    host = ctypes.CDLL(str(full))
+    assert host.foo() == 2  # dlsym: the default version
+    with relink.load(str(user)) as m:
+        assert m.dependencies[0].is_host
+        assert m.function("call_foo", ctypes.c_int)() == 1
+        assert m.function("call_bar", ctypes.c_int)() == 10

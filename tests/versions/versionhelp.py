@@ -49,3 +49,17 @@ def dropped_version_pair() -> tuple[Path, Path]:
                         group="versions_h_full", deps=[full], soname="libuse_old_h.so",
                         ldflags=[f"-Wl,-rpath,{dropped.parent}"])
     return user, dropped
+
+
+def unversioned_host_pair() -> tuple[Path, Path]:
+    """(consumer linked against an unversioned libhostver.so, the versioned libhostver.so
+    it finds at run time); the host test dlopens the latter first."""
+    full = build_shared("hostver", {"ver.c": _src("ver.c"), "ver.map": _src("ver.map")},
+                        group="versions_hv_full", soname="libhostver.so",
+                        ldflags=["-Wl,--version-script=ver.map"])
+    plain = build_shared("hostver", {"plain.c": _src("plain.c")}, group="versions_hv_plain",
+                         soname="libhostver.so")
+    user = build_shared("use_hv", {"use_default.c": _src("use_default.c")},
+                        group="versions_hv_plain", deps=[plain], soname="libuse_hv.so",
+                        ldflags=[f"-Wl,-rpath,{full.parent}"])
+    return user, full

@@ -23,6 +23,7 @@ from relink.elf.symbols import (
     STV_DEFAULT,
 )
 from relink.errors import RelocationError, UnknownSymbolError
+from relink.runtime.host import HostLibrary
 from relink.state import ModuleState
 
 __all__ = ["Binder", "Binding"]
@@ -180,8 +181,8 @@ class Binder:
         if mod.image.dynamic is not None and mod.image.dynamic.symbolic and defined:
             order = [mod, *order]
         for prov in order:
-            if version is None and isinstance(prov, ModuleState):  # ld.so's unversioned rule
-                found = prov.lookup_reference(name)
+            if version is None and isinstance(prov, ModuleState | HostLibrary):
+                found = prov.lookup_reference(name)  # ld.so's rule for unversioned refs
             else:
                 found = prov.lookup(name, version, exact)
             if found is not None:

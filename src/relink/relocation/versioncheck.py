@@ -12,17 +12,16 @@ against their file's DT_VERDEF, read once per file.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from relink.elf.version import VER_FLG_WEAK
 from relink.errors import RelinkError, VersionNotFoundError
 
-__all__ = ["check_version_needs", "defined_versions"]
+__all__ = ["check_version_needs", "defined_versions", "oldest_version"]
 
 _host_cache: dict[str, frozenset[str] | None] = {}
-_lock = threading.Lock()
+_oldest_cache: dict[str, str | None] = {}
 
 
 def defined_versions(provider: Any) -> frozenset[str] | None:
@@ -38,9 +37,8 @@ def defined_versions(provider: Any) -> frozenset[str] | None:
     path = getattr(provider, "path", None)
     if not path:
         return None
-    with _lock:
-        if path in _host_cache:
-            return _host_cache[path]
+    if path in _host_cache:
+        return _host_cache[path]
     names: frozenset[str] | None = None
     try:
         from relink.elf import ElfFile
@@ -51,9 +49,26 @@ def defined_versions(provider: Any) -> frozenset[str] | None:
             names = frozenset(d.name for d in defs) if defs else None
     except (OSError, RelinkError):
         names = None
-    with _lock:
-        _host_cache[path] = names
+    _host_cache[path] = names  # dict updates are atomic; a race only parses twice
     return names
+
+
+def oldest_version(path: str) -> str | None:
+    """Name of version index 2 of the file at `path` (what ld.so binds an unversioned
+    reference to), None if it has none or cannot be read. Cached per path."""
+    if path in _oldest_cache:
+        return _oldest_cache[path]
+    name: str | None = None
+    try:
+        from relink.elf import ElfFile
+
+        with ElfFile(path) as elf:
+            st = elf.symbols
+            name = st.versions.def_names.get(2) if st is not None else None
+    except (OSError, RelinkError):
+        name = None
+    _oldest_cache[path] = name
+    return name
 
 
 def check_version_needs(state: Any, providers: Sequence[Any]) -> None:

@@ -29,7 +29,6 @@ __all__ = ["LoadedModuleInfo", "enable_gdb", "gdb_commands", "gdb_script_path",
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _order: dict[int, int] = {}  # id(state) -> registration sequence (stable listing order)
 _seq = [0]
-_lock = threading.RLock()
 _gdb: dict[str, str] = {}  # "dir" -> manifest directory, when enabled
 
 
@@ -63,10 +62,11 @@ class LoadedModuleInfo:
 
 def track(state: Any) -> None:
     """Register a freshly created module state (called by ModuleState / ObjectState)."""
-    with _lock:
-        _seq[0] += 1
-        _live.add(state)
-        _order[id(state)] = _seq[0]
+    # No lock: a GC finalizer (relink leases release contexts) must never find this
+    # held; set/dict updates are atomic under the GIL.
+    _seq[0] += 1
+    _order[id(state)] = _seq[0]
+    _live.add(state)
     ref = weakref.ref(state)
     state.extras.insert(0, lambda: _untrack(ref))  # runs last, after the other releases
     if _gdb:
@@ -75,10 +75,9 @@ def track(state: Any) -> None:
 
 def _untrack(ref: weakref.ref[Any]) -> None:
     state = ref()
-    with _lock:
-        if state is not None:
-            _live.discard(state)
-            _order.pop(id(state), None)
+    if state is not None:
+        _live.discard(state)
+        _order.pop(id(state), None)
     if _gdb:
         _write_manifest()
 
@@ -108,9 +107,8 @@ def _info(st: Any) -> LoadedModuleInfo:
 
 def loaded_modules() -> list[LoadedModuleInfo]:
     """Every module relink has mapped and not released, in load order."""
-    with _lock:
-        states = sorted((s for s in _live if getattr(s, "state", "") != "closed"),
-                        key=lambda s: _order.get(id(s), 0))
+    states = sorted((s for s in list(_live) if getattr(s, "state", "") != "closed"),
+                    key=lambda s: _order.get(id(s), 0))
     return [_info(s) for s in states]
 
 
@@ -133,8 +131,7 @@ def enable_gdb(directory: str | None = None) -> str:
     """Keep the gdb manifest up to date from now on; returns its path."""
     d = directory or os.path.dirname(manifest_path())
     os.makedirs(d, mode=0o700, exist_ok=True)
-    with _lock:
-        _gdb["dir"] = d
+    _gdb["dir"] = d
     _write_manifest()
     return os.path.join(d, "manifest.json")
 
@@ -160,9 +157,8 @@ def gdb_commands(directory: str | None = None) -> list[str]:
     """The ``add-symbol-file`` commands that give gdb every native relink module."""
     d = directory or _gdb.get("dir") or os.path.dirname(manifest_path())
     cmds = []
-    with _lock:
-        states = sorted((s for s in _live if getattr(s, "state", "") != "closed"),
-                        key=lambda s: _order.get(id(s), 0))
+    states = sorted((s for s in list(_live) if getattr(s, "state", "") != "closed"),
+                    key=lambda s: _order.get(id(s), 0))
     for st in states:
         info = _info(st)
         if not info.native:

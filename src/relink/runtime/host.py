@@ -89,6 +89,23 @@ class HostLibrary:
         addr = self.address_of(name, version)
         return (addr, 0, STT_NOTYPE) if addr else None
 
+    def lookup_reference(self, name: str) -> tuple[int, int, int] | None:
+        """`lookup` for an *unversioned* relocation reference, as ld.so binds it: the
+        definition of version index 2 (the library's oldest version) when there is one,
+        else the default (dlsym)."""
+        oldest = self.__dict__.get("_oldest_version", False)
+        if oldest is False:  # computed once per library (reads its DT_VERDEF)
+            from relink.relocation.versioncheck import oldest_version
+
+            path = self.path if self.handle else None
+            oldest = oldest_version(path) if path else None
+            self._oldest_version = oldest
+        if oldest is not None:
+            addr = self.address_of(name, oldest)
+            if addr:
+                return addr, 0, STT_NOTYPE
+        return self.lookup(name, None)
+
     def __repr__(self) -> str:
         return f"<HostLibrary {self.name}>"
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
-import weakref
 from typing import Any
 
 from relink.arch import RelocClass
@@ -111,6 +110,35 @@ def host_tls_block(addr: int) -> HostTlsBlock | None:
     return block
 
 
+class _TlsRecord:
+    """Per-module TLS bookkeeping, stored on the ModuleState itself (no global table).
+
+    No lock is held while carriers are built: a garbage-collector finalizer running
+    inside a locked section (relink's leases release contexts from finalizers) could
+    otherwise wait for a thread that waits for that lock.
+    """
+
+    __slots__ = ("carrier", "pending", "relocated", "binder", "keep")
+
+    def __init__(self) -> None:
+        self.carrier: Carrier | None = None
+        self.pending = False  # image may still change (symbol relocations in .tdata)
+        self.relocated = False
+        self.binder: Any = None  # the Binder of the module while it is being relocated
+        self.keep: list[Any] | None = None  # dynamic TLSDESC arguments it points to
+
+
+_RECORD = "_relink_tls"
+_install = threading.Lock()  # guards only the check-and-set of a record's carrier
+
+
+def _record(state: ModuleState) -> _TlsRecord:
+    rec = state.__dict__.get(_RECORD)
+    if rec is None:
+        rec = state.__dict__.setdefault(_RECORD, _TlsRecord())  # atomic in CPython
+    return rec
+
+
 class NativeTls(TlsHooks):
     """The TLS runtime of native loads: glibc carriers, host TLS, TLSDESC stubs.
 
@@ -121,43 +149,37 @@ class NativeTls(TlsHooks):
 
     def __init__(self, *, static_tlsdesc: bool = True) -> None:
         self.static_tlsdesc = static_tlsdesc
-        self._lock = threading.RLock()
-        self._carriers: weakref.WeakKeyDictionary[ModuleState, Carrier] = \
-            weakref.WeakKeyDictionary()
-        self._pending: weakref.WeakKeyDictionary[ModuleState, bool] = \
-            weakref.WeakKeyDictionary()  # image may still change (symbol relocs in tdata)
-        self._relocated: weakref.WeakSet[ModuleState] = weakref.WeakSet()
-        self._keep: weakref.WeakKeyDictionary[ModuleState, list[Any]] = \
-            weakref.WeakKeyDictionary()
-        self._binders: weakref.WeakKeyDictionary[ModuleState, Any] = \
-            weakref.WeakKeyDictionary()  # the Binder of a module being relocated
 
     # -- carriers -----------------------------------------------------------------------
 
     def carrier(self, state: ModuleState) -> Carrier:
         """The carrier of `state`'s PT_TLS (created on first use)."""
-        with self._lock:
-            car = self._carriers.get(state)
-            if car is not None:
-                if not car.loaded:
-                    raise TlsError("the module's TLS was released (module closed)",
-                                   file=state.image.label)
-                return car
-            tls = state.image.tls
-            if tls is None:
-                raise TlsError("a TLS reference binds to this module, but it has no PT_TLS "
-                               "segment", file=state.image.label)
-            image, pending = self._initial_image(state)
-            car = Carrier(state.image.label, image, tls.p_memsz, max(tls.p_align, 1),
-                          tls.p_vaddr)
-            self._carriers[state] = car
-            if pending:
-                self._pending[state] = True
-            state.tls_runtime = self  # ModuleState.symbol() delegates STT_TLS
-            state.extras.append(car.release)
+        rec = _record(state)
+        car = rec.carrier
+        if car is not None:
+            if not car.loaded:
+                raise TlsError("the module's TLS was released (module closed)",
+                               file=state.image.label)
             return car
+        tls = state.image.tls
+        if tls is None:
+            raise TlsError("a TLS reference binds to this module, but it has no PT_TLS "
+                           "segment", file=state.image.label)
+        image, pending = self._initial_image(state, rec)
+        new = Carrier(state.image.label, image, tls.p_memsz, max(tls.p_align, 1),
+                      tls.p_vaddr)
+        with _install:
+            won = rec.carrier is None
+            if won:
+                rec.carrier, rec.pending = new, pending
+        if not won:  # another thread built one first: use it
+            new.release()
+            return self.carrier(state)
+        state.tls_runtime = self  # ModuleState.symbol() delegates STT_TLS
+        state.extras.append(new.release)
+        return new
 
-    def _initial_image(self, state: ModuleState) -> tuple[bytes, bool]:
+    def _initial_image(self, state: ModuleState, rec: _TlsRecord) -> tuple[bytes, bool]:
         """The PT_TLS image as relocation leaves it, and whether that is not known yet."""
         image = state.image
         tls = image.tls
@@ -165,7 +187,7 @@ class NativeTls(TlsHooks):
         start, size = tls.p_vaddr, tls.p_filesz
         if not size:
             return b"", False
-        if state in self._relocated or state.state != "mapped":
+        if rec.relocated or state.state != "mapped":
             return image.region.read(image.base + start, size), False
         data = bytearray(image.source.read(tls.p_offset, size))
         dyn = image.dynamic
@@ -175,7 +197,7 @@ class NativeTls(TlsHooks):
         tables, relr = dynamic_tables(image.view, dyn, spec.elf_class,
                                       relr_limit=max(image.region.size // spec.word_size, 16))
         pending = False
-        binder = self._binders.get(state)
+        binder = rec.binder
         for off in relr:
             if start <= off < start + size:
                 i = off - start
@@ -202,36 +224,30 @@ class NativeTls(TlsHooks):
 
     def relocating(self, module: ModuleState, binder: Any) -> None:
         """Remember the binder, so an early carrier can compute its relocated image."""
-        with self._lock:
-            # A failed load never reaches relocated(): drop binders of released modules
-            # (the binder references its module, so the weak key alone would not).
-            for st in [s for s in self._binders if s.state == "closed"]:
-                del self._binders[st]
-            self._binders[module] = binder
+        _record(module).binder = binder  # a module <-> binder cycle the GC collects
 
     def relocated(self, module: ModuleState) -> None:
         """The module's relocations are done: make its carrier's image the final bytes."""
-        with self._lock:
-            self._relocated.add(module)
-            self._binders.pop(module, None)
-            if module.image.tls is not None:
-                module.tls_runtime = self
-            car = self._carriers.get(module)
-            self._pending.pop(module, None)
-            if car is None or not car.image_size:
-                return
-            tls = module.image.tls
-            assert tls is not None
-            final = module.image.region.read(module.image.base + tls.p_vaddr, tls.p_filesz)
-            if final != car.image():
-                if car.static_offset is not None:  # refused in _promote; kept as a guard
-                    raise TlsError("internal error: static TLS image changed after "
-                                   "promotion", file=module.image.label)
-                car.patch_image(final)
+        rec = _record(module)
+        rec.relocated, rec.binder = True, None
+        if module.image.tls is not None:
+            module.tls_runtime = self
+        car = rec.carrier
+        rec.pending = False
+        if car is None or not car.image_size:
+            return
+        tls = module.image.tls
+        assert tls is not None
+        final = module.image.region.read(module.image.base + tls.p_vaddr, tls.p_filesz)
+        if final != car.image():
+            if car.static_offset is not None:  # refused in _promote; kept as a guard
+                raise TlsError("internal error: static TLS image changed after "
+                               "promotion", file=module.image.label)
+            car.patch_image(final)
 
     def _promote(self, state: ModuleState) -> int:
         car = self.carrier(state)
-        if car.static_offset is None and self._pending.get(state):
+        if car.static_offset is None and _record(state).pending:
             raise UnsupportedError(
                 "initial-exec / static TLSDESC access to a TLS block whose initial image "
                 "holds symbol relocations, requested before the module finished "
@@ -279,7 +295,7 @@ class NativeTls(TlsHooks):
         if isinstance(provider, ModuleState):
             car = self.carrier(provider)
             if car.static_offset is None and self.static_tlsdesc \
-                    and not self._pending.get(provider):
+                    and not _record(provider).pending:
                 try:
                     car.promote()
                 except TlsError:
@@ -295,12 +311,11 @@ class NativeTls(TlsHooks):
     def _dynamic_desc(self, module: ModuleState, func: int, modid: int,
                       offset: int) -> tuple[int, int]:
         index = c.TlsIndex(modid, offset)
-        with self._lock:
-            keep = self._keep.get(module)
-            if keep is None:
-                keep = self._keep[module] = []
-                module.extras.append(keep.clear)
-            keep.append(index)  # the descriptor points here while the module is loaded
+        rec = _record(module)  # relocation of one module runs in one thread
+        if rec.keep is None:
+            rec.keep = []
+            module.extras.append(rec.keep.clear)
+        rec.keep.append(index)  # the descriptor points here while the module is loaded
         return func, ctypes.addressof(index)
 
     # -- lookups ------------------------------------------------------------------------
@@ -322,10 +337,12 @@ _native_lock = threading.Lock()
 
 def native_tls() -> NativeTls:
     """The process-wide TLS runtime used by native loads."""
-    with _native_lock:
-        if not _native:
-            _native.append(NativeTls())
-        return _native[0]
+    if not _native:
+        inst = NativeTls()  # built outside the lock (see _TlsRecord)
+        with _native_lock:
+            if not _native:
+                _native.append(inst)
+    return _native[0]
 
 
 def tls_address(state: Any, name: str, version: str | None = None) -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-import threading
 
 from relink.errors import TlsError
 from relink.runtime import libc as c
@@ -206,7 +205,6 @@ class Carrier:
         self.memsz = memsz
         self.static_offset: int | None = None
         self.forced_dynamic = False
-        self._lock = threading.Lock()
         blob = build_tls_object(image=image, memsz=memsz, align=align, vaddr_mod=vaddr_mod)
         self._object = _MemfdObject(blob, label)
         try:
@@ -244,22 +242,24 @@ class Carrier:
 
     def promote(self) -> int:
         """Move the block to static TLS (once) and return its thread-pointer offset."""
-        with self._lock:
-            if self.static_offset is not None:
-                return self.static_offset
-            if self.forced_dynamic:
-                raise TlsError(
-                    "initial-exec TLS access to a block glibc already serves as dynamic TLS "
-                    "(a thread used it before this load); glibc cannot move it to static "
-                    "TLS", file=self.label, tunable=None)
-            blob = build_tls_object(needed=self.path)
-            promoter = _MemfdObject(blob, f"{self.label} (static TLS)")
-            try:
-                word = promoter.link_map_addr() + promoter_word(blob)
-                self.static_offset = ctypes.c_int64.from_address(word).value
-            finally:
-                promoter.close()
+        # No lock: two racing promoters get the same offset (glibc moves a block once),
+        # and holding a lock across dlopen invites GC-finalizer deadlocks.
+        if self.static_offset is not None:
             return self.static_offset
+        if self.forced_dynamic:
+            raise TlsError(
+                "initial-exec TLS access to a block glibc already serves as dynamic TLS "
+                "(a thread used it before this load); glibc cannot move it to static "
+                "TLS", file=self.label, tunable=None)
+        blob = build_tls_object(needed=self.path)
+        promoter = _MemfdObject(blob, f"{self.label} (static TLS)")
+        try:
+            word = promoter.link_map_addr() + promoter_word(blob)
+            offset = ctypes.c_int64.from_address(word).value
+        finally:
+            promoter.close()
+        self.static_offset = offset
+        return offset
 
     def address(self, offset: int) -> int:
         """The calling thread's address of byte `offset` of the block."""

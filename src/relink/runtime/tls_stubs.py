@@ -122,7 +122,9 @@ _lock = threading.Lock()
 
 def stubs(tls_get_addr: int) -> TlsdescStubs:
     """The process-wide stub page (created on first use)."""
-    with _lock:
-        if not _stubs:
-            _stubs.append(TlsdescStubs(tls_get_addr))
-        return _stubs[0]
+    if not _stubs:
+        page = TlsdescStubs(tls_get_addr)  # built outside the lock (GC finalizers)
+        with _lock:
+            if not _stubs:
+                _stubs.append(page)
+    return _stubs[0]

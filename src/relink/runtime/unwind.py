@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
-import threading
 from typing import Any
 
 from relink.errors import RelinkError
@@ -37,7 +36,6 @@ _FORMATS = {0x01: ("<H", 2), 0x02: ("<H", 2), 0x03: ("<I", 4), 0x04: ("<Q", 8),
 _MAX_WALK = 1 << 28
 
 _registered: dict[int, str] = {}  # eh_frame address -> module label
-_lock = threading.Lock()
 _functions: list[Any] = []
 
 
@@ -174,14 +172,12 @@ def register_frames(state: Any) -> bool:
             return False
         start = found
     reg, dereg = _libgcc()
-    with _lock:
-        reg(start)
-        _registered[start] = state.image.label
+    reg(start)  # libgcc locks its own object list
+    _registered[start] = state.image.label
 
     def release() -> None:
-        with _lock:
-            if _registered.pop(start, None) is not None:
-                dereg(start)
+        if _registered.pop(start, None) is not None:
+            dereg(start)
 
     state.extras.append(release)
     return True
@@ -189,5 +185,4 @@ def register_frames(state: Any) -> bool:
 
 def registered_frames() -> dict[int, str]:
     """Every ``.eh_frame`` relink registered: address -> module label."""
-    with _lock:
-        return dict(_registered)
+    return dict(_registered)
