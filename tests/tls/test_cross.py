@@ -165,3 +165,15 @@ def test_dtpmod_dtpoff_slots_hold_module_id_and_offset() -> None:
                 assert slot == modid
             else:
                 assert slot == psyms.values[psyms.find(name)] + addend
+
+
+@pytest.mark.parametrize("model", ["desc", "gd", "ie"])
+def test_undefined_weak_tls_reference(model: str) -> None:
+    """As ld.so: the module loads; with TLSDESC the variable's address is NULL."""
+    lib = build_shared(f"weak_{model}", {"weak.c": src("weak.c")}, group="tls",
+                       cflags=["-O2", *MODELS[model]])
+    with relink.load(str(lib)) as m:
+        assert m.function("get_here", I)() == 4
+        if model == "desc":
+            assert m.function("has_maybe", I)() == 0
+            assert in_thread(m.function("has_maybe", I)) == 0

@@ -425,6 +425,16 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
                 "which this load does not have")
         if sym:
             addr, _size, stype, prov = binder.bind(sym, t, off)
+            if prov is None and not addr:  # an undefined weak TLS symbol, as ld.so does:
+                if c is not RelocClass.TLSDESC:
+                    return None  # DTPMOD / DTPOFF / TPOFF slots are left untouched
+                undefweak = getattr(tls, "tlsdesc_undefweak", None)
+                if undefweak is not None:  # a descriptor whose address is the addend
+                    func, arg = undefweak(a)
+                    fmt = "<Q" if spec.word_size == 8 else "<I"
+                    struct.pack_into(fmt, view, i, func)
+                    struct.pack_into(fmt, view, i + spec.word_size, arg)
+                    return None
             if prov is None:
                 raise UnknownSymbolError(file=image.label, r_type=t, r_type_name=name,
                                          symbol=_symname(state, sym), offset=off)

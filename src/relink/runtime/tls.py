@@ -308,6 +308,10 @@ class NativeTls(TlsHooks):
             return st.static, (block.tp_offset + offset - block.start) % 2**64
         return self._dynamic_desc(module, st.dynamic, block.modid, offset - block.start)
 
+    def tlsdesc_undefweak(self, addend: int) -> tuple[int, int]:
+        """TLSDESC against an undefined weak symbol: ``&var`` evaluates to `addend`."""
+        return stubs(tls_get_addr_address()).undefweak, addend % 2**64
+
     def _dynamic_desc(self, module: ModuleState, func: int, modid: int,
                       offset: int) -> tuple[int, int]:
         index = c.TlsIndex(modid, offset)

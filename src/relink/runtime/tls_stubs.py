@@ -56,6 +56,9 @@ _CPUID = bytes.fromhex("5389f889f14989d00fa241890041895804418948084189500c5bc3")
 _CPUID_AT = 0xC0
 _STATIC = bytes.fromhex("488b4008c3")  # mov rax, [rax+8]; ret
 _STATIC_AT = 0xE0
+# undefined weak: mov rax, [rax+8]; sub rax, fs:0; ret  (address = the addend)
+_UNDEFWEAK = bytes.fromhex("488b400864482b042500000000c3")
+_UNDEFWEAK_AT = 0xE8
 _PAGE = 4096
 
 
@@ -65,6 +68,8 @@ class TlsdescStubs:
     Attributes:
         static: address of the static-TLS resolver.
         dynamic: address of the dynamic (``__tls_get_addr``) resolver.
+        undefweak: address of the resolver for undefined weak symbols (ld.so's
+            ``_dl_tlsdesc_undefweak``: the variable's address is the addend).
         xsave_size: bytes the dynamic resolver reserves for the extended state.
     """
 
@@ -78,12 +83,14 @@ class TlsdescStubs:
         page[0:len(_DYNAMIC)] = _DYNAMIC
         page[_CPUID_AT:_CPUID_AT + len(_CPUID)] = _CPUID
         page[_STATIC_AT:_STATIC_AT + len(_STATIC)] = _STATIC
+        page[_UNDEFWEAK_AT:_UNDEFWEAK_AT + len(_UNDEFWEAK)] = _UNDEFWEAK
         struct.pack_into("<QQ", page, _TGA_AT, tls_get_addr, 0)
         ctypes.memmove(addr, bytes(page), _PAGE)
         self._protect(addr, c.PROT_READ | c.PROT_EXEC)
         self.base = int(addr)
         self.static = self.base + _STATIC_AT
         self.dynamic = self.base + 0
+        self.undefweak = self.base + _UNDEFWEAK_AT
         self._cpuid = c.CPUID(self.base + _CPUID_AT)
         self.xsave_size = self._xsave_size()
         self._protect(self.base, c.PROT_READ | c.PROT_WRITE)
