@@ -34,6 +34,7 @@ request before that is refused with a clear error.
 from __future__ import annotations
 
 import ctypes
+import gc
 import struct
 import threading
 from typing import Any
@@ -99,7 +100,15 @@ def host_tls_block(addr: int) -> HostTlsBlock | None:
                     return 1
         return 0
 
-    c.dl_iterate_phdr(c.DL_ITERATE_PHDR_CALLBACK(visit), None)
+    # No garbage collection inside the callback: a finalizer that unloads a module
+    # (dlclose) would change the list glibc is walking.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        c.dl_iterate_phdr(c.DL_ITERATE_PHDR_CALLBACK(visit), None)
+    finally:
+        if was_enabled:
+            gc.enable()
     if not found:
         return None
     block = found[0]
