@@ -53,7 +53,8 @@ def _align(n: int, a: int) -> int:
 
 
 def build_tls_object(*, image: bytes = b"", memsz: int = 0, align: int = 1,
-                     vaddr_mod: int = 0, needed: str | None = None) -> bytes:
+                     vaddr_mod: int = 0, needed: str | None = None,
+                     label: str | None = None) -> bytes:
     """The bytes of a carrier (``needed`` None) or of a promoter (``needed`` = carrier path).
 
     A carrier has a PT_TLS segment (`image`, `memsz`, `align`, its file offset congruent to
@@ -62,9 +63,10 @@ def build_tls_object(*, image: bytes = b"", memsz: int = 0, align: int = 1,
     relocation against it, into a data word at the vaddr `promoter_word` returns.
     """
     if align < 1 or align & (align - 1):
-        raise TlsError(f"PT_TLS alignment {align} is not a power of two")
+        raise TlsError(f"PT_TLS alignment {align} is not a power of two", file=label)
     if memsz < len(image):
-        raise TlsError(f"PT_TLS memsz {memsz} is smaller than its filesz {len(image)}")
+        raise TlsError(f"PT_TLS memsz {memsz} is smaller than its filesz {len(image)}",
+                       file=label)
     carrier = needed is None
     phnum = 4 if carrier else 3
     strtab = b"\0" + _SYMBOL + b"\0"
@@ -205,7 +207,8 @@ class Carrier:
         self.memsz = memsz
         self.static_offset: int | None = None
         self.forced_dynamic = False
-        blob = build_tls_object(image=image, memsz=memsz, align=align, vaddr_mod=vaddr_mod)
+        blob = build_tls_object(image=image, memsz=memsz, align=align, vaddr_mod=vaddr_mod,
+                                label=label)
         self._object = _MemfdObject(blob, label)
         try:
             modid = ctypes.c_size_t()
