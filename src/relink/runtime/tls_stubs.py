@@ -21,7 +21,7 @@ Assembly of the dynamic stub (GNU as, Intel syntax; the bytes below are its enco
     mov rsi, [rax+8]                 ; tls_index *
     sub rsp, [rip+xsave_size]; and rsp, -64
     xor eax, eax; mov [rsp+512+8*k], rax (k = 0..7)   ; zero the XSAVE header
-    mov eax, -1; mov edx, -1; xsave64 [rsp]
+    mov eax, -1; mov edx, -1; xsave64 [rsp]   ; xsavec64 [rsp] where the CPU has it
     mov rdi, rsi; call [rip+tga]
     mov rcx, rax; mov eax, -1; mov edx, -1; xrstor64 [rsp]; mov rax, rcx
     sub rax, fs:0
@@ -49,6 +49,7 @@ _DYNAMIC = bytes.fromhex(
     "ffbaffffffff480fae2c244889c864482b042500000000488d65c0415b415a41"
     "5941585f5e5a595dc3")
 _TGA_AT, _XSAVE_SIZE_AT = 0xB0, 0xB8
+_XSAVE_AT, _XSAVEC = 0x6B, bytes.fromhex("480fc72424")  # xsave64 [rsp] -> xsavec64 [rsp]
 # cpuid(leaf, subleaf, uint32_t out[4]): push rbx; mov eax, edi; mov ecx, esi;
 # mov r8, rdx; cpuid; mov [r8], eax; mov [r8+4], ebx; mov [r8+8], ecx; mov [r8+12], edx;
 # pop rbx; ret
@@ -71,6 +72,7 @@ class TlsdescStubs:
         undefweak: address of the resolver for undefined weak symbols (ld.so's
             ``_dl_tlsdesc_undefweak``: the variable's address is the addend).
         xsave_size: bytes the dynamic resolver reserves for the extended state.
+        compacted: True when it saves with XSAVEC (only the components in use).
     """
 
     def __init__(self, tls_get_addr: int) -> None:
@@ -93,9 +95,14 @@ class TlsdescStubs:
         self.undefweak = self.base + _UNDEFWEAK_AT
         self._cpuid = c.CPUID(self.base + _CPUID_AT)
         self.xsave_size = self._xsave_size()
+        # XSAVEC (CPUID.(0xD,1):EAX bit 1) writes only the components in use, in the
+        # compacted form XRSTOR reads back: far cheaper when AVX-512 state is idle.
+        self.compacted = bool(self.cpuid(0xD, 1)[0] & 2)
         self._protect(self.base, c.PROT_READ | c.PROT_WRITE)
-        struct.pack_into("<Q", (ctypes.c_char * _PAGE).from_address(self.base),
-                         _XSAVE_SIZE_AT, self.xsave_size)
+        code = (ctypes.c_char * _PAGE).from_address(self.base)
+        struct.pack_into("<Q", code, _XSAVE_SIZE_AT, self.xsave_size)
+        if self.compacted:
+            code[_XSAVE_AT:_XSAVE_AT + len(_XSAVEC)] = _XSAVEC
         self._protect(self.base, c.PROT_READ | c.PROT_EXEC)
 
     @staticmethod
