@@ -102,7 +102,7 @@ class TlsdescStubs:
         code = (ctypes.c_char * _PAGE).from_address(self.base)
         struct.pack_into("<Q", code, _XSAVE_SIZE_AT, self.xsave_size)
         if self.compacted:
-            code[_XSAVE_AT:_XSAVE_AT + len(_XSAVEC)] = _XSAVEC
+            ctypes.memmove(self.base + _XSAVE_AT, _XSAVEC, len(_XSAVEC))
         self._protect(self.base, c.PROT_READ | c.PROT_EXEC)
 
     @staticmethod
