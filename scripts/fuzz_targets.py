@@ -9,6 +9,7 @@ exception is a finding):
 * ``info``   — ``relink info`` through `relink.cli.main` (when the CLI module exists);
 * ``deps``   — ``relink deps`` through `relink.cli.main` (when the CLI module exists);
 * ``scan``   — `relink.scan`, the scan-first dependency/section plan (when it exists);
+* ``plan``   — ``relink plan`` (scan plus the section layout report);
 * ``load``   — `relink.load` into a `BufferMapper` (virtual memory: maps and relocates, runs
   nothing), from bytes and from an fd (memfd), with ``init=True`` to prove that even a
   request to initialize does not execute anything;
@@ -41,9 +42,9 @@ from relink.memory.buffer import BufferMapper  # noqa: E402
 __all__ = ["SafetyViolation", "Targets", "guards", "native_guards"]
 
 LOOKUP_NAMES = ("malloc", "answer", "seed_add", "seed_ver", "zlibVersion", "", "\udcff")
-ALL = ("parse", "info", "deps", "scan", "load", "object")
+ALL = ("parse", "info", "deps", "scan", "plan", "load", "object")
 # How often each target is picked: parsing and loading are the widest attack surface.
-WEIGHTS = {"parse": 3, "load": 3, "info": 1, "deps": 1, "scan": 1, "object": 1,
+WEIGHTS = {"parse": 3, "load": 3, "info": 1, "deps": 1, "scan": 1, "plan": 1, "object": 1,
            "native": 1}
 BUFFER_LIMIT = 64 << 20  # the fuzzer's virtual images stay small (see BufferMapper)
 
@@ -140,10 +141,12 @@ class Targets:
         cli = self.parser is not None
         needs = {"info": cli and _optional("relink.cli.info"),
                  "deps": cli and _optional("relink.cli.deps"),
+                 "plan": cli and _optional("relink.cli.plan"),
                  "scan": self.scan, "object": self.load_object}
         self.available: dict[str, Callable[[bytes, int], None]] = {}
         table = {"parse": self.parse, "info": self.info, "deps": self.deps,
-                 "scan": self.run_scan, "load": self.load, "object": self.run_object,
+                 "scan": self.run_scan, "plan": self.plan, "load": self.load,
+                 "object": self.run_object,
                  "native": self.native}
         for name in names:
             if name in needs and needs[name] is None:
@@ -164,7 +167,7 @@ class Targets:
         bit 1 JSON output / bytes for scan, bit 2 ``init=True`` / ``missing_ok``.
         """
         names = [which] if which is not None else list(self.available)
-        if variant & 1 or {"info", "deps", "scan"} & set(names):
+        if variant & 1 or {"info", "deps", "scan", "plan"} & set(names):
             self._to_memfd(data)
         for name in names:
             self.available[name](data, variant)
@@ -210,6 +213,10 @@ class Targets:
         opts = ["--json"] if variant & 2 else ["--dot"] if variant & 4 else []
         # --no-host: the fuzzed names are resolved from files only, never dlopened.
         self._cli(["deps", "--no-host", *opts, self.path])
+
+    def plan(self, data: bytes, variant: int) -> None:
+        opts = ["--json"] if variant & 2 else ["--all-sections"] if variant & 4 else []
+        self._cli(["plan", *opts, self.path])
 
     def _cli(self, argv: list[str]) -> None:
         assert self.parser is not None

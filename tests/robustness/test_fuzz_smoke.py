@@ -43,7 +43,7 @@ def test_smoke_run_finds_nothing(fuzz: Any, seeds: list[tuple[str, bytes]],
     per_target: dict[str, int] = {}
     for key, n in stats.outcomes.items():
         per_target[key.split(":")[0]] = per_target.get(key.split(":")[0], 0) + n
-    assert set(per_target) == {"parse", "info", "deps", "scan", "load", "object"}
+    assert set(per_target) == {"parse", "info", "deps", "scan", "plan", "load", "object"}
     # Both outcomes occur: mutants that are rejected and mutants that still load.
     assert stats.outcomes.get("load:ok", 0) > 0
     assert stats.outcomes.get("parse:ElfParseError", 0) > 0
