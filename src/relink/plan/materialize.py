@@ -48,7 +48,7 @@ from relink.errors import (
 from relink.loader import Image, map_image
 from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
 from relink.module import Module, SyntheticModule
-from relink.plan.hugepages import map_arena, smaps_huge_kb
+from relink.plan.hugepages import HUGE_MODES, map_arena, smaps_huge_kb
 from relink.plan.layout import Layout, PackingPolicy, normalize
 from relink.plan.model import (
     HUGE_PAGE,
@@ -185,6 +185,8 @@ def load_plan(plan: Plan, *, mapper: Mapper | None = None, executor: Executor | 
         PlanError: a request the capability cannot honour, or an unrepairable module —
             raised before anything is mapped. Other RelinkErrors as for `relink.load`.
     """
+    if hugepages not in HUGE_MODES:
+        raise ValueError(f"huge page mode must be one of {HUGE_MODES}, not {hugepages!r}")
     if plan.closed:
         raise PlanError("this plan was closed")
     for key in plan.missing:
