@@ -31,8 +31,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import relink  # noqa: E402
 from hotpack_lib import build  # noqa: E402
+
+import relink  # noqa: E402
 from relink.plan import hot_pack  # noqa: E402
 
 
