@@ -92,6 +92,8 @@ def test_every_recipe_matches_lld(arch: str, tmp_path: Path) -> None:
 def _x86_got_fields(mod: relink.Module) -> list[tuple[int, int]]:
     """(place, addend) of every GOTPCREL-family relocation relink applied."""
     from relink.arch.rtypes import R_X86_64 as RT
+    from relink.elf.source import open_source
+    from relink.object.parse import parse_object
 
     got_types = {RT.R_X86_64_GOTPCREL, RT.R_X86_64_GOTPCRELX, RT.R_X86_64_REX_GOTPCRELX}
     st = mod._state
@@ -99,7 +101,11 @@ def _x86_got_fields(mod: relink.Module) -> list[tuple[int, int]]:
     for s in st.sections:
         if s.object == "<relink>":
             continue
-        o = relink.object.parse.parse_object(relink.elf.source.open_source(s.object))
+        src = open_source(s.object)
+        try:
+            o = parse_object(src)
+        finally:
+            src.close()
         idx = next(h.index for h in o.sections if h.name == s.name)
         for rs in o.relocs.get(idx, []):
             for off, t, a in zip(rs.offsets, rs.types, rs.addends):
