@@ -75,3 +75,15 @@ def test_versioned_libc_symbols() -> None:
     assert syms.find("memcpy") == syms.find("memcpy", "GLIBC_2.14", exact=True)
     needs = ElfFile(LIBC).symbols.versions.needs  # type: ignore[union-attr]
     assert any(n.file.startswith("ld-linux") for n in needs)
+
+
+def test_gnu_hash_without_exports_still_sizes_the_table(tmp_path: Path) -> None:
+    # A program that exports nothing: its GNU hash table has no hashed symbol and a
+    # symoffset the linker may leave at 1, yet relocations use indices 1..3.
+    src = tmp_path / "noexp.c"
+    src.write_text("#include <stdio.h>\nint main(void) { puts(\"hi\"); return 3; }\n")
+    exe = tmp_path / "noexp"
+    subprocess.run(["gcc", "-no-pie", "-o", str(exe), str(src)], check=True)
+    syms = ElfFile(exe).symbols
+    assert syms is not None
+    assert "puts" in syms.names and syms.count == len(syms.names) >= 3

@@ -115,7 +115,15 @@ class SymbolTable:
             buckets = view.get(buckets_at, nbuckets * 4, what).cast("I")
             top = max(buckets)
             if top == 0:
+                # No hashed symbol (the module exports nothing): the table only says
+                # how many unhashed ones precede the hashed part, which a linker may
+                # leave at 1. Size the table as tools do: DT_HASH, else the distance
+                # to the string table that follows it.
                 count = symoffset
+                if dyn.hash:
+                    count = max(count, view.get(dyn.hash + 4, 4, what).cast("I")[0])
+                elif dyn.strtab > dyn.symtab:
+                    count = max(count, (dyn.strtab - dyn.symtab) // entsize)
                 chains = view.get(chains_at, 0, what).cast("I")
             else:
                 if top < symoffset:
