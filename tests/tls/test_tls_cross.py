@@ -177,3 +177,17 @@ def test_undefined_weak_tls_reference(model: str) -> None:
         if model == "desc":
             assert m.function("has_maybe", I)() == 0
             assert in_thread(m.function("has_maybe", I)) == 0
+
+
+def test_program_with_local_exec_tls_is_refused_in_process() -> None:
+    """Local-exec offsets of a program would hit the host's own TLS: refuse, and point
+    to relink.execute(), which runs it correctly in its own process."""
+    from support.build import build_executable
+
+    prog = build_executable("leprog", {"leprog.c": src("leprog.c")}, group="tls",
+                            cflags=["-O0"])
+    with pytest.raises(relink.TlsError, match="relink.execute"):
+        relink.load(str(prog))
+    with pytest.raises(relink.TlsError, match="local-exec"):
+        relink.run_main(str(prog), ["leprog"])
+    assert relink.execute(str(prog), ["leprog"]) == 42

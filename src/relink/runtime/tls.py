@@ -119,6 +119,13 @@ def host_tls_block(addr: int) -> HostTlsBlock | None:
     return block
 
 
+def _is_program(state: ModuleState) -> bool:
+    """ET_EXEC, or a PIE (DF_1_PIE): code that uses local-exec TLS for its own block."""
+    dyn = state.image.dynamic
+    return state.image.header.e_type == 2 or bool(dyn is not None
+                                                  and dyn.flags_1 & 0x08000000)
+
+
 class _TlsRecord:
     """Per-module TLS bookkeeping, stored on the ModuleState itself (no global table).
 
@@ -239,6 +246,13 @@ class NativeTls(TlsHooks):
         """The module's relocations are done: make its carrier's image the final bytes."""
         rec = _record(module)
         rec.relocated, rec.binder = True, None
+        if module.image.tls is not None and module.image.tls.p_memsz and _is_program(module):
+            raise TlsError(
+                "this program has its own thread-local variables, which its code reaches "
+                "with local-exec accesses at offsets from the thread pointer fixed at link "
+                "time; in this process those offsets belong to the host program's TLS, so "
+                "it cannot run here: use relink.execute() to run it in its own process",
+                file=module.image.label)
         if module.image.tls is not None:
             module.tls_runtime = self
         car = rec.carrier
