@@ -67,9 +67,18 @@ def link_like(mod: relink.Module, objs: Sequence[Path], externals: Mapping[str, 
 
 
 def _segments(elf: bytes) -> list[tuple[int, int, int]]:
+    out = []
+    if elf[4] == 1:  # ELF32
+        (phoff,) = struct.unpack_from("<I", elf, 28)
+        phentsize, phnum = struct.unpack_from("<HH", elf, 42)
+        for i in range(phnum):
+            p_type, off, vaddr, _pa, filesz, _mem, _fl, _al = struct.unpack_from(
+                "<IIIIIIII", elf, phoff + i * phentsize)
+            if p_type == 1:
+                out.append((vaddr, off, filesz))
+        return out
     (phoff,) = struct.unpack_from("<Q", elf, 32)
     phentsize, phnum = struct.unpack_from("<HH", elf, 54)
-    out = []
     for i in range(phnum):
         p_type, _fl, off, vaddr, _pa, filesz, _mem, _al = struct.unpack_from(
             "<IIQQQQQQ", elf, phoff + i * phentsize)
@@ -111,10 +120,15 @@ def got_slots(mod: relink.Module, mapper: BufferMapper) -> bytes:
 
 def section_range(elf: bytes, name: str) -> tuple[int, int] | None:
     """(address, size) of output section `name` of a linked file, or None."""
-    (shoff,) = struct.unpack_from("<Q", elf, 40)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 58)
-    rows = [struct.unpack_from("<IIQQQQIIQQ", elf, shoff + i * shentsize)
-            for i in range(shnum)]
+    if elf[4] == 1:  # ELF32
+        (shoff,) = struct.unpack_from("<I", elf, 32)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 46)
+        fmt = "<IIIIIIIIII"
+    else:
+        (shoff,) = struct.unpack_from("<Q", elf, 40)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 58)
+        fmt = "<IIQQQQIIQQ"
+    rows = [struct.unpack_from(fmt, elf, shoff + i * shentsize) for i in range(shnum)]
     strtab_off = rows[shstrndx][4]
     for row in rows:
         end = elf.index(b"\0", strtab_off + row[0])

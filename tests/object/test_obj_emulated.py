@@ -97,3 +97,37 @@ def test_foreign_object_refused_natively() -> None:
 
     with pytest.raises(ArchMismatchError, match="BufferMapper"):
         relink.load_object(_o("emu_b.c", "aarch64", ["-O2"]))
+
+
+I386 = [["-m32", "-O2", "-fPIC"], ["-m32", "-O0", "-fPIC"], ["-m32", "-O2", "-fno-pic"],
+        ["-m32", "-O2", "-fno-pic", "-fno-plt"], ["-m32", "-O2", "-fPIC", "-fno-plt"]]
+
+
+@pytest.mark.parametrize("flags", I386, ids=["".join(f) for f in I386])
+def test_i386_objects_run(flags: list[str]) -> None:
+    """i386 REL objects (implicit addends, GOTPC/GOTOFF/GOT32X) run in the emulator."""
+    emu = _emu("x86")
+    mod = relink.load_object([obj("emu_calls.c", flags), obj("emu_b.c", flags)], mapper=emu)
+    a = relink.load_object(obj("emu_a.c", flags), mapper=emu, scope=[mod])
+    assert mod.arch == "x86"
+
+    def call(name: str, *args: int) -> int:
+        return emu.call(mod.symbol(name), *args, signed=True)
+
+    assert call("call_test", 5) == 210
+    assert call("modify_through_pointer", 8) == 50
+    assert [call("call_through_table", i, 10) for i in range(3)] == [11, 20, 9]
+    assert call("sum_through_ptrs") == 60 and call("test_extern_array", 2) == 6
+    assert emu.call(a.symbol("a")) == 41 + 41 + 1
+    if "-fno-plt" in flags:
+        assert a._state.counts.get("GOT32X")  # call *b@GOT, with or without %ebx
+
+
+def test_i386_zig_objects_run() -> None:
+    emu = _emu("x86")
+    flags = ["-O2", "-g0", "-fno-sanitize=all"]
+    mod = relink.load_object([obj("emu_calls.c", flags, cc="zig", target="x86-linux-gnu"),
+                              obj("emu_b.c", flags, cc="zig", target="x86-linux-gnu")],
+                             mapper=emu)
+    assert emu.call(mod.symbol("call_test"), 5) == 210
+    assert emu.call(mod.symbol("text_len")) == 9

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,10 @@ from objoracle import (
 from objsupport import obj, source
 
 import relink
+from relink.elf.source import open_source
 from relink.errors import RelocationOverflowError
 from relink.memory.buffer import BufferMapper
+from relink.object.parse import parse_object
 
 HAVE_ZIG = importlib.util.find_spec("ziglang") is not None
 needs_lld = pytest.mark.skipif(not (HAVE_ZIG and have_linker("ld.lld")),
@@ -92,8 +95,6 @@ def test_every_recipe_matches_lld(arch: str, tmp_path: Path) -> None:
 def _x86_got_fields(mod: relink.Module) -> list[tuple[int, int]]:
     """(place, addend) of every GOTPCREL-family relocation relink applied."""
     from relink.arch.rtypes import R_X86_64 as RT
-    from relink.elf.source import open_source
-    from relink.object.parse import parse_object
 
     got_types = {RT.R_X86_64_GOTPCREL, RT.R_X86_64_GOTPCRELX, RT.R_X86_64_REX_GOTPCRELX}
     st = mod._state
@@ -201,3 +202,75 @@ def test_overflow_in_foreign_field() -> None:
 
 def test_source_helper_is_used() -> None:
     assert "ext_fn" in source("oracle.c")
+
+
+I386_FLAGS = [["-m32", "-O2", "-fPIC"], ["-m32", "-O0", "-fPIC"], ["-m32", "-O2", "-fno-pic"],
+              ["-m32", "-O2", "-fPIC", "-ffunction-sections", "-fdata-sections"]]
+
+
+def _ld_symbol(linked: Path, name: str) -> int:
+    out = subprocess.run(["nm", str(linked)], capture_output=True, text=True, check=True)
+    return next(int(line.split()[0], 16) for line in out.stdout.splitlines()
+                if line.endswith(" " + name))
+
+
+@pytest.mark.skipif(not have_linker("ld"), reason="needs GNU ld")
+@pytest.mark.parametrize("flags", I386_FLAGS, ids=["_".join(f) for f in I386_FLAGS])
+def test_i386_rel_objects_match_gnu_ld(flags: list[str], tmp_path: Path) -> None:
+    """REL objects (implicit addends) against GNU ld -m elf_i386.
+
+    GOT-base-relative fields (GOTOFF, GOTPC, GOT32X) depend on where each linker puts its
+    GOT base (ld: .got.plt; relink: its .got): each is checked for what it computes,
+    then masked, and everything else must match byte for byte.
+    """
+    from relink.arch.rtypes import R_386
+
+    o = obj("oracle.c", [*flags, "-fno-merge-constants", "-fno-asynchronous-unwind-tables"])
+    mod, mapper = load_in_buffer([o], EXT)
+    assert mod.arch == "x86"
+    linked = link_like(mod, [o], EXT, tmp_path / "out", "ld", extra=["-m", "elf_i386"])
+    elf = linked.read_bytes()
+    region = mapper.regions[0]
+    st = mod._state
+    got = st.section(".got")
+    checked = 0
+    if got is not None:
+        mine_got, their_got = got.address, _ld_symbol(linked, "_GLOBAL_OFFSET_TABLE_")
+        src = open_source(o)
+        try:
+            parsed = parse_object(src)
+        finally:
+            src.close()
+        for sec in st.sections:
+            if sec.object == "<relink>":
+                continue
+            idx = next(h.index for h in parsed.sections if h.name == sec.name)
+            for rs in parsed.relocs.get(idx, []):
+                for off, t in zip(rs.offsets, rs.types):
+                    place = sec.address + off
+                    mine = struct.unpack("<I", region.read(place, 4))[0]
+                    theirs = struct.unpack("<I", read_linked(elf, place, 4))[0]
+                    if t == R_386.R_386_GOTOFF:
+                        assert (mine + mine_got) % 2**32 == (theirs + their_got) % 2**32
+                    elif t == R_386.R_386_GOTPC:
+                        assert (mine - mine_got) % 2**32 == (theirs - their_got) % 2**32
+                    elif t in (R_386.R_386_GOT32, R_386.R_386_GOT32X):
+                        target = region.read((mine + mine_got) % 2**32, 4)  # slot contents
+                        op = read_linked(elf, place - 2, 1)
+                        if op == b"\x8d":
+                            # ld relaxed mov foo@GOT(%reg) into lea foo@GOTOFF(%reg)
+                            assert struct.unpack("<I", target)[0] == \
+                                (theirs + their_got) % 2**32
+                            region.write(place - 2, op)
+                        elif op == b"\xc7":
+                            # ld relaxed it into mov $foo, %reg (an absolute symbol)
+                            assert struct.unpack("<I", target)[0] == theirs
+                            region.write(place - 2, read_linked(elf, place - 2, 2))
+                        else:
+                            assert target == read_linked(elf, (theirs + their_got) % 2**32, 4)
+                    else:
+                        continue
+                    checked += 1
+                    region.write(place, read_linked(elf, place, 4))
+    assert compare(mod, mapper, linked) == []
+    assert bool(checked) == ("-fPIC" in flags)

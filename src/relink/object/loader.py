@@ -42,7 +42,7 @@ from relink.runtime.executor import Executor, NativeExecutor
 __all__ = ["load_object", "object_arch", "open_inputs"]
 
 _ARCH_MODULES = {"x86_64": "relink.arch.objrel_x86_64", "aarch64": "relink.arch.objrel_aarch64",
-                 "riscv64": "relink.arch.objrel_riscv"}
+                 "riscv64": "relink.arch.objrel_riscv", "x86": "relink.arch.objrel_x86"}
 _SPAN32 = (1 << 31) - (1 << 24)  # keep a margin inside the ±2 GiB reach
 
 
@@ -51,7 +51,7 @@ def object_arch(spec: ArchSpec, label: str) -> ObjectArch:
     mod = _ARCH_MODULES.get(spec.name)
     if mod is None:
         raise UnsupportedError(f"relocatable objects for {spec.name} are not supported "
-                               "(relink has object recipes for x86_64, aarch64, riscv64)",
+                               "(relink has object recipes for x86_64, aarch64, riscv64, x86)",
                                file=label)
     arch: ObjectArch = importlib.import_module(mod).OBJECT_ARCH
     return arch

@@ -38,7 +38,7 @@ from relink.relocation.fields import FieldOverflow, ObjectArch, Recipe
 __all__ = ["ObjectRelocation", "Relocator"]
 
 _PAGE = ~0xFFF
-_GOT_FORMULAS = frozenset({"G+A-P", "G", "Page(G)-Page(P)", "G+A-GOT"})
+_GOT_FORMULAS = frozenset({"G+A-P", "G", "Page(G)-Page(P)", "G+A-GOT", "G+A-GOT/i386"})
 _TLS_KEYS = (("gd",), ("ld",), ("ie",), ("desc",))
 
 
@@ -288,6 +288,12 @@ class Relocator:
         place = self.base + off
         si = rs.syms[k]
         a = rs.addends[k]
+        if not rs.rela and recipe.field is not None:  # REL: the addend is at the place
+            try:
+                a = recipe.field.read_addend(buf, off)
+            except NotImplementedError as exc:
+                raise UnsupportedRelocationError(**self._error_args(oi, rs, k),
+                                                 detail=str(exc)) from None
         obj = self.unit.objects[oi]
         try:
             s = self.symbol_addr(oi, si)
@@ -363,6 +369,11 @@ class Relocator:
                 return g + a
             if formula == "G+A-GOT":
                 return g + a - self.got_base
+            if formula == "G+A-GOT/i386":
+                # R_386_GOT32X: relative to the GOT base register, unless the ModRM byte
+                # says there is none (mod 00, r/m 101: an absolute disp32).
+                no_base = off >= 1 and self.buf[off - 1] & 0xC7 == 0x05
+                return g + a if no_base else g + a - self.got_base
             if formula == "Page(G)-Page(P)":
                 return ((g + a) & _PAGE) - (p & _PAGE)
             v = g + a - p

@@ -99,6 +99,12 @@ class Field:
         new = self.combine(old, value) & ((1 << (8 * self.size)) - 1)
         buf[off:end] = new.to_bytes(self.size, "little")
 
+    def read_addend(self, buf: bytearray | memoryview, off: int) -> int:
+        """The implicit addend a REL relocation keeps at the place (data fields only)."""
+        if not self.name.startswith("word"):
+            raise NotImplementedError(f"implicit addends of {self.name} fields")
+        return int.from_bytes(buf[off:off + self.size], "little", signed=True)
+
     def with_check(self, check: Check) -> Field:
         return Field(self.name, self.size, self.combine, check)
 
