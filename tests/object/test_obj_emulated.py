@@ -131,3 +131,15 @@ def test_i386_zig_objects_run() -> None:
                              mapper=emu)
     assert emu.call(mod.symbol("call_test"), 5) == 210
     assert emu.call(mod.symbol("text_len")) == 9
+
+
+def test_riscv_align_padding_runs() -> None:
+    """The NOP padding of a relaxable object stays and executes; the alignment hint of
+    the code after it is lost (counted), which never changes what the code does."""
+    emu = _emu("riscv64")
+    mod = relink.load_object(obj("align_riscv.s", [], cc="zig", target=TARGETS["riscv64"]),
+                             mapper=emu)
+    assert mod._state.counts.get("ALIGN") == 1
+    assert mod._state.unaligned == 1
+    assert emu.call(mod.symbol("fall_through"), 10) == 113
+    assert emu.call(mod.symbol("aligned_tail"), 10) == 12

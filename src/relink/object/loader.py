@@ -330,7 +330,7 @@ def _build(unit: LinkUnit, lay: Layout, arch: ObjectArch, region: Region,
         owner = unit.objects[p.obj].label if p.obj >= 0 else "<relink>"
         st.sections.append(PlacedSection(owner, p.name, base + p.offset, p.size, p.group))
     tls = None
-    if st.spec.is_host and type(region).__name__ == "HostRegion" and arch.name == "x86_64":
+    if st.in_process and arch.name == "x86_64":
         tls = ObjectTls(st.label, lay.tls_size, lay.tls_align, st)
         st.tls = tls
     rel = Relocator(unit, lay, arch, base, buf, tls, hook=relocation_hook, relax=relax)
@@ -340,7 +340,7 @@ def _build(unit: LinkUnit, lay: Layout, arch: ObjectArch, region: Region,
                                "native TLS runtime (a load into this process)",
                                file=st.label)
     st.counts = dict(rel.counts)
-    st.counts_unaligned = rel.unaligned  # type: ignore[attr-defined]
+    st.unaligned = rel.unaligned
     _lifecycle(unit, lay, buf, st, arch.word_size)
     return buf
 

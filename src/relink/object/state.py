@@ -90,6 +90,7 @@ class ObjectState:
         self.init_funcs: list[int] = []
         self.fini_funcs: list[int] = []
         self.counts: dict[str, int] = {}
+        self.unaligned = 0  # RISC-V ALIGN paddings left in code (see the relocator)
         self.scope: list[Any] = []
         self.modinfo: list[tuple[str, str]] = []
         self.segments: list[tuple[int, int, int, int, str]] = []  # addr, size, init, final
@@ -106,6 +107,15 @@ class ObjectState:
     @property
     def base(self) -> int:
         return self.region.start
+
+    @property
+    def in_process(self) -> bool:
+        """True when the unit lives in this process's memory and may run here."""
+        if not self.spec.is_host:
+            return False
+        from relink.memory.host import HostRegion
+
+        return isinstance(self.region, HostRegion)
 
     # -- provider interface ---------------------------------------------------------------
 
@@ -181,7 +191,7 @@ class ObjectState:
         self.init_exports = []
         for addr, size in self.init_segments:
             self.region.protect(addr, size, PROT_NONE)
-            if self.spec.is_host and type(self.region).__name__ == "HostRegion":
+            if self.in_process:
                 from relink.runtime import libc  # give the pages back to the kernel
 
                 libc.madvise(addr, size, MADV_DONTNEED)
@@ -237,7 +247,7 @@ class ObjectOwner:
     def initialize(self, module: Any) -> None:
         """`Module.initialize()` of a load made with ``init=False``."""
         argc = argv = envp = 0
-        if self.state.spec.is_host and type(self.state.region).__name__ == "HostRegion":
+        if self.state.in_process:
             from relink.runtime.libc import argv_pointers, environ_pointer
 
             argc, argv = argv_pointers()
