@@ -4,7 +4,7 @@ Parsed metadata is cached per file identity and stamp (dev, inode, size, mtime_n
 per content for memory inputs. These tests rewrite a library *in place* -- same path,
 same inode, same size -- with a different build and check that the next load runs the
 new code, from a path and from a mutated bytearray. The last test documents the one
-change the key cannot see (mtime restored by hand) as a strict xfail.
+change a (size, mtime) key could not see: mtime restored by hand (ctime catches it).
 """
 
 from __future__ import annotations
@@ -123,9 +123,6 @@ def test_mutated_bytearray_is_reparsed(builds: tuple[bytes, bytes]) -> None:
     assert versions(bytes(v1)) == V1
 
 
-@pytest.mark.xfail(strict=True, reason="the parse cache key is (dev, inode, size, "
-                   "mtime_ns): a same-size in-place rewrite whose mtime is set back is "
-                   "not seen (st_ctime_ns in the stamp would catch it)")
 def test_rewrite_with_restored_mtime(tmp_path: Path, builds: tuple[bytes, bytes]) -> None:
     v1, v2 = builds
     lib = tmp_path / "libcachever.so"

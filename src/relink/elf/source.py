@@ -31,7 +31,7 @@ _HEAD = 4096
 class SourceIdentity:
     """Identity of an input: ``("file", dev, ino)`` or ``("memory", n, 0)``.
 
-    `stamp` (size, mtime_ns) is not part of equality; caches use it to notice that a
+    `stamp` (size, mtime_ns, ctime_ns) is not part of equality; caches use it to notice that a
     file was rewritten in place.
     """
 
@@ -53,7 +53,9 @@ class ElfSource:
         fd: an open fd the loader may mmap from, or None for memory inputs.
         size: size of the input in bytes.
         identity: the `SourceIdentity`.
-        stamp: (size, mtime_ns) for files, None for memory inputs.
+        stamp: (size, mtime_ns, ctime_ns) for files, None for memory inputs. ctime
+            changes on every write and cannot be set back, so a rewrite that restores
+            the size and mtime is still noticed.
     """
 
     __slots__ = ("name", "path", "fd", "size", "identity", "stamp", "_data", "_owns_fd",
@@ -61,7 +63,7 @@ class ElfSource:
 
     def __init__(self, *, name: str, path: str | None, fd: int | None, size: int,
                  identity: SourceIdentity, data: memoryview | None,
-                 stamp: tuple[int, int] | None = None, owns_fd: bool = False) -> None:
+                 stamp: tuple[int, int, int] | None = None, owns_fd: bool = False) -> None:
         self.name = name
         self.path = path
         self.fd = fd
@@ -151,7 +153,8 @@ def _from_fd(fd: int, path: str | None, owns: bool) -> ElfSource:
     name = os.path.basename(path) if path else f"fd:{fd}"
     return ElfSource(name=name, path=path, fd=fd, size=st.st_size,
                      identity=SourceIdentity("file", st.st_dev, st.st_ino),
-                     data=None, stamp=(st.st_size, st.st_mtime_ns), owns_fd=owns)
+                     data=None, stamp=(st.st_size, st.st_mtime_ns, st.st_ctime_ns),
+                     owns_fd=owns)
 
 
 def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
