@@ -41,9 +41,8 @@ class ParsedMetadata:
     """Everything the loader reads from a file before relocating it (base-independent).
 
     Cached per file identity and stamp (dev, inode, size, mtime_ns, ctime_ns) — or per
-    content for
-    memory inputs — so loading the same unchanged file again skips parsing. A file
-    rewritten in place gets a new stamp and is parsed afresh.
+    content for memory inputs — so loading the same unchanged file again skips parsing.
+    A file rewritten in place gets a new stamp and is parsed afresh.
     """
 
     header: ElfHeader
