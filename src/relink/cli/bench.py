@@ -58,7 +58,7 @@ class _Progress:
             sys.stderr.write(f"\r\x1b[K{label:<34} [{'#' * fill}{'.' * (width - fill)}] "
                              f"{done}/{total}  {elapsed:5.1f}s")
         elif label != self.last:
-            sys.stderr.write(f"relink bench: {label} ({total} rounds) ...\n")
+            sys.stderr.write(f"relink bench: {label} [{total}] ...\n")
         self.last = label
         sys.stderr.flush()
 
