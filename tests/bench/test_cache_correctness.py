@@ -1,10 +1,11 @@
 """The loader's parse cache (src/relink/loader.py) must notice a rewritten file.
 
-Parsed metadata is cached per file identity and stamp (dev, inode, size, mtime_ns), and
-per content for memory inputs. These tests rewrite a library *in place* -- same path,
-same inode, same size -- with a different build and check that the next load runs the
-new code, from a path and from a mutated bytearray. The last test documents the one
-change a (size, mtime) key could not see: mtime restored by hand (ctime catches it).
+Parsed metadata is cached per file identity and stamp (dev, inode, size, mtime_ns,
+ctime_ns), and per content for memory inputs. These tests rewrite a library *in place* --
+same path, same inode, same size -- with a different build and check that the next load
+runs the new code (symbols, exports and relocations of the new file), from a path, an fd
+and a mutated bytearray. The last test is the change a (size, mtime) key could not see:
+mtime restored by hand (the ctime part catches it: utime cannot set ctime).
 """
 
 from __future__ import annotations
