@@ -231,3 +231,19 @@ def test_eh_frame_in_an_unreadable_segment_is_an_error_not_a_crash(seedlib: Path
                          timeout=60, env=env)
     assert res.returncode == 0, f"child died ({res.returncode}): {res.stderr[-500:]}"
     assert "EH_FRAME" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("field,value", [("p_align", 1 << 63), ("p_memsz", 1 << 40)])
+def test_absurd_pt_tls_is_a_tls_error(seedlib: Path, field: str, value: int) -> None:
+    """Finding (native fuzzer): a PT_TLS alignment of 2**63 (a power of two) made the
+    TLS carrier builder allocate a bytearray past the index range: OverflowError."""
+    from relink.errors import TlsError
+    from support.elfgen import ElfView
+
+    data = seedlib.read_bytes()
+    index = next(i for i, (_pos, ph) in enumerate(ElfView(data).phdrs)
+                 if ph["p_type"] == d.PT_TLS)
+    bad = patch_phdr(data, index, **{field: value})
+    with pytest.raises(TlsError, match="absurd"):
+        relink.load(bad, name="libbadtls.so", init=False,
+                    context=relink.LinkContext("badtls"))

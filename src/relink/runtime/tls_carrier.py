@@ -33,6 +33,8 @@ __all__ = ["STATIC_TLS_TUNABLE", "Carrier", "build_tls_object"]
 
 STATIC_TLS_TUNABLE = "glibc.rtld.optional_static_tls"
 _SYMBOL = b"__relink_tls_block"
+_MAX_TLS_ALIGN = 1 << 20  # larger PT_TLS alignments / sizes are refused as malformed
+_MAX_TLS_SIZE = 1 << 30
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
 _SYM = struct.Struct("<IBBHQQ")
@@ -64,6 +66,11 @@ def build_tls_object(*, image: bytes = b"", memsz: int = 0, align: int = 1,
     """
     if align < 1 or align & (align - 1):
         raise TlsError(f"PT_TLS alignment {align} is not a power of two", file=label)
+    if align > _MAX_TLS_ALIGN or memsz > _MAX_TLS_SIZE:
+        # A lying header must not become a huge carrier (OverflowError / MemoryError,
+        # found by the issue 9 native fuzzer) or an absurd request to glibc.
+        raise TlsError(f"PT_TLS alignment {align:#x} / size {memsz:#x} is absurd (limits "
+                       f"{_MAX_TLS_ALIGN:#x} / {_MAX_TLS_SIZE:#x})", file=label)
     if memsz < len(image):
         raise TlsError(f"PT_TLS memsz {memsz} is smaller than its filesz {len(image)}",
                        file=label)
