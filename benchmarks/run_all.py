@@ -3,8 +3,8 @@
 Run: ``python benchmarks/run_all.py [--quick] [--out DIR] [--markdown FILE]``.
 Each benchmark script runs as a child (so one's caches, mappings and RSS do not colour
 another's), writes ``DIR/<script>.json`` and prints its table; at the end one combined
-table of every figure is printed and, with ``--markdown``, written as a Markdown table
-(the figures section of BENCHMARKS.md is made this way).
+table of every figure is printed and, with ``--markdown``, written as a Markdown table;
+``--update BENCHMARKS.md`` puts that table between the file's figure markers.
 """
 
 from __future__ import annotations
@@ -56,11 +56,29 @@ def markdown(results: list[Result]) -> str:
     return "\n".join(rows) + "\n"
 
 
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+
+def update(path: Path, results: list[Result]) -> None:
+    """Replace the text between the figure markers of `path` with this run's table."""
+    text = path.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{path}: no {START} ... {END} markers")
+    m = _common.machine()
+    body = (f"\nRun of `python benchmarks/run_all.py` at {m['when']}, relink {m['commit']}, "
+            f"load average {m['loadavg'][0]:.1f} on {m['nproc']} CPUs.\n\n"
+            + markdown(results))
+    head, rest = text.split(START, 1)
+    path.write_text(head + START + body + END + rest.split(END, 1)[1])
+
+
 def main() -> None:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--out", help="directory for the per-script JSON (default: a temp dir)")
     p.add_argument("--markdown", help="write the combined table here as Markdown")
     p.add_argument("--only", help="comma-separated script names")
+    p.add_argument("--update", metavar="FILE",
+                   help="replace the figures between the markers in FILE (BENCHMARKS.md)")
     a = p.parse_args()
     out = Path(a.out or tempfile.mkdtemp(prefix="relink-bench-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +99,8 @@ def main() -> None:
     print(f"{sum(bool(r.met) for r in met)}/{len(met)} targets met; JSON in {out}")
     if a.markdown:
         Path(a.markdown).write_text(markdown(combined))
+    if a.update:
+        update(Path(a.update), combined)
     if a.json:
         Path(a.json).write_text(json.dumps({"machine": _common.machine(),
                                             "results": [r.as_dict() for r in combined]},
