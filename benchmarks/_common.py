@@ -24,15 +24,27 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
+from relink import bench  # noqa: E402
 from relink.bench import Result, format_table  # noqa: E402
 
 __all__ = ["ROOT", "machine", "parser", "progress", "report"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def parse_args(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        ns = super().parse_args(*args, **kwargs)
+        if getattr(ns, "wall", False):
+            bench.clock = time.perf_counter  # read by relink.bench at every round
+        return ns
+
+
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = _Parser(description=description)
     p.add_argument("--quick", action="store_true", help="few rounds (smoke run)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    p.add_argument("--wall", action="store_true",
+                   help="time in-process rounds by wall clock instead of thread CPU time "
+                        "(a cross-check; noisier on a shared machine)")
     return p
 
 
@@ -69,6 +81,9 @@ def report(title: str, results: Sequence[Result], json_path: str | None,
            extra: dict[str, Any] | None = None) -> None:
     """Print the table (and `extra` facts) and write JSON if asked."""
     m = machine()
+    if bench.clock is not time.thread_time:
+        m["clock"] = "wall (perf_counter)"
+        title += " [wall clock]"
     print(f"{title} -- {m['cpu']} ({m['nproc']} CPUs), Linux {m['kernel']}, "
           f"Python {m['python']}, {m['libc']}, load average {m['loadavg'][0]:.2f}, "
           f"relink {m['commit']}")
