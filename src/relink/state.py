@@ -19,9 +19,20 @@ from relink.loader import Image
 from relink.runtime.debug import track as _debug_track
 from relink.runtime.executor import Executor
 
-__all__ = ["ModuleState", "Provider", "State"]
+__all__ = ["ModuleState", "Provider", "State", "run_finalizers"]
 
 log = logging.getLogger(__name__)
+
+
+def run_finalizers(executor: Executor | None, funcs: list[int], name: str) -> None:
+    """Call each finalizer in order; one that fails is logged, the rest still run."""
+    if executor is None:
+        return
+    for func in funcs:
+        try:
+            executor.call_fini(func)
+        except Exception:  # pragma: no cover - ctypes does not raise here
+            log.exception("finalizer %#x of %s failed", func, name)
 
 
 class State:
@@ -185,13 +196,7 @@ class ModuleState:
             if self.state not in (State.INITIALIZED, State.FAILED):
                 return
             self.state = State.FINALIZED
-            if self.executor is None:
-                return
-            for func in self.fini_funcs:
-                try:
-                    self.executor.call_fini(func)
-                except Exception:  # pragma: no cover - ctypes does not raise here
-                    log.exception("finalizer %#x of %s failed", func, self.name)
+            run_finalizers(self.executor, self.fini_funcs, self.name)
 
     def release(self) -> None:
         """Release every resource: subsystem extras (reverse order), then the mapping."""

@@ -20,6 +20,7 @@ from relink.errors import InitializerError, TlsError, UnsupportedError
 from relink.memory import PROT_NONE, Region
 from relink.runtime.debug import track as _debug_track
 from relink.runtime.executor import Executor
+from relink.state import run_finalizers
 
 __all__ = ["ObjectImage", "ObjectOwner", "ObjectState", "PlacedSection"]
 
@@ -204,11 +205,7 @@ class ObjectState:
             self.state = "finalized"
             if self.executor is None:
                 return
-            for func in self.fini_funcs:
-                try:
-                    self.executor.call_fini(func)
-                except Exception:  # pragma: no cover - ctypes does not raise here
-                    log.exception("finalizer %#x of %s failed", func, self.name)
+            run_finalizers(self.executor, self.fini_funcs, self.name)
             if self.dso_handle and self.spec.is_host:
                 # C++ static destructors were registered with __cxa_atexit under this
                 # unit's __dso_handle: run them now, before the code is unmapped.

@@ -484,10 +484,6 @@ def _copy(state: ModuleState, binder: Binder, sym: int, name: str, off: int,
                               r_type_name=name, offset=off)
     sname = syms.names[sym]
     size = syms.sizes[sym]
-    if not any(s <= off and off + size <= e for s, e in _windows(image, False)):
-        raise RelocationError(f"COPY of {size} bytes for '{sname}' does not fit in a "
-                              "writable segment", file=image.label, r_type_name=name,
-                              offset=off)
     # The place was checked for one word only: the whole copy must fit a writable
     # segment too, or a lying st_size would write past it (issue 9).
     if not any(s <= off and off + size <= e for s, e in _windows(image, False)):
