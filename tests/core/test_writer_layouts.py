@@ -83,3 +83,25 @@ def test_relr_and_relative_anywhere() -> None:
             assert struct.unpack("<Q", region.read(base + vaddr, 8))[0] == value
         words = [struct.unpack("<Q", region.read(base + a, 8))[0] for a in img.reloc_addrs]
         assert words[-2:] == [value, value + 4]
+
+
+def test_relocation_plan_counts_match_the_file() -> None:
+    from relink.elf.source import open_source
+    from relink.loader import map_image
+    from relink.relocation.dynamic import relocate_module
+    from relink.relocation.scope import Binder
+    from relink.state import ModuleState
+
+    w = DylibWriter(soname="libcounts.so")
+    w.add_object("value", 5)
+    for _ in range(3):
+        w.add_reloc(RelocDesc(R_X86_64_64, "value"))
+    w.add_reloc(RelocDesc("RELATIVE", None, rel_to="value"))
+    w.add_relr(rel_to="value")
+    img = w.build()
+    st = ModuleState(map_image(open_source(img.data), mapper=relink.BufferMapper()), None)
+    try:
+        plan = relocate_module(st, Binder(st, [st]))
+        assert plan.by_class == {"R_X86_64_64": 3, "R_X86_64_RELATIVE": 1, "RELATIVE": 1}
+    finally:
+        st.release()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -77,22 +78,23 @@ class RelocationPlan:
 
     def __init__(self) -> None:
         self._named: dict[str, int] = {}
-        self._typed: dict[tuple[int, int], int] = {}
+        self._tables: list[tuple[int, list[int]]] = []
 
     def add(self, name: str, n: int = 1) -> None:
         self._named[name] = self._named.get(name, 0) + n
 
-    def add_type(self, spec: ArchSpec, r_type: int, n: int) -> None:
-        key = (spec.e_machine, r_type)
-        self._typed[key] = self._typed.get(key, 0) + n
+    def add_types(self, spec: ArchSpec, types: list[int]) -> None:
+        """Count the entries of a processed table (by type, when asked)."""
+        self._tables.append((spec.e_machine, types))
 
     @property
     def by_class(self) -> dict[str, int]:
         """Counts by relocation type name (names resolved only when asked)."""
         out = dict(self._named)
-        for (machine, t), n in self._typed.items():
-            name = rtype_name(machine, t)
-            out[name] = out.get(name, 0) + n
+        for machine, types in self._tables:
+            for t, n in Counter(types).items():
+                name = rtype_name(machine, t)
+                out[name] = out.get(name, 0) + n
         return out
 
 
@@ -283,7 +285,6 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
     offsets, types, syms = table.offsets, table.types, table.syms
     n = len(offsets)
     addends = table.addends if rela else None
-    counts: dict[int, int] = {}
     if rela and n >= NUMPY_THRESHOLD and _numpy() is not None:
         done = _relative_numpy(table, classes, view, delta, base, word)
         if done is not None:
@@ -302,7 +303,6 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
         t = types[k]
         c = classes.get(t)
         if c is NONE:  # never read or written (its offset is not bounds-checked)
-            counts[t] = counts.get(t, 0) + 1
             continue
         i = off + delta
         if addends is not None:
@@ -318,7 +318,6 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
                 val = b[0]
                 if b[2] == STT_GNU_IFUNC:  # our own IFUNC: resolve once code can run
                     deferred.append((i, val))
-                    counts[t] = counts.get(t, 0) + 1
                     continue
             else:
                 val = 0
@@ -327,15 +326,13 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
         else:
             special = _special(state, table, k, c, t, a, binder, view, i, deferred, tls,
                                fallback)
-            counts[t] = counts.get(t, 0) + 1
             if special is None:
                 continue
             pack(fmt, view, i, special & mask)
             continue
         pack(fmt, view, i, val & mask)
-        counts[t] = counts.get(t, 0) + 1
-    for t, cnt in counts.items():
-        plan.add_type(spec, t, cnt)
+    # Counted lazily from the types (a Counter only when someone asks): no per-entry cost.
+    plan.add_types(spec, types)
 
 
 def _pre_pass(state: ModuleState, table: RelocTable, pre: Pre, view: memoryview,

@@ -180,15 +180,23 @@ PROCESS = ProcessHost()
 _snapshot: list[object] = [(-1, -1), frozenset()]
 
 
+_counters: list[tuple[int, int]] = [(0, 0)]
+_counters_lock = threading.RLock()  # re-entrant: a GC finalizer may load or unload
+
+
+def _first_counters(info: Any, size: int, data: int | None) -> int:
+    _counters[0] = (info.contents.dlpi_adds, info.contents.dlpi_subs)
+    return 1  # stop after the first object: only the counters are wanted
+
+
+# Built once: a CFUNCTYPE per call would cost more than the walk it makes.
+_FIRST_COUNTERS = c.DL_ITERATE_PHDR_CALLBACK(_first_counters)
+
+
 def _generation() -> tuple[int, int]:
-    out: list[tuple[int, int]] = []
-
-    def first(info: Any, size: int, data: int | None) -> int:
-        out.append((info.contents.dlpi_adds, info.contents.dlpi_subs))
-        return 1  # stop after the first object: only the counters are wanted
-
-    c.dl_iterate_phdr(c.DL_ITERATE_PHDR_CALLBACK(first), None)
-    return out[0] if out else (0, 0)
+    with _counters_lock:
+        c.dl_iterate_phdr(_FIRST_COUNTERS, None)
+        return _counters[0]
 
 
 def loaded_names() -> frozenset[str]:
