@@ -544,14 +544,18 @@ def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
         return
     word = image.spec.word_size
     fmt: Literal["Q", "I"] = "Q" if word == 8 else "I"
+    parsed = image.parsed
+    facts = parsed.facts if parsed is not None and parsed.complete else None
+    checked = facts is not None and facts.get("lifecycle_arrays_checked")
 
     def array(vaddr: int, size: int, what: str) -> list[int]:
         if not vaddr or not size:
             return []
-        image.view.get(vaddr, size, what)  # bounds check against the segments
-        if size % word:
-            raise RelocationError(f"{what} size {size} is not a multiple of the word size",
-                                  file=image.label)
+        if not checked:
+            image.view.get(vaddr, size, what)  # bounds check against the segments
+            if size % word:
+                raise RelocationError(f"{what} size {size} is not a multiple of the word "
+                                      "size", file=image.label)
         raw = view[vaddr + delta:vaddr + delta + size]
         # 0 and -1 entries are placeholders that glibc skips too.
         return [f for f in raw.cast(fmt).tolist() if f not in (0, (1 << (8 * word)) - 1)]
@@ -559,6 +563,8 @@ def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
     init = [image.base + dyn.init] if dyn.init else []
     init += array(dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY")
     fini = list(reversed(array(dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")))
+    if facts is not None:
+        facts["lifecycle_arrays_checked"] = True  # link-time ranges: true for every load
     if dyn.fini:
         fini.append(image.base + dyn.fini)
     state.init_funcs = init

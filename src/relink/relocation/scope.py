@@ -96,18 +96,17 @@ class Binder:
         plan = parsed.bind_plans.get(key)
         if plan is None:
             return
-        scope = self.scope
         me = self.module
-        cache = self.cache
+        # Position -> provider, and the base its recorded values are relative to
+        # (-1: unresolved weak, -2: the module itself).
+        provs = [*self.scope, me, None]
+        bases = [p.base if isinstance(p, ModuleState) else 0 for p in provs]
+        self.cache = {sym: (value + bases[pos], size, stype, provs[pos])
+                      for sym, (pos, value, size, stype) in plan.items()}
         used = self.used
-        for sym, (pos, value, size, stype) in plan.items():
-            if pos == -1:
-                cache[sym] = (0, 0, 0, None)
-                continue
-            prov = me if pos == -2 else scope[pos]
-            addr = value + prov.base if isinstance(prov, ModuleState) else value
-            cache[sym] = (addr, size, stype, prov)
-            if prov is not me:
+        for pos in {pos for pos, _, _, _ in plan.values()}:
+            prov = provs[pos]
+            if prov is not None and prov is not me:
                 used[id(prov)] = prov
 
     def remember(self) -> None:

@@ -81,6 +81,32 @@ def check_version_needs(state: Any, providers: Sequence[Any]) -> None:
     syms = image.symbols
     if syms is None or not syms.versions.needs:
         return
+    # The verdict depends only on the files involved: remember it per set of providers
+    # (their parsed metadata, or the process-wide host library objects).
+    parsed = getattr(image, "parsed", None)
+    facts = parsed.facts if parsed is not None and parsed.complete else None
+    key: tuple[Any, ...] | None = None
+    if facts is not None:
+        parts: list[Any] = []
+        for prov in providers:
+            pparsed = getattr(getattr(prov, "image", None), "parsed", None)
+            if pparsed is not None and pparsed.complete:
+                parts.append(pparsed)
+            elif getattr(prov, "is_host", False) and type(prov).__name__ == "HostLibrary":
+                parts.append(prov)
+            else:
+                parts = []
+                break
+        if parts:
+            key = tuple(parts)
+            if key in facts.setdefault("verneed_ok", set()):
+                return
+    _check_version_needs(image, syms, providers)
+    if key is not None and facts is not None:
+        facts["verneed_ok"].add(key)
+
+
+def _check_version_needs(image: Any, syms: Any, providers: Sequence[Any]) -> None:
     dyn = image.dynamic
     needed = list(dyn.needed) if dyn is not None else []
     by_name: dict[str, Any] = {}
