@@ -28,7 +28,8 @@ from relink.elf.view import AddressView
 from relink.errors import ArchMismatchError, ElfParseError, UnsupportedError
 from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
 
-__all__ = ["Image", "ParsedMetadata", "clear_parse_cache", "map_image", "prot_of"]
+__all__ = ["Image", "ParsedMetadata", "cached_header", "clear_parse_cache", "map_image",
+           "prot_of"]
 
 _log = logging.getLogger(__name__)
 ET_REL, ET_EXEC, ET_DYN = 1, 2, 3
@@ -69,6 +70,7 @@ def clear_parse_cache() -> None:
     """Forget every cached parse result."""
     with _cache_lock:
         _parse_cache.clear()
+        _headers.clear()
 
 
 def _cache_key(src: ElfSource, page: int) -> tuple[object, ...] | None:
@@ -83,6 +85,18 @@ def _cache_key(src: ElfSource, page: int) -> tuple[object, ...] | None:
     if isinstance(obj, bytes) and len(obj) == len(data):
         return ("mem", len(data), hash(obj), page)
     return ("mem", len(data), hash(data.tobytes()), page)
+
+
+def cached_header(src: ElfSource) -> ElfHeader | None:
+    """The ELF header of an unchanged file parsed before (any page size), or None."""
+    if src.stamp is None:
+        return None
+    with _cache_lock:
+        hit = _headers.get((src.identity, src.stamp))
+    return hit
+
+
+_headers: dict[tuple[object, ...], ElfHeader] = {}
 
 
 def _cached(key: tuple[object, ...] | None, src: ElfSource) -> ParsedMetadata | None:
@@ -115,8 +129,12 @@ def _remember(key: tuple[object, ...] | None, src: ElfSource, parsed: ParsedMeta
             bytes(src._data)
     with _cache_lock:
         _parse_cache[key] = (parsed, content)
+        if src.stamp is not None:
+            _headers[(src.identity, src.stamp)] = parsed.header
         while len(_parse_cache) > _CACHE_LIMIT:
             _parse_cache.popitem(last=False)
+        if len(_headers) > 4 * _CACHE_LIMIT:
+            _headers.clear()
 
 
 def prot_of(p_flags: int) -> int:

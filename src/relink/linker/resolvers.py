@@ -33,6 +33,7 @@ from relink.elf.header import parse_header
 from relink.elf.source import ElfSource, open_source
 from relink.errors import RelinkError
 from relink.linker.search import Candidate, ModuleSearchInfo, SearchPathResolver
+from relink.loader import cached_header
 from relink.runtime.host import HostPolicy
 
 __all__ = ["Acceptor", "Existing", "Found", "ResolveRequest", "Unresolved", "default_resolve"]
@@ -126,7 +127,8 @@ class Acceptor:
         except (RelinkError, OSError):
             return False  # missing or unreadable: the next candidate
         try:
-            eh = parse_header(src)
+            # An unchanged file seen before: its header is known (no read needed).
+            eh = cached_header(src) or parse_header(src)
         except RelinkError as exc:
             src.close()
             self.skipped.append((path, f"not a loadable ELF file ({exc.message})"))
