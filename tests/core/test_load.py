@@ -72,8 +72,24 @@ def test_other_inputs(chain: Path) -> None:
         assert leaf.function("leaf_value", ctypes.c_int)() == 3
 
 
-def test_each_load_is_independent(chain: Path) -> None:
-    a = relink.load(chain)
+def test_shared_context_shares_like_dlopen(chain: Path) -> None:
+    ctx = relink.LinkContext()
+    a = relink.load(chain, context=ctx)
+    b = relink.load(chain, context=ctx)  # the same module, one more lease
+    try:
+        assert a.base == b.base
+        a.function("leaf_value", ctypes.c_int)()
+        counter = b.dependencies[0].dependencies[0].variable("base_counter", ctypes.c_int)
+        assert counter.value == 1
+    finally:
+        a.close()
+    assert b.function("leaf_value", ctypes.c_int)() == 3  # still loaded: b's lease
+    b.close()
+    assert b.closed
+
+
+def test_plain_loads_are_independent(chain: Path) -> None:
+    a = relink.load(chain)  # each plain load: a context of its own (like dlmopen)
     b = relink.load(chain)
     try:
         assert a.base != b.base
