@@ -47,7 +47,7 @@ def markdown(results: list[Result]) -> str:
             target = "≤ " + val(r.target, r.unit)
         else:
             target = f"≤ {r.target:g}×"
-        ratio = "" if r.absolute and r.unit != "us" else (
+        ratio = "" if (r.absolute and r.unit != "us") or r.ratio == float("inf") else (
             f"{r.ratio:.2f}×" if 0.1 <= r.ratio < 1000 else f"{r.ratio:.3g}×")
         met = {None: "", True: "yes", False: "**no**"}[r.met]
         rows.append(f"| {r.target_id} | {r.name} | {val(r.relink_us, r.unit)} | "

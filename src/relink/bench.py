@@ -541,6 +541,8 @@ def _fmt_us(us: float, unit: str = "us") -> str:
 
 
 def _fmt_ratio(x: float) -> str:
+    if x == float("inf"):
+        return "-"  # the baseline is zero (e.g. dlopen keeps no fd open)
     return f"{x:.2f}x" if 0.1 <= x < 1000 else f"{x:.3g}x"
 
 

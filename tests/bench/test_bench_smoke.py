@@ -119,7 +119,7 @@ def test_t8_memory() -> None:
     mod = bench_script("memory")
     per = mod.per_library(2)
     sane(per, {"T8"})
-    assert [r.unit for r in per] == ["maps", "KiB"]
+    assert [r.unit for r in per] == ["maps", "KiB", "fds"]
     grow, samples = mod.cycles(6, 3)
     assert grow[0].extra["warm-up cycles"] == 200
     assert [s[0] for s in samples] == [0, 3, 6]
