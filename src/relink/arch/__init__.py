@@ -97,26 +97,40 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
-def _load_builtin() -> None:
+_FOREIGN_LOADED: list[bool] = []
+
+
+def _load_builtin(*, foreign: bool = True) -> None:
+    # x86_64 is the host's spec and cheap to import; the other ISAs' modules (and the
+    # relocation-name tables they use) load only when a foreign file or name asks.
     if not _REGISTRY:
         from relink.arch import x86_64  # noqa: F401
-
+    if foreign and not _FOREIGN_LOADED:
+        _FOREIGN_LOADED.append(True)
         try:
-            from relink.arch import foreign  # noqa: F401
+            from relink.arch import foreign as _foreign  # noqa: F401
         except ImportError:
             pass
 
 
 def spec_for(e_machine: int, elf_class: int) -> ArchSpec | None:
     """The registered spec for a machine and class, or None."""
-    _load_builtin()
-    return _REGISTRY.get((e_machine, elf_class))
+    _load_builtin(foreign=False)
+    spec = _REGISTRY.get((e_machine, elf_class))
+    if spec is None and not _FOREIGN_LOADED:
+        _load_builtin()
+        spec = _REGISTRY.get((e_machine, elf_class))
+    return spec
 
 
 def spec_named(name: str) -> ArchSpec | None:
     """The registered spec called `name` (``"x86_64"``, ``"aarch64"`` …), or None."""
-    _load_builtin()
-    return _BY_NAME.get(name)
+    _load_builtin(foreign=False)
+    spec = _BY_NAME.get(name)
+    if spec is None and not _FOREIGN_LOADED:
+        _load_builtin()
+        spec = _BY_NAME.get(name)
+    return spec
 
 
 def specs() -> list[ArchSpec]:
