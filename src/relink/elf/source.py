@@ -83,21 +83,50 @@ class ElfSource:
     def data(self) -> memoryview:
         """The whole input as a read-only memoryview (read from the fd on first use)."""
         if self._data is None:
-            assert self.fd is not None
-            chunks = []
-            offset = 0
-            while offset < self.size:
-                try:
-                    chunk = os.pread(self.fd, self.size - offset, offset)
-                except OSError as exc:
-                    raise MappingError(f"cannot read: {exc.strerror}", file=self.label,
-                                       op="pread", errno=exc.errno) from exc
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                offset += len(chunk)
+            fd, temporary = self._reading_fd()
+            try:
+                chunks = []
+                offset = 0
+                while offset < self.size:
+                    try:
+                        chunk = os.pread(fd, self.size - offset, offset)
+                    except OSError as exc:
+                        raise MappingError(f"cannot read: {exc.strerror}", file=self.label,
+                                           op="pread", errno=exc.errno) from exc
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    offset += len(chunk)
+            finally:
+                if temporary:
+                    os.close(fd)
             self._data = memoryview(b"".join(chunks)).toreadonly()
         return self._data
+
+    def _reading_fd(self) -> tuple[int, bool]:
+        """An fd to read from: ours, or (after `detach_fd`) the path reopened, checked to
+        be the same file. Returns (fd, whether the caller must close it)."""
+        if self.fd is not None:
+            return self.fd, False
+        if self.path is None:
+            raise MappingError("the input's fd is closed and it has no path", op="read")
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise MappingError(f"cannot reopen: {exc.strerror}", file=self.path, op="open",
+                               errno=exc.errno) from exc
+        st = os.fstat(fd)
+        if SourceIdentity("file", st.st_dev, st.st_ino) != self.identity or \
+                (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self.stamp:
+            os.close(fd)
+            raise MappingError("the file changed since it was loaded", file=self.path,
+                               op="open")
+        return fd, True
+
+    def detach_fd(self) -> None:
+        """Close the fd once the image is mapped (ld.so keeps none either); later reads
+        reopen the path and check it is still the same, unchanged file."""
+        self.close()
 
     def read(self, offset: int, size: int) -> bytes:
         """Read exactly `size` bytes at `offset` or raise `ElfParseError`."""
@@ -112,20 +141,26 @@ class ElfSource:
             # one pread serves them all.
             head = self._head
             if head is None:
-                assert self.fd is not None
+                fd, temporary = self._reading_fd()
                 try:
-                    head = self._head = os.pread(self.fd, min(_HEAD, self.size), 0)
+                    head = self._head = os.pread(fd, min(_HEAD, self.size), 0)
                 except OSError as exc:
                     raise MappingError(f"cannot read: {exc.strerror}", file=self.label,
                                        op="pread", errno=exc.errno) from exc
+                finally:
+                    if temporary:
+                        os.close(fd)
             if offset + size <= len(head):
                 return head[offset:offset + size]
-        assert self.fd is not None
+        fd, temporary = self._reading_fd()
         try:
-            out = os.pread(self.fd, size, offset)
+            out = os.pread(fd, size, offset)
         except OSError as exc:
             raise MappingError(f"cannot read: {exc.strerror}", file=self.label, op="pread",
                                errno=exc.errno) from exc
+        finally:
+            if temporary:
+                os.close(fd)
         if len(out) != size:
             raise ElfParseError("short read", file=self.label, offset=offset)
         return out
@@ -193,9 +228,9 @@ def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
         except ValueError as exc:  # e.g. an embedded NUL byte
             raise MappingError(f"cannot open: {exc}", file=repr(path), op="open",
                                errno=22) from exc
-        opened = _from_fd(fd, path, owns=True)
-        os.set_blocking(fd, True)
-        return opened
+        # O_NONBLOCK has no effect on the regular files _from_fd accepts: no need to
+        # clear it (one system call less per file).
+        return _from_fd(fd, path, owns=True)
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
         try:

@@ -181,6 +181,10 @@ class Linker:
             except BaseException:
                 load.rollback()
                 raise
+            for e in load.new:  # mapped and relocated: the files' fds are not needed
+                image = getattr(e.module, "image", None)
+                if e.owned and image is not None:
+                    image.source.detach_fd()
             return root
 
 
