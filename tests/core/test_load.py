@@ -297,3 +297,15 @@ def test_zlib_from_the_system() -> None:
             crc = z.function("crc32", ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p,
                              ctypes.c_uint)
             assert crc(0, data, len(data)) == zlib.crc32(data)
+
+
+def test_a_loaded_module_keeps_no_fd(chain: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))  # (the listing's own fd counts both times)
+    leaf = relink.load(chain)
+    try:
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert leaf.function("leaf_value", ctypes.c_int)() == 3
+        src = leaf._state.image.source
+        assert src.fd is None and src.read(0, 4) == b"\x7fELF"  # reopened, same file
+    finally:
+        leaf.close()
