@@ -33,6 +33,9 @@ class RelocTable:
     types: list[int]
     syms: list[int]
     addends: list[int] | None
+    # Base-independent numpy views of the columns, built on first bulk use and kept
+    # with the table (relocation/dynamic.py's numpy path).
+    arrays: dict[str, object] | None = None
 
     def __len__(self) -> int:
         return len(self.offsets)

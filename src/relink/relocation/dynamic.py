@@ -285,13 +285,13 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
     offsets, types, syms = table.offsets, table.types, table.syms
     n = len(offsets)
     addends = table.addends if rela else None
+    all_types = types
     if rela and n >= NUMPY_THRESHOLD and _numpy() is not None:
-        done = _relative_numpy(table, classes, view, delta, base, word)
-        if done is not None:
-            offsets, types, syms, addends, skipped = done
+        rest = _bulk_numpy(state, table, binder, view, delta, word)
+        if rest is not None:
             # _special / fallback index the table by k: give them the remaining entries
-            table = RelocTable(table.name, offsets, types, syms, addends)
-            plan.add("RELATIVE", skipped)
+            table = rest
+            offsets, types, syms, addends = rest.offsets, rest.types, rest.syms, rest.addends
             n = len(offsets)
     bind = binder.bind
     RELATIVE, GLOB_DAT, JUMP_SLOT = RelocClass.RELATIVE, RelocClass.GLOB_DAT, \
@@ -332,7 +332,7 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
             continue
         pack(fmt, view, i, val & mask)
     # Counted lazily from the types (a Counter only when someone asks): no per-entry cost.
-    plan.add_types(spec, types)
+    plan.add_types(spec, all_types)
 
 
 def _pre_pass(state: ModuleState, table: RelocTable, pre: Pre, view: memoryview,
@@ -361,28 +361,77 @@ def _pre_pass(state: ModuleState, table: RelocTable, pre: Pre, view: memoryview,
                       addends=None if addends is None else [addends[k] for k in keep])
 
 
-def _relative_numpy(table: RelocTable, classes: dict[int, RelocClass], view: memoryview,
-                    delta: int, base: int, word: int) -> Any:
-    """Apply every RELATIVE entry of a big RELA table with numpy; return the rest."""
+def _table_arrays(table: RelocTable, classes: dict[int, RelocClass], word: int) -> Any:
+    """The base-independent numpy form of a big RELA table (cached on the table)."""
+    cached = table.arrays
+    if cached is not None:
+        return cached
     np = _numpy()
-    rel_types = [t for t, c in classes.items() if c is RelocClass.RELATIVE]
+    offs = np.asarray(table.offsets, dtype=np.int64)
     types = np.asarray(table.types, dtype=np.int64)
-    is_rel = np.isin(types, rel_types)
-    if not is_rel.any():
+    syms = np.asarray(table.syms, dtype=np.int64)
+    addends = np.asarray(table.addends, dtype=np.int64)
+    lut = np.full(int(types.max()) + 1 if len(types) else 1, -1, dtype=np.int64)
+    for t, c in classes.items():
+        if t < len(lut):
+            lut[t] = int(c)
+    cls = lut[types]
+    is_rel = cls == int(RelocClass.RELATIVE)
+    is_sym = np.isin(cls, [int(RelocClass.GLOB_DAT), int(RelocClass.JUMP_SLOT),
+                           int(RelocClass.SYMBOLIC)]) & (syms != 0)
+    aligned = not (offs % word).any()
+    sym_idx = np.nonzero(is_sym)[0]
+    usyms, first, inverse = np.unique(syms[sym_idx], return_index=True, return_inverse=True)
+    arrays = {
+        "aligned": aligned,
+        "rel_word": offs[is_rel] // word, "rel_off": offs[is_rel],
+        "rel_add": addends[is_rel],
+        "sym_word": offs[sym_idx] // word, "sym_off": offs[sym_idx], "sym_idx": sym_idx,
+        "sym_add": addends[sym_idx].astype(np.uint64),
+        "usyms": usyms.tolist(), "utypes": types[sym_idx][first].tolist(),
+        "uoffs": offs[sym_idx][first].tolist(), "inverse": inverse,
+        "rest": np.nonzero(~(is_rel | is_sym))[0].tolist(),
+        "n_rel": int(is_rel.sum()),
+    }
+    table.arrays = arrays
+    return arrays
+
+
+def _bulk_numpy(state: ModuleState, table: RelocTable, binder: Binder, view: memoryview,
+                delta: int, word: int) -> RelocTable | None:
+    """Apply the RELATIVE and symbol-binding entries of a big RELA table with numpy.
+
+    Each distinct symbol is bound once (through the binder, so observers, binding plans
+    and errors behave as in the loop); values are gathered and scattered as arrays.
+    Returns the entries left for the loop (special classes), or None when the table
+    does not suit the bulk path (misaligned places, or a module binding its own IFUNCs).
+    """
+    np = _numpy()
+    arr = _table_arrays(table, state.image.spec.classes, word)
+    if not arr["aligned"] or delta % word:
         return None
+    bind = binder.bind
+    addrs = []
+    for sym, t, off in zip(arr["usyms"], arr["utypes"], arr["uoffs"]):
+        b = bind(sym, t, off)
+        if b[2] == 10:  # our own IFUNC: the loop defers it until code can run
+            return None
+        addrs.append(b[0])
     dt = np.uint64 if word == 8 else np.uint32
-    offs = np.asarray(table.offsets, dtype=np.int64)[is_rel] + delta
-    if (offs % word).any():
-        return None
-    addends = np.asarray(table.addends, dtype=np.int64)[is_rel]
-    arr = np.frombuffer(view, dtype=np.uint8)
-    words = arr[: len(arr) - len(arr) % word].view(dt)
-    words[offs // word] = (addends + base).astype(dt)
-    keep = np.nonzero(~is_rel)[0].tolist()
+    raw = np.frombuffer(view, dtype=np.uint8)
+    words = raw[: len(raw) - len(raw) % word].view(dt)
+    shift = delta // word
+    base = state.image.base
+    if arr["n_rel"]:
+        words[arr["rel_word"] + shift] = (arr["rel_add"] + base).astype(dt)
+    if addrs:
+        values = np.asarray(addrs, dtype=np.uint64)[arr["inverse"]] + arr["sym_add"]
+        words[arr["sym_word"] + shift] = values.astype(dt)
+    rest = arr["rest"]
     assert table.addends is not None
-    return ([table.offsets[j] for j in keep], [table.types[j] for j in keep],
-            [table.syms[j] for j in keep], [table.addends[j] for j in keep],
-            int(is_rel.sum()))
+    return RelocTable(table.name, [table.offsets[j] for j in rest],
+                      [table.types[j] for j in rest], [table.syms[j] for j in rest],
+                      [table.addends[j] for j in rest])
 
 
 def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None, t: int,
