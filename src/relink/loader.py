@@ -55,8 +55,8 @@ class ParsedMetadata:
     tables: tuple[list[RelocTable], list[int]] | None = None
     complete: bool = False
     # Binding plans (relocation/scope.py): scope signature -> recorded resolutions.
-    bind_plans: dict[tuple[object, ...], dict[int, tuple[int, int, int, int]]] = field(
-        default_factory=dict)
+    bind_plans: dict[tuple[object, ...], tuple[dict[int, tuple[int, int, int, int]],
+                                               frozenset[int]]] = field(default_factory=dict)
     # Base-independent facts other subsystems derive from the file (e.g. runtime/unwind).
     facts: dict[str, object] = field(default_factory=dict)
 

@@ -397,6 +397,28 @@ def _table_arrays(table: RelocTable, classes: dict[int, RelocClass], word: int) 
     return arrays
 
 
+def _plan_addresses(binder: Binder, arr: dict[str, Any]) -> Any:
+    """The addresses of the table's distinct symbols straight from a replayed binding
+    plan, as one array (positions and values cached per plan); None without a plan
+    that covers them all, or when one is the module's own IFUNC."""
+    plan = binder.plan
+    if plan is None:
+        return None
+    np = _numpy()
+    key = f"plan:{id(plan)}"
+    cols = arr.get(key)
+    if cols is None:
+        entries = [plan.get(s) for s in arr["usyms"]]
+        if any(e is None or e[3] == 10 for e in entries):
+            return None
+        cols = (np.asarray([e[0] for e in entries], dtype=np.int64),  # type: ignore[index]
+                np.asarray([e[1] for e in entries], dtype=np.int64))  # type: ignore[index]
+        arr[key] = cols  # the plan lives as long as the parsed table: same lifetime
+    pos, values = cols
+    bases = np.asarray(binder.plan_bases, dtype=np.int64)
+    return (values + bases[pos]).astype(np.uint64)
+
+
 def _bulk_numpy(state: ModuleState, table: RelocTable, binder: Binder, view: memoryview,
                 delta: int, word: int) -> RelocTable | None:
     """Apply the RELATIVE and symbol-binding entries of a big RELA table with numpy.
@@ -410,21 +432,23 @@ def _bulk_numpy(state: ModuleState, table: RelocTable, binder: Binder, view: mem
     arr = _table_arrays(table, state.image.spec.classes, word)
     if not arr["aligned"] or delta % word:
         return None
-    bind = binder.bind
-    addrs = []
-    for sym, t, off in zip(arr["usyms"], arr["utypes"], arr["uoffs"]):
-        b = bind(sym, t, off)
-        if b[2] == 10:  # our own IFUNC: the loop defers it until code can run
-            return None
-        addrs.append(b[0])
     dt = np.uint64 if word == 8 else np.uint32
+    addrs: Any = _plan_addresses(binder, arr)
+    if addrs is None:
+        bind = binder.bind
+        addrs = []
+        for sym, t, off in zip(arr["usyms"], arr["utypes"], arr["uoffs"]):
+            b = bind(sym, t, off)
+            if b[2] == 10:  # our own IFUNC: the loop defers it until code can run
+                return None
+            addrs.append(b[0])
     raw = np.frombuffer(view, dtype=np.uint8)
     words = raw[: len(raw) - len(raw) % word].view(dt)
     shift = delta // word
     base = state.image.base
     if arr["n_rel"]:
         words[arr["rel_word"] + shift] = (arr["rel_add"] + base).astype(dt)
-    if addrs:
+    if len(addrs):
         values = np.asarray(addrs, dtype=np.uint64)[arr["inverse"]] + arr["sym_add"]
         words[arr["sym_word"] + shift] = values.astype(dt)
     rest = arr["rest"]

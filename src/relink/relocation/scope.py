@@ -48,7 +48,7 @@ class Binder:
     """
 
     __slots__ = ("module", "scope", "unique", "interpose", "on_bind", "cache", "used",
-                 "_plan_key", "_unique_hit")
+                 "_plan_key", "_unique_hit", "plan", "plan_bases", "_provs")
 
     def __init__(self, module: ModuleState, scope: Sequence[Any], *,
                  unique: dict[str, Binding] | None = None,
@@ -64,6 +64,12 @@ class Binder:
         self.used: dict[int, Any] = {}  # id(provider) -> provider actually bound to
         self._plan_key: tuple[Any, ...] | None = None
         self._unique_hit = False
+        # A replayed plan (sym -> (position, value, size, type)) and, per position, the
+        # provider and the base its values are relative to (position -1: unresolved
+        # weak, -2: the module itself).
+        self.plan: dict[int, tuple[int, int, int, int]] | None = None
+        self.plan_bases: list[int] = []
+        self._provs: list[Any] = []
 
     # -- binding plans: resolutions replayed on the next load of the same files --------
 
@@ -93,18 +99,16 @@ class Binder:
         if key is None:
             return
         self._plan_key = key
-        plan = parsed.bind_plans.get(key)
-        if plan is None:
+        stored = parsed.bind_plans.get(key)
+        if stored is None:
             return
+        plan, positions = stored
         me = self.module
-        # Position -> provider, and the base its recorded values are relative to
-        # (-1: unresolved weak, -2: the module itself).
-        provs = [*self.scope, me, None]
-        bases = [p.base if isinstance(p, ModuleState) else 0 for p in provs]
-        self.cache = {sym: (value + bases[pos], size, stype, provs[pos])
-                      for sym, (pos, value, size, stype) in plan.items()}
+        provs = self._provs = [*self.scope, me, None]
+        self.plan_bases = [p.base if isinstance(p, ModuleState) else 0 for p in provs]
+        self.plan = plan  # entries become bindings on first use (bind), not all up front
         used = self.used
-        for pos in {pos for pos, _, _, _ in plan.values()}:
+        for pos in positions:
             prov = provs[pos]
             if prov is not None and prov is not me:
                 used[id(prov)] = prov
@@ -131,7 +135,7 @@ class Binder:
             value = addr - prov.base if isinstance(prov, ModuleState) else addr
             plan[sym] = (pos, value, size, stype)
         if len(parsed.bind_plans) < 8:
-            parsed.bind_plans[key] = plan
+            parsed.bind_plans[key] = (plan, frozenset(p for p, _, _, _ in plan.values()))
 
     def bind(self, sym: int, r_type: int, offset: int) -> Binding:
         """The definition symbol `sym` of the module binds to (cached).
@@ -139,6 +143,13 @@ class Binder:
         `r_type` and `offset` only feed error messages.
         """
         found = self.cache.get(sym)
+        if found is None and self.plan is not None:
+            entry = self.plan.get(sym)
+            if entry is not None:
+                pos, value, size, stype = entry
+                found = self.cache[sym] = (value + self.plan_bases[pos], size, stype,
+                                           self._provs[pos])
+                return found
         if found is None:
             found = self._resolve(sym, r_type, offset)
             if self.on_bind is not None:
