@@ -74,3 +74,21 @@ def test_python_dash_m_and_demo() -> None:
     assert "leaf_value() = 3" in proc.stdout and "ratio" in proc.stdout
     assert "ctypes.CDLL" in proc.stdout
     assert "from bytes: leaf_value() = 3" in proc.stdout
+
+
+def test_deps_loads_no_host_library(tmp_path: Path) -> None:
+    """`relink deps` decides host-provided libraries without dlopening them."""
+    from support.build import build_shared
+
+    cxx = ('#include <string>\n#include <stdexcept>\n'
+           'extern "C" int f(int n) { std::string s(n, \'x\');\n'
+           '  if (n < 0) throw std::runtime_error("n"); return (int)s.size(); }\n')
+    lib = build_shared("cxxuser", {"cxxuser.cpp": cxx}, group="core-cxx", lang="c++")
+    code = ("import sys; from relink.cli import main; rc = main(['deps', sys.argv[1]]); "
+            "maps = open('/proc/self/maps').read(); "
+            "print('LOADED' if 'libstdc++' in maps else 'NOT-LOADED', rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(lib)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "libstdc++.so.6" in proc.stdout  # the edge is reported ...
+    assert proc.stdout.strip().endswith("NOT-LOADED 0")  # ... without loading it

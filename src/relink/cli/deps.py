@@ -61,7 +61,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _label(node: DepNode) -> str:
     if node.kind == "missing":
         return "not found"
-    return node.path or "(memory)"
+    if node.path:
+        return node.path
+    return "(served by the host's loader)" if node.kind == "host" else "(memory)"
 
 
 def format_tree(graph: DepGraph, *, verbose: bool = False) -> str:

@@ -166,8 +166,20 @@ def dependency_graph(source: SourceLike, *, search: SearchPathResolver | None = 
                 edges.append(DepEdge(owner.id, needed, hit[0].id,
                                      f"already loaded as {hit[1]}", first=False))
                 continue
+            if host is not None and host.serves(needed):
+                # Decided like relink.scan: without dlopening anything, so no system
+                # library's initializers run just to print a tree.
+                from relink.runtime.host import host_library
+
+                lib = host_library(needed, load=False)  # only if already loaded
+                node = DepNode(len(nodes), needed, lib.path if lib is not None else None,
+                               soname=needed, kind="host")
+                nodes.append(node)
+                edges.append(DepEdge(owner.id, needed, node.id, _host_reason(host, needed)))
+                known[needed] = (node, needed)
+                continue
             acceptor = Acceptor(machine, elf_class)
-            found = default_resolve(needed, owner.search, chain, search=search, host=host,
+            found = default_resolve(needed, owner.search, chain, search=search, host=None,
                                     acceptor=acceptor)
             tried = [str(c) for c in found.tried]
             if found.kind == "missing":

@@ -16,7 +16,6 @@ module is downgraded to `Capability.OPAQUE` with the reason recorded.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from typing import Any
 
@@ -92,18 +91,7 @@ def scan(root: SourceLike, *, name: str | None = None, host: HostPolicy | None =
 
 def host_serves(policy: HostPolicy, needed: str) -> bool:
     """Would `policy` serve `needed` from the host? Decided without loading anything."""
-    if "/" in needed:
-        return False
-    if any(fnmatch.fnmatchcase(needed, p) for p in policy.exclude):
-        return False
-    if any(fnmatch.fnmatchcase(needed, p) for p in policy.family):
-        return True
-    if policy.serve_loaded:
-        from relink.runtime.host import host_library
-
-        # RTLD_NOLOAD: only answers whether the process already has it; nothing runs.
-        return host_library(needed, load=False) is not None
-    return False
+    return policy.serves(needed)
 
 
 def _module(src: ElfSource, plan: Plan, parent: str | None) -> ModulePlan:

@@ -142,6 +142,18 @@ class HostPolicy:
         self.exclude = tuple(exclude)
         self._verdicts: dict[str, int] = {}
 
+    def serves(self, name: str) -> bool:
+        """Would the host serve `name`? Decided without loading anything (for tools
+        that must not run code: ``relink deps``, `relink.scan`)."""
+        if "/" in name:
+            return False
+        if any(fnmatch.fnmatchcase(name, p) for p in self.exclude):
+            return False
+        if any(fnmatch.fnmatchcase(name, p) for p in self.family):
+            return True
+        # RTLD_NOLOAD answers whether the process already has it; nothing runs.
+        return self.serve_loaded and host_library(name, load=False) is not None
+
     def provides(self, name: str) -> HostLibrary | None:
         """The HostLibrary serving `name`, or None if relink must load it itself."""
         verdict = self._verdicts.get(name)
