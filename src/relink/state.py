@@ -19,7 +19,7 @@ from relink.loader import Image
 from relink.runtime.debug import track as _debug_track
 from relink.runtime.executor import Executor
 
-__all__ = ["ModuleState", "Provider", "State", "run_finalizers"]
+__all__ = ["ModuleState", "Provider", "State", "run_finalizers", "run_release_hooks"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,16 @@ def run_finalizers(executor: Executor | None, funcs: list[int], name: str) -> No
             executor.call_fini(func)
         except Exception:  # pragma: no cover - ctypes does not raise here
             log.exception("finalizer %#x of %s failed", func, name)
+
+
+def run_release_hooks(extras: list[Callable[[], None]], name: str) -> None:
+    """Pop and run each release hook, last added first; a failing one is logged."""
+    while extras:
+        hook = extras.pop()
+        try:
+            hook()
+        except Exception:
+            log.exception("releasing a resource of %s failed", name)
 
 
 class State:
@@ -205,12 +215,7 @@ class ModuleState:
                 return
             self.state = State.CLOSED
             self.symcache.clear()
-            while self.extras:
-                hook = self.extras.pop()
-                try:
-                    hook()
-                except Exception:
-                    log.exception("releasing a resource of %s failed", self.name)
+            run_release_hooks(self.extras, self.name)
             self.image.release()
             self.image.source.close()
 

@@ -14,9 +14,23 @@ from typing import Any
 
 from relink.errors import MappingError
 
-__all__ = ["BufferMapper", "BufferRegion", "DEFAULT_MAX_SIZE"]
+__all__ = ["DEFAULT_MAX_SIZE", "BufferMapper", "BufferRegion", "fill_from_file"]
 
 DEFAULT_MAX_SIZE = 1 << 30
+
+
+def fill_from_file(buf: bytearray | memoryview, off: int, addr: int, size: int, fd: int,
+                   offset: int) -> None:
+    """``mmap``'s effect, by copy: `size` bytes of the file at `offset` into ``buf[off:]``,
+    zeros past the end of the file. An I/O error is a MappingError with its errno."""
+    try:
+        chunk = os.pread(fd, size, offset)
+    except OSError as exc:
+        raise MappingError(f"cannot read {size:#x} bytes at offset {offset:#x}: "
+                           f"{exc.strerror}", op="pread", errno=exc.errno,
+                           address=addr) from exc
+    buf[off:off + len(chunk)] = chunk
+    buf[off + len(chunk):off + size] = bytes(size - len(chunk))
 
 
 class BufferRegion:
@@ -47,14 +61,7 @@ class BufferRegion:
 
     def map_file(self, addr: int, size: int, fd: int, offset: int, prot: int) -> None:
         off = self._check(addr, size)
-        try:
-            chunk = os.pread(fd, size, offset)
-        except OSError as exc:  # an I/O error is a MappingError with errno, as for mmap
-            raise MappingError(f"cannot read {size:#x} bytes at offset {offset:#x}: "
-                               f"{exc.strerror}", op="pread", errno=exc.errno,
-                               address=addr) from exc
-        self.data[off:off + len(chunk)] = chunk
-        self.data[off + len(chunk):off + size] = bytes(size - len(chunk))
+        fill_from_file(self.data, off, addr, size, fd, offset)
         self.protections.append((addr, size, prot))
 
     def map_anon(self, addr: int, size: int, prot: int) -> None:

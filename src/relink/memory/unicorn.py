@@ -29,13 +29,13 @@ the stack below 0x70100000. One emulated thread; calls are not re-entrant.
 from __future__ import annotations
 
 import ctypes
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from relink.arch import ArchSpec, spec_named
 from relink.errors import EmulationError, MappingError, UnsupportedError
 from relink.memory import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE
+from relink.memory.buffer import fill_from_file
 from relink.memory.emulator_abi import Abi, abi_for
 
 __all__ = ["Emulator", "EmulatorRegion", "Trap"]
@@ -85,14 +85,7 @@ class EmulatorRegion:
     def map_file(self, addr: int, size: int, fd: int, offset: int, prot: int) -> None:
         off = self._off(addr, size)
         assert self._view is not None
-        try:
-            chunk = os.pread(fd, size, offset)
-        except OSError as exc:  # an I/O error is a MappingError with errno, as for mmap
-            raise MappingError(f"cannot read {size:#x} bytes at offset {offset:#x}: "
-                               f"{exc.strerror}", op="pread", errno=exc.errno,
-                               address=addr) from exc
-        self._view[off:off + len(chunk)] = chunk
-        self._view[off + len(chunk):off + size] = bytes(size - len(chunk))
+        fill_from_file(self._view, off, addr, size, fd, offset)
         self.protect(addr, size, prot)
 
     def map_anon(self, addr: int, size: int, prot: int) -> None:

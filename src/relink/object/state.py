@@ -20,7 +20,7 @@ from relink.errors import InitializerError, TlsError, UnsupportedError
 from relink.memory import PROT_NONE, Region
 from relink.runtime.debug import track as _debug_track
 from relink.runtime.executor import Executor
-from relink.state import run_finalizers
+from relink.state import run_finalizers, run_release_hooks
 
 __all__ = ["ObjectImage", "ObjectOwner", "ObjectState", "PlacedSection"]
 
@@ -218,12 +218,7 @@ class ObjectState:
             if self.state == "closed":
                 return
             self.state = "closed"
-            while self.extras:
-                hook = self.extras.pop()
-                try:
-                    hook()
-                except Exception:
-                    log.exception("releasing a resource of %s failed", self.name)
+            run_release_hooks(self.extras, self.name)
             self.region.release()
 
     def __repr__(self) -> str:
