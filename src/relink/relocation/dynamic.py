@@ -39,7 +39,7 @@ from relink.state import ModuleState
 
 __all__ = ["Fallback", "Pre", "RelocationPlan", "TlsHooks", "relocate_module"]
 
-NUMPY_THRESHOLD = 4096
+NUMPY_THRESHOLD = 256  # below this a Python loop beats numpy set-up (measured)
 STT_TLS = 6
 
 Fallback = Callable[[ModuleState, RelocTable, int], "int | None"]
