@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -58,23 +57,15 @@ def progress(label: str, done: int, total: int) -> None:
 
 def machine() -> dict[str, Any]:
     """nproc, CPU model, kernel, Python, libc, load average: the context of a figure."""
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f
-                        if ln.startswith("model name")), "")
-    except OSError:
-        pass
+    from relink.bench import machine_info
+
     try:
         rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                              capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev = ""
-    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-            "commit": rev or "unknown",
-            "python": platform.python_version(), "libc": " ".join(platform.libc_ver()),
-            "loadavg": os.getloadavg(), "when": time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                                                time.gmtime())}
+    return {**machine_info(), "commit": rev or "unknown", "loadavg": os.getloadavg(),
+            "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
 def report(title: str, results: Sequence[Result], json_path: str | None,

@@ -563,3 +563,19 @@ def format_table(results: Sequence[Result]) -> str:
                      f"{_fmt_us(r.baseline_us, r.unit):>10} {ratio:>7} {target:>8}  "
                      f"{verdict:<7}  {r.baseline}")
     return "\n".join(lines)
+
+
+def machine_info() -> dict[str, Any]:
+    """nproc, CPU model, kernel, Python and libc: the context of a figure."""
+    import os
+    import platform
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f
+                        if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "python": platform.python_version(), "libc": " ".join(platform.libc_ver())}

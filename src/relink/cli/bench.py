@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from typing import Any
@@ -69,17 +68,9 @@ class _Progress:
 
 
 def _machine() -> dict[str, Any]:
-    import os
+    from relink.bench import machine_info
 
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f
-                        if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-            "python": platform.python_version(), "libc": " ".join(platform.libc_ver())}
+    return machine_info()
 
 
 def run(args: argparse.Namespace) -> int:
