@@ -356,7 +356,7 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
     spec = image.spec
     off = table.offsets[k]
     sym = table.syms[k]
-    name = spec.rtype_name(t)
+    # The type's name only for messages: rtype_name imports the name tables (issue 8 T2).
     if c is RelocClass.IRELATIVE:
         deferred.append((i, image.base + a))
         return None
@@ -368,20 +368,22 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if fs.signed else \
             (0, (1 << bits) - 1)
         if not lo <= val <= hi:
-            raise RelocationOverflowError(file=image.label, r_type=t, r_type_name=name,
+            raise RelocationOverflowError(file=image.label, r_type=t,
+                                          r_type_name=spec.rtype_name(t),
                                           symbol=_symname(state, sym), offset=off, value=val,
                                           bits=bits, signed=fs.signed)
         struct.pack_into({4: "<I", 8: "<Q"}[fs.width], view, i, val & ((1 << bits) - 1))
         return None
     if c is RelocClass.COPY:
-        _copy(state, binder, sym, name, off, view, i)
+        _copy(state, binder, sym, t, off, view, i)
         return None
     if c in (RelocClass.DTPMOD, RelocClass.DTPOFF, RelocClass.TPOFF, RelocClass.TLSDESC):
         if tls is None:
             raise UnsupportedRelocationError(
-                file=image.label, r_type=t, r_type_name=name, symbol=_symname(state, sym),
-                offset=off, detail="thread-local storage relocations need the TLS runtime, "
-                "which this load does not have")
+                file=image.label, r_type=t, r_type_name=spec.rtype_name(t),
+                symbol=_symname(state, sym), offset=off,
+                detail="thread-local storage relocations need the TLS runtime, which this "
+                "load does not have")
         if sym:
             addr, _size, stype, prov = binder.bind(sym, t, off)
             if prov is None and not addr:  # an undefined weak TLS symbol, as ld.so does:
@@ -395,7 +397,7 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
                     struct.pack_into(fmt, view, i + spec.word_size, arg)
                     return None
             if prov is None:
-                raise UnknownSymbolError(file=image.label, r_type=t, r_type_name=name,
+                raise UnknownSymbolError(file=image.label, r_type=t, r_type_name=spec.rtype_name(t),
                                          symbol=_symname(state, sym), offset=off)
             offset = (addr - prov.base if stype == STT_TLS and not getattr(prov, "is_host",
                                                                           False) else addr)
@@ -422,7 +424,7 @@ def _special(state: ModuleState, table: RelocTable, k: int, c: RelocClass | None
         handled = fallback(state, table, k)
         if handled is not None:
             return handled
-    raise UnsupportedRelocationError(file=image.label, r_type=t, r_type_name=name,
+    raise UnsupportedRelocationError(file=image.label, r_type=t, r_type_name=spec.rtype_name(t),
                                      symbol=_symname(state, sym), offset=off)
 
 
@@ -433,10 +435,11 @@ def _symname(state: ModuleState, sym: int) -> str | None:
     return None
 
 
-def _copy(state: ModuleState, binder: Binder, sym: int, name: str, off: int,
+def _copy(state: ModuleState, binder: Binder, sym: int, r_type: int, off: int,
           view: memoryview, i: int) -> None:
     """R_*_COPY: copy the definition's bytes, skipping providers of the same file."""
     image = state.image
+    name = image.spec.rtype_name(r_type)  # messages only; COPY is rare (executables)
     syms = image.symbols
     if syms is None or not sym or sym >= syms.count:
         raise RelocationError("COPY relocation without a valid symbol", file=image.label,

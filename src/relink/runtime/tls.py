@@ -40,7 +40,6 @@ import threading
 from typing import Any
 
 from relink.arch import RelocClass
-from relink.elf import dynamic_tables
 from relink.errors import SymbolNotFoundError, TlsError, UnsupportedError
 from relink.relocation.dynamic import TlsHooks
 from relink.runtime import libc as c
@@ -210,8 +209,7 @@ class NativeTls(TlsHooks):
         if dyn is None:
             return bytes(data), False
         spec = image.spec
-        tables, relr = dynamic_tables(image.view, dyn, spec.elf_class,
-                                      relr_limit=max(image.region.size // spec.word_size, 16))
+        tables, relr = image.relocation_tables()  # decoded once, cached with the file
         pending = False
         binder = rec.binder
         for off in relr:
@@ -232,7 +230,7 @@ class NativeTls(TlsHooks):
                 elif cls in (RelocClass.SYMBOLIC, RelocClass.GLOB_DAT) and binder is not None:
                     # bind now, as the loop will (the binder caches the result)
                     sym = t.syms[k]
-                    s = binder.bind(sym, spec.rtype_name(t.types[k]), off)[0] if sym else 0
+                    s = binder.bind(sym, t.types[k], off)[0] if sym else 0
                     struct.pack_into("<Q", data, off - start, (s + addend) % 2**64)
                 elif cls is not RelocClass.NONE:
                     pending = True
