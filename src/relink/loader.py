@@ -63,6 +63,7 @@ class ParsedMetadata:
 
 _CACHE_LIMIT = 128
 _parse_cache: OrderedDict[tuple[object, ...], tuple[ParsedMetadata, object]] = OrderedDict()
+_headers: dict[tuple[object, ...], ElfHeader] = {}  # (identity, stamp) -> header
 _cache_lock = threading.Lock()
 
 
@@ -94,9 +95,6 @@ def cached_header(src: ElfSource) -> ElfHeader | None:
     with _cache_lock:
         hit = _headers.get((src.identity, src.stamp))
     return hit
-
-
-_headers: dict[tuple[object, ...], ElfHeader] = {}
 
 
 def _cached(key: tuple[object, ...] | None, src: ElfSource) -> ParsedMetadata | None:

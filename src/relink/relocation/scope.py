@@ -181,8 +181,8 @@ class Binder:
         if defined and (bind == STB_LOCAL or vis != STV_DEFAULT):
             return (mod.address_of_index(sym), syms.sizes[sym], info & 0xF, mod)
         if not defined and vis != STV_DEFAULT:
-            raise UnknownSymbolError(file=label, r_type=r_type, r_type_name=_tname(mod, r_type),
-                                     symbol=name,
+            raise UnknownSymbolError(file=label, r_type=r_type,
+                                     r_type_name=_tname(mod, r_type), symbol=name,
                                      offset=offset, searched=["<hidden reference>"])
         req = syms.versions.requirement(sym)
         version = req[0] if req else None
@@ -212,9 +212,8 @@ class Binder:
         if bind == STB_WEAK:
             return 0, 0, 0, None
         raise UnknownSymbolError(file=label, r_type=r_type, r_type_name=_tname(mod, r_type),
-                                     symbol=name,
-                                 offset=offset, searched=[p.name for p in order],
-                                 version=version)
+                                 symbol=name, offset=offset,
+                                 searched=[p.name for p in order], version=version)
 
     @staticmethod
     def _is_unique(prov: Any, name: str, version: str | None) -> bool:
