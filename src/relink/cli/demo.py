@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     for r in bench_chain_load(rounds):
         w(f"  {r.name:<32} relink {r.relink_us:7.0f} us   {r.baseline} "
           f"{r.baseline_us:6.0f} us   ratio {r.ratio:.2f}x\n")
-    w("  (the dlopen side loads fresh copies with unique SONAMEs: glibc would otherwise "
-      "reuse the loaded one)\n")
+    w("  (\"new SONAMEs\": the dlopen side loads fresh renamed copies, since glibc "
+      "reuses a loaded object whose SONAME matches)\n")
     return 0
 
 
