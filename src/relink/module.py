@@ -37,7 +37,7 @@ class Module:
         dependencies: the modules providing `needed`, in order (host ones included).
     """
 
-    __slots__ = ("_state", "_owner", "_functions", "_keep", "_symcache", "dependencies",
+    __slots__ = ("_state", "_owner", "_functions", "_keep", "_symcache", "_deps", "_deps_of",
                  "__weakref__")
 
     def __init__(self, state: Any, owner: Any = None) -> None:
@@ -48,9 +48,24 @@ class Module:
         self._owner = owner
         self._functions: dict[tuple[Any, ...], Any] = {}
         self._keep: list[Any] = []  # objects that must live as long as this facade
-        self.dependencies: list[Module] = []
+        # Built on first access (most loads never look): `_deps_of(self)` makes the list.
+        self._deps: list[Module] | None = None
+        self._deps_of: Callable[[Module], list[Module]] | None = None
 
     # -- identity -----------------------------------------------------------------
+
+    @property
+    def dependencies(self) -> list[Module]:
+        """The modules providing `needed`, in order (host ones included)."""
+        deps = self._deps
+        if deps is None:
+            make, self._deps_of = self._deps_of, None
+            deps = self._deps = make(self) if make is not None else []
+        return deps
+
+    @dependencies.setter
+    def dependencies(self, value: list[Module]) -> None:
+        self._deps, self._deps_of = list(value), None
 
     @property
     def name(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import stat
-from dataclasses import dataclass
+from collections import namedtuple
 from typing import IO, Union
 
 from relink.errors import ElfParseError, MappingError
@@ -27,14 +27,14 @@ _fresh = itertools.count(1)
 _HEAD = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class SourceIdentity:
+class SourceIdentity(namedtuple("SourceIdentity", "kind a b")):
     """Identity of an input: ``("file", dev, ino)`` or ``("memory", n, 0)``.
 
     `stamp` (size, mtime_ns, ctime_ns) is not part of equality; caches use it to notice that a
-    file was rewritten in place.
+    file was rewritten in place. A tuple: it is built, hashed and compared on every load.
     """
 
+    __slots__ = ()
     kind: str
     a: int
     b: int

@@ -22,10 +22,10 @@ It does not keep modules alive by itself.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import threading
+from _thread import get_ident
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -101,10 +101,19 @@ class Entry:
 
     def view(self) -> Module:
         """The lease-less facade (closing it does nothing)."""
-        if self.facade is None:
+        facade = self.facade
+        if facade is None:
             mod = self.module
-            self.facade = mod if isinstance(mod, Module) else Module(mod)
-        return self.facade
+            if isinstance(mod, Module):
+                facade = mod
+            else:
+                facade = Module(mod)
+                facade._deps_of = self._dependency_views
+            self.facade = facade
+        return facade
+
+    def _dependency_views(self, facade: Module) -> list[Module]:
+        return [d.view() for d in self.deps]
 
     def chain(self) -> list[ModuleSearchInfo]:
         """Search info of the modules that loaded this one, nearest first."""
@@ -136,6 +145,20 @@ class Lease:
         self.released = False
         self.pending_init: list[Entry] = []
 
+    def _dependency_views(self, facade: Module) -> list[Module]:
+        """`facade.dependencies` of the root facade, built on first access: facades of
+        the dependency graph for this lease, each keeping the root facade (and so the
+        lease) alive while the user holds it, as a dlopen handle would."""
+        reachable = LinkContext._walk(self.entry)
+        views: dict[int, Module] = {self.entry.id: facade}
+        for x in reachable[1:]:
+            m = Module(x.module)
+            m._keep.append(facade)
+            views[x.id] = m
+        for x in reachable[1:]:
+            views[x.id].dependencies = [views[d.id] for d in x.deps]
+        return [views[d.id] for d in self.entry.deps]
+
     def release(self, module: Any = None) -> list[str]:
         """Drop the lease; unload what became unreachable. Idempotent."""
         return self.ctx._release(self)
@@ -145,7 +168,7 @@ class Lease:
         an operation of this very context (same thread): then the release waits until
         that operation ends, so it never sees the context half-changed."""
         ctx = self.ctx
-        if ctx._busy and ctx._owner_tid == threading.get_ident():
+        if ctx._busy and ctx._owner_tid == get_ident():
             ctx._pending.append(self)
             return
         # Never block in a finalizer: the collector may run while this thread holds another
@@ -162,6 +185,32 @@ class Lease:
     def initialize(self, module: Any = None) -> None:
         """Run the pending initializers of the load that made this lease (deps first)."""
         self.ctx._initialize_pending(self)
+
+
+class _Op:
+    """``with ctx.op():`` — the context's lock plus the bookkeeping `Lease._collected`
+    reads. A plain class, not a generator-based context manager: every load and close
+    enters it several times."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: LinkContext) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        ctx = self.ctx
+        ctx.lock.acquire()
+        ctx._busy += 1
+        ctx._owner_tid = get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        ctx = self.ctx
+        ctx._busy -= 1
+        if not ctx._busy:
+            ctx._owner_tid = 0
+        ctx.lock.release()
+        while ctx._pending and not ctx._busy:
+            ctx._release(ctx._pending.pop(0))
 
 
 class LinkContext:
@@ -192,22 +241,12 @@ class LinkContext:
         self._by_identity: dict[Any, Entry] = {}
         self._by_module: dict[int, Entry] = {}
         self._order: list[Entry] = []  # publication order: dependencies first
+        self._op = _Op(self)
 
-    @contextlib.contextmanager
-    def op(self) -> Iterator[None]:
+    def op(self) -> _Op:
         """Hold the context for one operation (re-entrant); releases of leases whose
         facades were garbage-collected meanwhile are applied when it ends."""
-        with self.lock:
-            self._busy += 1
-            self._owner_tid = threading.get_ident()
-            try:
-                yield
-            finally:
-                self._busy -= 1
-                if not self._busy:
-                    self._owner_tid = 0
-        while self._pending and not self._busy:
-            self._release(self._pending.pop(0))
+        return self._op
 
     # -- loading --------------------------------------------------------------------
 
@@ -334,16 +373,7 @@ class LinkContext:
         e.leases += 1
         facade = Module(e.module, lease)
         facade._keep.append(self)
-        # Facades of the dependency graph for this lease: each keeps the root facade
-        # (and so the lease) alive while the user holds it, as a dlopen handle would.
-        reachable = self._walk(e)
-        views: dict[int, Module] = {e.id: facade}
-        for x in reachable[1:]:
-            m = Module(x.module)
-            m._keep.append(facade)
-            views[x.id] = m
-        for x in reachable:
-            views[x.id].dependencies = [views[d.id] for d in x.deps]
+        facade._deps_of = lease._dependency_views
         weakref.finalize(facade, lease._collected)
         return facade
 

@@ -279,38 +279,46 @@ class PreparedLoad(GraphBuilder):
         group = self._group()
         tail = [PROCESS] if self.linker.process_scope and self.linker.mapper.native else \
             list(getattr(self.linker.mapper, "providers", ()))
-        order_hooks = implemented(self.observers, "on_relocation")
-        relocated_hooks = implemented(self.observers, "on_relocated")
-        todo = [e for e in self.init_order() if e in self.new and e.owned]
+        observers = self.observers
+        order_hooks = implemented(observers, "on_relocation") if observers else []
+        relocated_hooks = implemented(observers, "on_relocated") if observers else []
+        linker = self.linker
+        native = linker.mapper.native
+        todo = [e for e in self.init_order() if e.owned and e in self.new]
+        if native:
+            from relink.runtime.unwind import register_frames
+        # The global scope is read per module (promotions are live); without observers
+        # nothing runs between two modules' relocation that could promote, so read once.
+        base_scope = [*self.ctx.global_scope(), *self.extra, *group, *tail]
         for i, e in enumerate(todo):
             st = e.module
-            scope = [*self.ctx.global_scope(), *self.extra, *group, *tail]
-            facade = e.view()
-            if order_hooks:
-                ev = LinkerRelocationEvent(facade, i, scope)
-                for hook in order_hooks:
-                    hook(ev)
-                scope = list(ev.scope)
-            hooks = make_hooks(self.observers, facade, self.linker.fallback) \
-                if self.observers else None
+            scope = [*self.ctx.global_scope(), *self.extra, *group, *tail] if observers \
+                else base_scope
+            hooks = None
+            if observers:
+                facade = e.view()
+                if order_hooks:
+                    ev = LinkerRelocationEvent(facade, i, scope)
+                    for hook in order_hooks:
+                        hook(ev)
+                    scope = list(ev.scope)
+                hooks = make_hooks(observers, facade, linker.fallback)
             kw: dict[str, Any] = {"unique": self.unique, "interpose": self.interpose_map}
             binder = hooks.make_binder(st, scope, **kw) if hooks else \
                 _binder(st, scope, **kw)
             check_version_needs(st, [d.module for d in e.deps])  # ld.so's verneed check
-            relocate_module(st, binder, tls=self.linker.tls,
-                            fallback=hooks.fallback if hooks else self.linker.fallback,
-                            **_extra_args(self.linker.lazy, hooks.pre if hooks else None))
+            relocate_module(st, binder, tls=linker.tls,
+                            fallback=hooks.fallback if hooks else linker.fallback,
+                            **_extra_args(linker.lazy, hooks.pre if hooks else None))
             st.scope = scope
             st.state = State.RELOCATED
             if relocated_hooks:
-                rev = RelocatedEvent(facade, st)
+                rev = RelocatedEvent(e.view(), st)
                 for hook in relocated_hooks:
                     hook(rev)
                 st.init_funcs, st.fini_funcs = list(rev.init_funcs), list(rev.fini_funcs)
             st.image.finish_protection()
-            if st.image.mapper.native:  # C++ exceptions must unwind through it
-                from relink.runtime.unwind import register_frames
-
+            if native:  # C++ exceptions must unwind through it
                 register_frames(st)
             used: list[Any] = list(binder.used.values())
             if self.linker.lazy:
@@ -320,10 +328,14 @@ class PreparedLoad(GraphBuilder):
         self.stage = "relocated"
 
     def _record_bindings(self, e: Entry, used: Any) -> None:
+        by_module = self.ctx._by_module
+        staged: dict[int, Entry] | None = None
         for prov in used:
-            dep = self.ctx._by_module.get(id(prov))
+            dep = by_module.get(id(prov))
             if dep is None:
-                dep = next((n for n in self.new if n.module is prov), None)
+                if staged is None:
+                    staged = {id(n.module): n for n in self.new}
+                dep = staged.get(id(prov))
             if dep is not None:
                 e.bound[dep.id] = dep
                 if dep not in self.new:
@@ -369,8 +381,6 @@ class PreparedLoad(GraphBuilder):
             facade = ctx._lease(root)
             self.lease = facade._owner
             self.stage = "published"
-            for e in self.new:
-                e.view().dependencies = [d.view() for d in e.deps]
             return facade
 
     def _publish_order(self) -> list[Entry]:

@@ -243,11 +243,13 @@ class GraphBuilder:
         self.new.append(e)
         if ident.kind == "file":
             self.idents[ident] = e
-        for alias in (key, st.soname, src.path and os.path.abspath(src.path)):
-            if alias:
-                if alias != key:
-                    e.aliases.append(alias)
-                self.names.setdefault(alias, e)
+        names = self.names
+        names.setdefault(key, e)
+        path = src.path
+        for alias in (st.soname, path and (path if path[0] == "/" else os.path.abspath(path))):
+            if alias and alias != key:
+                e.aliases.append(alias)
+                names.setdefault(alias, e)
         return e
 
     def _before_load(self, src: ElfSource, owner: Entry | None) -> ElfSource:
