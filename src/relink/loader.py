@@ -59,6 +59,8 @@ class ParsedMetadata:
                                                frozenset[int]]] = field(default_factory=dict)
     # Base-independent facts other subsystems derive from the file (e.g. runtime/unwind).
     facts: dict[str, object] = field(default_factory=dict)
+    # Relocation programs (relocation/replay.py) per binding-plan key; None: unsuitable.
+    programs: dict[tuple[object, ...], object] = field(default_factory=dict)
 
 
 _CACHE_LIMIT = 128

@@ -25,8 +25,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from _thread import get_ident
 import weakref
+from _thread import get_ident
 from collections.abc import Iterator
 from typing import Any
 

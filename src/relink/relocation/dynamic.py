@@ -35,6 +35,7 @@ from relink.errors import (
 from relink.loader import PF_W, Image
 from relink.memory import PROT_READ, PROT_WRITE
 from relink.relocation.bulk import NUMPY_THRESHOLD, bulk_apply, numpy_or_none
+from relink.relocation.replay import Program, apply_program, compile_program
 from relink.relocation.scope import Binder
 from relink.state import ModuleState
 
@@ -207,6 +208,13 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
 
             tables, n_lazy = prepare_lazy(state, binder, tables, view, delta)
             plan.add("JUMP_SLOT (lazy)", n_lazy)
+        program = _program(state, tables, binder) if pre is None and not tls_owner \
+            and not (lazy and dyn.jmprel and not dyn.bind_now) else None
+        if program is not None:  # a reload with the same scope: replay, no binding
+            apply_program(program, view, delta, binder.plan_bases, word)
+            for table in tables:
+                plan.add_types(spec, table.types)
+            tables = []
         for table in tables:
             if pre is not None:
                 table = _pre_pass(state, table, pre, view, delta)
@@ -236,6 +244,21 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
     if tls_owner:
         tls.relocated(state)  # type: ignore[union-attr]
     return plan
+
+
+def _program(state: ModuleState, tables: list[RelocTable], binder: Binder) -> Program | None:
+    """The relocation program of a module whose binding plan was replayed (cached with
+    the plan), or None: no plan, or an entry the generic loop must handle."""
+    key, stored = binder._plan_key, binder.plan
+    parsed = state.image.parsed
+    if key is None or stored is None or parsed is None:
+        return None
+    programs = parsed.programs
+    if key in programs:
+        return programs[key]  # type: ignore[return-value]
+    program = compile_program(tables, state.image.spec.classes, stored)
+    programs[key] = program
+    return program
 
 
 def _apply_relr(view: memoryview, relr: list[int], delta: int, base: int, word: int) -> None:

@@ -1,0 +1,118 @@
+"""Relocation programs: a module's dynamic relocations compiled against a binding plan.
+
+Relocation layer, used by relocation/dynamic.py. When a file is loaded again with a scope
+of the same files, its symbol resolutions come from a binding plan (relocation/scope.py):
+symbol -> (scope position, value relative to that provider's load bias). Every RELATIVE
+and symbol entry then writes ``bias[slot] + constant``, where the constant is link-time
+data (symbol value + addend, or the RELATIVE addend) and only the biases change from one
+load to the next. The program holds those (place, slot, constant) triples for all the
+module's RELA tables; it is built once per (file, plan) and applied as one tight loop, or
+with numpy from `NUMPY_THRESHOLD` entries: no symbol binding and no class dispatch per
+entry. A module with any other kind of entry (TLS, COPY, IRELATIVE, text fields, its own
+IFUNCs, REL tables) gets no program: the generic loop handles it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from relink.arch import RelocClass
+from relink.elf.relocs import RelocTable
+from relink.relocation.bulk import NUMPY_THRESHOLD, numpy_or_none
+
+__all__ = ["Program", "apply_program", "compile_program"]
+
+_SELF, _NOWHERE = -2, -1  # plan positions: the module itself, an unresolved weak symbol
+STT_GNU_IFUNC = 10
+
+
+class Program:
+    """(place, slot, constant) per entry: write ``biases[slot] + constant`` at place."""
+
+    __slots__ = ("offsets", "slots", "consts", "_arrays")
+
+    def __init__(self, offsets: list[int], slots: list[int], consts: list[int]) -> None:
+        self.offsets = offsets
+        self.slots = slots
+        self.consts = consts
+        self._arrays: Any = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def compile_program(tables: list[RelocTable], classes: dict[int, RelocClass],
+                    plan: dict[int, tuple[int, int, int, int]]) -> Program | None:
+    """The program for `tables` under binding `plan`, or None if an entry needs the loop."""
+    RELATIVE, NONE = RelocClass.RELATIVE, RelocClass.NONE
+    symbolic = (RelocClass.GLOB_DAT, RelocClass.JUMP_SLOT, RelocClass.SYMBOLIC)
+    offsets: list[int] = []
+    slots: list[int] = []
+    consts: list[int] = []
+    for table in tables:
+        addends = table.addends
+        if addends is None:
+            return None  # REL: the addend is in the place, read at load time
+        for off, t, sym, a in zip(table.offsets, table.types, table.syms, addends):
+            c = classes.get(t)
+            if c is RELATIVE:
+                slot, k = _SELF, a
+            elif c in symbolic:
+                if not sym:
+                    slot, k = _NOWHERE, a
+                else:
+                    entry = plan.get(sym)
+                    if entry is None or entry[3] == STT_GNU_IFUNC:
+                        return None  # not recorded, or its own IFUNC (runs later)
+                    slot, k = entry[0], entry[1] + a
+            elif c is NONE:
+                continue
+            else:
+                return None
+            offsets.append(off)
+            slots.append(slot)
+            consts.append(k)
+    return Program(offsets, slots, consts)
+
+
+def apply_program(program: Program, view: memoryview, delta: int, biases: list[int],
+                  word: int) -> None:
+    """Write every entry of `program` into `view` (index = link-time address + delta).
+
+    `biases` is indexed by plan position (the binder's ``plan_bases``: the scope's
+    providers, then the module itself at -2 and 0 at -1).
+    """
+    n = len(program.offsets)
+    if n >= NUMPY_THRESHOLD and not delta % word and numpy_or_none() is not None:
+        if _apply_numpy(program, view, delta, biases, word):
+            return
+    fmt = "<Q" if word == 8 else "<I"
+    mask = (1 << (8 * word)) - 1
+    pack = struct.pack_into
+    for off, slot, k in zip(program.offsets, program.slots, program.consts):
+        pack(fmt, view, off + delta, (biases[slot] + k) & mask)
+
+
+def _apply_numpy(program: Program, view: memoryview, delta: int, biases: list[int],
+                 word: int) -> bool:
+    np = numpy_or_none()
+    arrays = program._arrays
+    if arrays is None:
+        offs = np.asarray(program.offsets, dtype=np.int64)
+        if (offs % word).any():
+            program._arrays = False
+            return False
+        # Constants modulo 2**64 as int64: the sum wraps like the unsigned word it becomes.
+        consts = [(k + (1 << 63)) % (1 << 64) - (1 << 63) for k in program.consts]
+        arrays = program._arrays = (offs // word, np.asarray(program.slots, dtype=np.int64),
+                                    np.asarray(consts, dtype=np.int64))
+    elif arrays is False:
+        return False
+    places, slots, consts = arrays
+    dt = np.uint64 if word == 8 else np.uint32
+    raw = np.frombuffer(view, dtype=np.uint8)
+    words = raw[: len(raw) - len(raw) % word].view(dt)
+    values = np.asarray(biases, dtype=np.int64)[slots] + consts
+    words[places + delta // word] = values.astype(dt)
+    return True
