@@ -235,8 +235,43 @@ class Image:
 
     def finish_protection(self) -> None:
         """Apply each segment's exact p_flags, then make PT_GNU_RELRO read-only."""
-        self.protect_segments()
-        self.protect_relro()
+        parsed = self.parsed
+        if self._segments_final or self.keep_writable or parsed is None:
+            self.protect_segments()
+            self.protect_relro()
+            return
+        # The same mprotect calls for every load of the file, in offsets from the
+        # region's start: computed once, replayed after.
+        key = f"protection@{self.page_size:#x}"
+        steps = parsed.facts.get(key)
+        if steps is None:
+            steps = self._protection_steps()
+            if parsed.complete:
+                parsed.facts[key] = steps
+        region = self.region
+        start = region.start
+        protect = region.protect
+        for off, size, prot in steps:  # type: ignore[attr-defined]
+            protect(start + off, size, prot)
+        self._segments_final = True
+
+    def _protection_steps(self) -> list[tuple[int, int, int]]:
+        """(offset from the region's start, size, prot) of `finish_protection`'s calls."""
+        start = self.region.start
+        steps = [(at - start, size, final)
+                 for ph, (at, size, prot) in zip(self.loads, self.protections)
+                 if size and prot != (final := prot_of(ph.p_flags))]
+        relro = self.relro
+        if relro is not None and relro.p_memsz:
+            mask = ~(self.page_size - 1)
+            lo = (self.base + relro.p_vaddr) & mask
+            hi = (self.base + relro.p_vaddr + relro.p_memsz) & mask
+            if lo < start or hi > start + self.region.size:
+                raise ElfParseError("PT_GNU_RELRO lies outside the module's mapping",
+                                    file=self.label, what="PT_GNU_RELRO")
+            if hi > lo:
+                steps.append((lo - start, hi - lo, PROT_READ))
+        return steps
 
     def release(self) -> None:
         self.region.release()
@@ -379,6 +414,29 @@ def _map_file_segments(parsed: ParsedMetadata, region: Region, view: memoryview 
         protections.append((start + seg, total, prot))
 
 
+def _special_headers(phdrs: list[ProgramHeader], aview: AddressView, lo: int, span: int,
+                     label: str) -> tuple[ProgramHeader | None, ...]:
+    """PT_TLS, PT_GNU_RELRO and PT_GNU_EH_FRAME (or None each), checked against the span."""
+    tls = relro = ehf = None
+    for ph in phdrs:
+        if ph.p_type == PT_TLS and tls is None:
+            tls = ph
+        elif ph.p_type == PT_GNU_RELRO and relro is None:
+            relro = ph
+        elif ph.p_type == PT_GNU_EH_FRAME and ehf is None:
+            ehf = ph
+    if tls is not None and tls.p_filesz and not aview.contains(tls.p_vaddr, tls.p_filesz):
+        raise ElfParseError("PT_TLS initialization image lies outside the loaded segments",
+                            file=label, what="PT_TLS")
+    if relro is not None and relro.p_memsz and (
+            relro.p_vaddr < lo or relro.p_vaddr + relro.p_memsz > lo + span):
+        # It is mprotect()ed: outside the span it would change other mappings of the
+        # process (found by the issue 9 native fuzzer: adjacent memory made read-only).
+        raise ElfParseError(f"PT_GNU_RELRO {relro.p_vaddr:#x}+{relro.p_memsz:#x} lies "
+                            "outside the loaded segments", file=label, what="PT_GNU_RELRO")
+    return tls, relro, ehf
+
+
 def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
               lo: int, page: int) -> Image:
     eh, phdrs, loads, spec = parsed.header, parsed.phdrs, parsed.loads, parsed.spec
@@ -432,33 +490,33 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
             else:
                 region.write(base + ph.p_vaddr, chunk)
             protections.append((seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE))
-    if view is not None:
-        aview = AddressView.for_image(view, lo, phdrs, src.label)
-    else:
-        aview = AddressView.for_file(src.data, phdrs, src.label)
-    if parsed.complete:
+    layout = parsed.facts.get("image_layout") if parsed.complete else None
+    if layout is not None:
+        # A file loaded before: its segment ranges and special headers were checked then.
+        ranges: list[tuple[int, int, int]]
+        ranges, tls, relro, ehf = layout  # type: ignore[misc]
+        aview = AddressView(view, ranges, src.label) if view is not None else \
+            AddressView.for_file(src.data, phdrs, src.label)
         dynamic, symbols = parsed.dynamic, parsed.symbols
     else:
-        dyn_ph = next((ph for ph in phdrs if ph.p_type == PT_DYNAMIC), None)
-        dynamic = symbols = None
-        if dyn_ph is not None:
-            dynamic = parse_dynamic(aview, dyn_ph.p_vaddr, dyn_ph.p_memsz, eh.elf_class)
-            if dynamic.symtab:
-                symbols = SymbolTable(aview, dynamic, eh.elf_class)
-        parsed.dynamic, parsed.symbols = dynamic, symbols
-    tls = next((ph for ph in phdrs if ph.p_type == PT_TLS), None)
-    relro = next((ph for ph in phdrs if ph.p_type == PT_GNU_RELRO), None)
-    ehf = next((ph for ph in phdrs if ph.p_type == PT_GNU_EH_FRAME), None)
-    if tls is not None and tls.p_filesz and not aview.contains(tls.p_vaddr, tls.p_filesz):
-        raise ElfParseError("PT_TLS initialization image lies outside the loaded segments",
-                            file=src.label, what="PT_TLS")
-    if relro is not None and relro.p_memsz and (
-            relro.p_vaddr < lo or relro.p_vaddr + relro.p_memsz > lo + region.size):
-        # It is mprotect()ed: outside the span it would change other mappings of the
-        # process (found by the issue 9 native fuzzer: adjacent memory made read-only).
-        raise ElfParseError(f"PT_GNU_RELRO {relro.p_vaddr:#x}+{relro.p_memsz:#x} lies "
-                            "outside the loaded segments", file=src.label,
-                            what="PT_GNU_RELRO")
+        if view is not None:
+            aview = AddressView.for_image(view, lo, phdrs, src.label)
+        else:
+            aview = AddressView.for_file(src.data, phdrs, src.label)
+        if parsed.complete:
+            dynamic, symbols = parsed.dynamic, parsed.symbols
+        else:
+            dyn_ph = next((ph for ph in phdrs if ph.p_type == PT_DYNAMIC), None)
+            dynamic = symbols = None
+            if dyn_ph is not None:
+                dynamic = parse_dynamic(aview, dyn_ph.p_vaddr, dyn_ph.p_memsz, eh.elf_class)
+                if dynamic.symtab:
+                    symbols = SymbolTable(aview, dynamic, eh.elf_class)
+            parsed.dynamic, parsed.symbols = dynamic, symbols
+        tls, relro, ehf = _special_headers(phdrs, aview, lo, region.size, src.label)
+        if view is not None:
+            # Base-independent: the next load of this file reuses it (once it is cached).
+            parsed.facts["image_layout"] = (aview.ranges, tls, relro, ehf)
     return Image(source=src, header=eh, phdrs=phdrs, loads=parsed.loads, spec=spec,
                  mapper=mapper,
                  region=region, base=base, span_vaddr=lo, view=aview, dynamic=dynamic,

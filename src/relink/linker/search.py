@@ -374,6 +374,35 @@ def _search_dirs_memo(resolver: SearchPathResolver, owner: ModuleSearchInfo | No
     return tuple(resolver.search_dirs(owner, chain))
 
 
+_first_memo: dict[tuple[int, int, tuple[int, ...], str],
+                  tuple[object, object, object, tuple[Candidate, ...], frozenset[str]]] = {}
+
+
+def _first_candidates(resolver: SearchPathResolver, owner: ModuleSearchInfo | None,
+                      chain: tuple[ModuleSearchInfo, ...],
+                      name: str) -> tuple[tuple[Candidate, ...], frozenset[str]]:
+    """Steps 1-4 (RPATH, LD_LIBRARY_PATH, RUNPATH, fixed dirs) for `name`, de-duplicated,
+    and their normalised paths. Memoized by the identity of the (immutable) arguments,
+    checked on a hit: hashing the dataclasses would cost more than the answer saves."""
+    key = (id(resolver), id(owner), tuple(map(id, chain)), name)
+    hit = _first_memo.get(key)
+    if hit is not None and hit[0] is resolver and hit[1] is owner and hit[2] == chain:
+        return hit[3], hit[4]
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for directory, reason in _search_dirs_memo(resolver, owner, chain):
+        path = _join(directory, name)
+        norm = normalize_dir(path)
+        if norm not in seen:
+            seen.add(norm)
+            out.append(Candidate(path, reason))
+    if len(_first_memo) > 1024:
+        _first_memo.clear()
+    result = tuple(out), frozenset(seen)
+    _first_memo[key] = (resolver, owner, chain, *result)
+    return result
+
+
 class _Collector:
     def __init__(self) -> None:
         self.items: list[Candidate] = []
@@ -531,7 +560,9 @@ class SearchPathResolver:
         if "/" in name:
             yield Candidate(name, "direct path")
             return
-        seen: set[str] = set()
+        first, seen = _first_candidates(self, owner, loader_chain, name)
+        yield from first
+        seen = set(seen)
 
         def fresh(path: str) -> bool:
             key = normalize_dir(path)
@@ -540,10 +571,6 @@ class SearchPathResolver:
             seen.add(key)
             return True
 
-        for directory, reason in _search_dirs_memo(self, owner, loader_chain):
-            path = _join(directory, name)
-            if fresh(path):
-                yield Candidate(path, reason)
         nodeflib = owner is not None and owner.nodeflib
         defaults = self.effective_default_dirs()
         if self.use_ld_cache:
