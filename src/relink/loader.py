@@ -347,9 +347,16 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
     lo = loads[0].p_vaddr & mask
     hi = (loads[-1].p_vaddr + loads[-1].p_memsz + page - 1) & mask
     fixed = parsed.header.e_type == ET_EXEC
-    region = mapper.reserve(hi - lo, address=lo if fixed else address, fixed=fixed)
+    first = None
+    if src.fd is not None and not fixed and address is None and \
+            hasattr(mapper, "reserve_file"):
+        first = _contiguous_first(parsed, lo, page)
+    if first is not None:
+        region = mapper.reserve_file(hi - lo, src.fd, first[0], first[1])  # type: ignore
+    else:
+        region = mapper.reserve(hi - lo, address=lo if fixed else address, fixed=fixed)
     try:
-        image = _populate(src, parsed, mapper, region, lo, page)
+        image = _populate(src, parsed, mapper, region, lo, page, first is not None)
     except BaseException:
         region.release()
         raise
@@ -389,14 +396,34 @@ def _segment_plan(parsed: ParsedMetadata, lo: int, page: int) -> list[_SegmentSt
     return steps
 
 
+def _contiguous_first(parsed: ParsedMetadata, lo: int, page: int) -> tuple[int, int] | None:
+    """(file offset, prot) of the first segment when the segments tile the span without
+    holes and the first starts it from the file: then mapping the whole span from that
+    offset is the reservation and the first segment at once. None otherwise."""
+    key = f"first_segment@{page:#x}"
+    facts = parsed.facts
+    if key in facts:
+        return facts[key]  # type: ignore[return-value]
+    steps = _segment_plan(parsed, lo, page)
+    first: tuple[int, int] | None = None
+    if steps[0][0] == 0 and steps[0][1] and all(
+            b[0] == a[0] + a[8] for a, b in zip(steps, steps[1:])):
+        first = (steps[0][2], steps[0][3])
+    facts[key] = first
+    return first
+
+
 def _map_file_segments(parsed: ParsedMetadata, region: Region, view: memoryview | None,
                        fd: int, lo: int, page: int,
-                       protections: list[tuple[int, int, int]]) -> None:
-    """Map every PT_LOAD of a file-backed image over the reserved span."""
+                       protections: list[tuple[int, int, int]], first_mapped: bool) -> None:
+    """Map every PT_LOAD of a file-backed image over the reserved span (the first one's
+    file pages already are when `first_mapped`)."""
     start = region.start
     for seg, file_len, file_off, prot, tail_at, tail, anon_at, anon_len, total in \
             _segment_plan(parsed, lo, page):
-        if file_len:
+        if first_mapped:
+            first_mapped = False
+        elif file_len:
             region.map_file(start + seg, file_len, fd, file_off, prot)
         if tail:
             # Zero the rest of the last file page (it holds whatever follows the data).
@@ -438,7 +465,7 @@ def _special_headers(phdrs: list[ProgramHeader], aview: AddressView, lo: int, sp
 
 
 def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
-              lo: int, page: int) -> Image:
+              lo: int, page: int, first_mapped: bool = False) -> Image:
     eh, phdrs, loads, spec = parsed.header, parsed.phdrs, parsed.loads, parsed.spec
     mask = ~(page - 1)
     base = region.start - lo
@@ -447,7 +474,7 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
     data = None if fd is not None else src.data
     view = region.view()
     if fd is not None:
-        _map_file_segments(parsed, region, view, fd, lo, page, protections)
+        _map_file_segments(parsed, region, view, fd, lo, page, protections, first_mapped)
         loads = []  # done
     for ph in loads:
         final = prot_of(ph.p_flags)

@@ -141,10 +141,20 @@ class FaultyMapper:
         self.live.add(region.start)
         return FaultyRegion(region, self)
 
+    def reserve_file(self, size: int, fd: int, offset: int, prot: int) -> FaultyRegion:
+        if self.op == "reserve_file":
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise MappingError("reserve failed (injected)", op="mmap", errno=self.err)
+        region = self._host.reserve_file(size, fd, offset, prot)
+        self.live.add(region.start)
+        return FaultyRegion(region, self)
+
 
 # Which Region calls a load makes depends on the input: file-backed segments from a
 # path (map_file), copies from bytes (map_anon, then protect).
-@pytest.mark.parametrize("op,from_path", [("reserve", True), ("map_file", True),
+@pytest.mark.parametrize("op,from_path", [("reserve", False), ("reserve_file", True),
+                                          ("map_file", True),
                                           ("protect", True), ("map_anon", False),
                                           ("protect", False)])
 def test_backend_failures_roll_the_whole_load_back(op: str, from_path: bool, seedlib: Path,

@@ -121,12 +121,12 @@ def _record(problems: list[Violation]) -> None:
 
 
 def install() -> None:
-    """Wrap `relink.loader.Image.protect_relro` so every finished load is audited."""
+    """Wrap `relink.loader.Image.finish_protection` so every finished load is audited."""
     from relink.loader import Image
 
     if getattr(Image, "_wx_audited", False):
         return
-    name = "protect_relro" if hasattr(Image, "protect_relro") else "finish_protection"
+    name = "finish_protection"
     original = getattr(Image, name)
 
     def audited(self: Any, *args: Any, **kw: Any) -> Any:

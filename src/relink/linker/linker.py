@@ -51,10 +51,19 @@ from relink.state import ModuleState, State
 __all__ = ["Linker", "PreparedLoad", "run_initializers", "search_info"]
 
 def _init_args() -> tuple[int, int, int]:
-    from relink.runtime.libc import argv_pointers, environ_pointer
+    libc = _libc[0] if _libc else _import_libc()
+    argc, argv = libc.argv_pointers()
+    return argc, argv, libc.environ_pointer()
 
-    argc, argv = argv_pointers()
-    return argc, argv, environ_pointer()
+
+_libc: list[Any] = []  # relink.runtime.libc, imported on the first native initializer
+
+
+def _import_libc() -> Any:
+    from relink.runtime import libc
+
+    _libc.append(libc)
+    return libc
 
 
 def run_initializers(entries: Sequence[Entry]) -> None:
@@ -70,6 +79,19 @@ def run_initializers(entries: Sequence[Entry]) -> None:
             st.initialize(*(args if st.image.mapper.native else (0, 0, 0)))
             if callbacks.active():
                 callbacks.raise_pending()
+
+
+def _register_frames() -> Callable[[Any], bool]:
+    """relink.runtime.unwind.register_frames (imported once, on the first native load)."""
+    global _REGISTER_FRAMES
+    if _REGISTER_FRAMES is None:
+        from relink.runtime.unwind import register_frames
+
+        _REGISTER_FRAMES = register_frames
+    return _REGISTER_FRAMES
+
+
+_REGISTER_FRAMES: Callable[[Any], bool] | None = None
 
 
 def _default_tls() -> TlsHooks | None:
@@ -285,8 +307,7 @@ class PreparedLoad(GraphBuilder):
         linker = self.linker
         native = linker.mapper.native
         todo = [e for e in self.init_order() if e.owned and e in self.new]
-        if native:
-            from relink.runtime.unwind import register_frames
+        register_frames = _register_frames() if native else None
         # The global scope is read per module (promotions are live); without observers
         # nothing runs between two modules' relocation that could promote, so read once.
         base_scope = [*self.ctx.global_scope(), *self.extra, *group, *tail]
@@ -318,7 +339,7 @@ class PreparedLoad(GraphBuilder):
                     hook(rev)
                 st.init_funcs, st.fini_funcs = list(rev.init_funcs), list(rev.fini_funcs)
             st.image.finish_protection()
-            if native:  # C++ exceptions must unwind through it
+            if register_frames is not None:  # C++ exceptions must unwind through it
                 register_frames(st)
             used: list[Any] = list(binder.used.values())
             if self.linker.lazy:

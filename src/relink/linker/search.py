@@ -560,9 +560,9 @@ class SearchPathResolver:
         if "/" in name:
             yield Candidate(name, "direct path")
             return
-        first, seen = _first_candidates(self, owner, loader_chain, name)
+        first, seen_first = _first_candidates(self, owner, loader_chain, name)
         yield from first
-        seen = set(seen)
+        seen = set(seen_first)
 
         def fresh(path: str) -> bool:
             key = normalize_dir(path)

@@ -99,3 +99,12 @@ class HostMapper:
             raise MappingError(f"cannot place the image at its fixed address {address:#x}",
                                op="mmap", errno=17, address=address)
         return HostRegion(got, size)
+
+    def reserve_file(self, size: int, fd: int, offset: int, prot: int) -> HostRegion:
+        """Reserve `size` bytes mapped from `fd` at `offset` with `prot` (ld.so's trick:
+        the first segment's mapping is the reservation, one system call less). The
+        caller maps every other page of the span over it with MAP_FIXED."""
+        got = c.mmap(None, size, prot, c.MAP_PRIVATE, fd, offset)
+        if got is None or got == c.MAP_FAILED:
+            raise _fail("mmap", 0, size)
+        return HostRegion(got, size)

@@ -78,9 +78,15 @@ def errno_message(err: int) -> str:
     return os.strerror(err) if err else "unknown error"
 
 
+_environ: list[ctypes.c_void_p] = []
+
+
 def environ_pointer() -> int:
     """The address of the process's current ``environ`` array (char **)."""
-    return ctypes.c_void_p.in_dll(libc, "environ").value or 0
+    if not _environ:
+        # The variable's location is fixed; its value changes (setenv may reallocate).
+        _environ.append(ctypes.c_void_p.in_dll(libc, "environ"))
+    return _environ[0].value or 0
 
 
 _argv_keep: list[tuple[int, ctypes.Array[ctypes.c_char_p]]] = []
