@@ -13,9 +13,9 @@ from __future__ import annotations
 import itertools
 import os
 import stat
-from dataclasses import dataclass
 from typing import IO, Union
 
+from relink._record import FrozenRecord
 from relink.errors import ElfParseError, MappingError
 
 __all__ = ["ElfSource", "SourceIdentity", "SourceLike", "open_source"]
@@ -27,17 +27,20 @@ _fresh = itertools.count(1)
 _HEAD = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class SourceIdentity:
+class SourceIdentity(FrozenRecord):
     """Identity of an input: ``("file", dev, ino)`` or ``("memory", n, 0)``.
 
     `stamp` (size, mtime_ns, ctime_ns) is not part of equality; caches use it to notice that a
     file was rewritten in place.
     """
 
+    __slots__ = ("kind", "a", "b")
     kind: str
     a: int
     b: int
+
+    def __init__(self, kind: str, a: int, b: int) -> None:
+        self._set(kind, a, b)
 
     @staticmethod
     def fresh() -> SourceIdentity:
