@@ -12,11 +12,10 @@ releases the span before the error propagates.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
+from relink._log import lazy_logger
 from relink.arch import ArchSpec, host_spec, spec_for
 from relink.elf import check_segments, dynamic_tables
 from relink.elf.dynamic import DynamicInfo, parse_dynamic
@@ -31,13 +30,12 @@ from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
 __all__ = ["Image", "ParsedMetadata", "cached_header", "clear_parse_cache", "map_image",
            "prot_of"]
 
-_log = logging.getLogger(__name__)
+_log = lazy_logger(__name__)
 ET_REL, ET_EXEC, ET_DYN = 1, 2, 3
 PT_DYNAMIC, PT_INTERP, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME = 2, 3, 7, 0x6474E552, 0x6474E550
 PF_X, PF_W, PF_R = 1, 2, 4
 
 
-@dataclass(eq=False)
 class ParsedMetadata:
     """Everything the loader reads from a file before relocating it (base-independent).
 
@@ -46,21 +44,27 @@ class ParsedMetadata:
     A file rewritten in place gets a new stamp and is parsed afresh.
     """
 
-    header: ElfHeader
-    phdrs: list[ProgramHeader]
-    loads: list[ProgramHeader]
-    spec: ArchSpec
-    dynamic: DynamicInfo | None = None
-    symbols: SymbolTable | None = None
-    tables: tuple[list[RelocTable], list[int]] | None = None
-    complete: bool = False
-    # Binding plans (relocation/scope.py): scope signature -> recorded resolutions.
-    bind_plans: dict[tuple[object, ...], tuple[dict[int, tuple[int, int, int, int]],
-                                               frozenset[int]]] = field(default_factory=dict)
-    # Base-independent facts other subsystems derive from the file (e.g. runtime/unwind).
-    facts: dict[str, object] = field(default_factory=dict)
-    # Relocation programs (relocation/replay.py) per binding-plan key; None: unsuitable.
-    programs: dict[tuple[object, ...], object] = field(default_factory=dict)
+    # A plain class, not a @dataclass: importing dataclasses costs a first load ~10 ms.
+    def __init__(self, header: ElfHeader, phdrs: list[ProgramHeader],
+                 loads: list[ProgramHeader], spec: ArchSpec, dynamic: DynamicInfo | None = None,
+                 symbols: SymbolTable | None = None,
+                 tables: tuple[list[RelocTable], list[int]] | None = None,
+                 complete: bool = False) -> None:
+        self.header = header
+        self.phdrs = phdrs
+        self.loads = loads
+        self.spec = spec
+        self.dynamic = dynamic
+        self.symbols = symbols
+        self.tables = tables
+        self.complete = complete
+        # Binding plans (relocation/scope.py): scope signature -> recorded resolutions.
+        self.bind_plans: dict[tuple[object, ...], tuple[dict[int, tuple[int, int, int, int]],
+                                                        frozenset[int]]] = {}
+        # Base-independent facts other subsystems derive from the file (runtime/unwind).
+        self.facts: dict[str, object] = {}
+        # Relocation programs (relocation/replay.py) per binding-plan key; None: unsuitable.
+        self.programs: dict[tuple[object, ...], object] = {}
 
 
 _CACHE_LIMIT = 128
@@ -143,7 +147,6 @@ def prot_of(p_flags: int) -> int:
             | (PROT_EXEC if p_flags & PF_X else 0))
 
 
-@dataclass(eq=False)
 class Image:
     """A mapped image (Relink's raw image), before and after relocation.
 
@@ -152,27 +155,39 @@ class Image:
     region's first byte.
     """
 
-    source: ElfSource
-    header: ElfHeader
-    phdrs: list[ProgramHeader]
-    loads: list[ProgramHeader]
-    spec: ArchSpec
-    mapper: Mapper
-    region: Region
-    base: int
-    span_vaddr: int
-    view: AddressView
-    dynamic: DynamicInfo | None
-    symbols: SymbolTable | None
-    tls: ProgramHeader | None
-    relro: ProgramHeader | None
-    eh_frame_hdr: int | None
-    page_size: int
-    protections: list[tuple[int, int, int]] = field(default_factory=list)
-    _segments_final: bool = False
-    # (runtime address, size) ranges PT_GNU_RELRO must leave writable (lazy PLT slots).
-    keep_writable: list[tuple[int, int]] = field(default_factory=list)
-    parsed: ParsedMetadata | None = None
+    # A plain class, not a @dataclass: importing dataclasses costs a first load ~10 ms.
+    def __init__(self, source: ElfSource, header: ElfHeader, phdrs: list[ProgramHeader],
+                 loads: list[ProgramHeader], spec: ArchSpec, mapper: Mapper, region: Region,
+                 base: int, span_vaddr: int, view: AddressView, dynamic: DynamicInfo | None,
+                 symbols: SymbolTable | None, tls: ProgramHeader | None,
+                 relro: ProgramHeader | None, eh_frame_hdr: int | None, page_size: int,
+                 protections: list[tuple[int, int, int]] | None = None,
+                 _segments_final: bool = False,
+                 keep_writable: list[tuple[int, int]] | None = None,
+                 parsed: ParsedMetadata | None = None) -> None:
+        self.source = source
+        self.header = header
+        self.phdrs = phdrs
+        self.loads = loads
+        self.spec = spec
+        self.mapper = mapper
+        self.region = region
+        self.base = base
+        self.span_vaddr = span_vaddr
+        self.view = view
+        self.dynamic = dynamic
+        self.symbols = symbols
+        self.tls = tls
+        self.relro = relro
+        self.eh_frame_hdr = eh_frame_hdr
+        self.page_size = page_size
+        self.protections: list[tuple[int, int, int]] = \
+            [] if protections is None else protections
+        self._segments_final = _segments_final
+        # (runtime address, size) ranges PT_GNU_RELRO must leave writable (lazy PLT slots).
+        self.keep_writable: list[tuple[int, int]] = \
+            [] if keep_writable is None else keep_writable
+        self.parsed = parsed
 
     def relocation_tables(self) -> tuple[list[RelocTable], list[int]]:
         """The decoded REL/RELA tables and RELR addresses (cached with the metadata)."""

@@ -8,11 +8,11 @@ apart from `Module` lets a finalizer own the state without keeping the facade al
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from relink._log import lazy_logger
 from relink.elf.symbols import SHN_ABS, STT_GNU_IFUNC
 from relink.errors import InitializerError
 from relink.loader import Image
@@ -21,7 +21,7 @@ from relink.runtime.executor import Executor
 
 __all__ = ["ModuleState", "Provider", "State", "run_finalizers", "run_release_hooks"]
 
-log = logging.getLogger(__name__)
+log = lazy_logger(__name__)
 
 
 def run_finalizers(executor: Executor | None, funcs: list[int], name: str) -> None:

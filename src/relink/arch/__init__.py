@@ -10,10 +10,11 @@ the host CPU.
 
 from __future__ import annotations
 
-import platform
+import os
 import struct
-from dataclasses import dataclass, field
 from enum import IntEnum
+
+from relink._record import FrozenRecord
 
 __all__ = ["ArchSpec", "FieldSpec", "RelocClass", "host_spec", "register", "rtype_name",
            "spec_for", "spec_named", "specs"]
@@ -36,17 +37,19 @@ class RelocClass(IntEnum):
     FIELD = 11        # a sized field (text relocations): see ArchSpec.fields
 
 
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
+class FieldSpec(FrozenRecord):
     """A sized, possibly PC-relative field: value = S + A (- P when pcrel)."""
 
+    __slots__ = ("width", "pcrel", "signed")
     width: int        # bytes
     pcrel: bool
     signed: bool      # overflow check as signed (True) or unsigned (False)
 
+    def __init__(self, width: int, pcrel: bool, signed: bool) -> None:
+        self._set(width, pcrel, signed)
 
-@dataclass(frozen=True)
-class ArchSpec:
+
+class ArchSpec(FrozenRecord):
     """Everything the generic loader needs to know about one ISA and ELF class.
 
     Attributes:
@@ -62,16 +65,26 @@ class ArchSpec:
         unicorn: (arch, mode) names of the unicorn constants, or None.
     """
 
+    __slots__ = ("name", "e_machine", "elf_class", "is_rela", "classes", "fields",
+                 "tls_variant", "tls_dtv_offset", "zig_target", "unicorn")
     name: str
     e_machine: int
     elf_class: int
     is_rela: bool
     classes: dict[int, RelocClass]
-    fields: dict[int, FieldSpec] = field(default_factory=dict)
-    tls_variant: int = 2
-    tls_dtv_offset: int = 0
-    zig_target: str = ""
-    unicorn: tuple[str, str] | None = None
+    fields: dict[int, FieldSpec]
+    tls_variant: int
+    tls_dtv_offset: int
+    zig_target: str
+    unicorn: tuple[str, str] | None
+
+    def __init__(self, name: str, e_machine: int, elf_class: int, is_rela: bool,
+                 classes: dict[int, RelocClass], fields: dict[int, FieldSpec] | None = None,
+                 tls_variant: int = 2, tls_dtv_offset: int = 0, zig_target: str = "",
+                 unicorn: tuple[str, str] | None = None) -> None:
+        self._set(name, e_machine, elf_class, is_rela, classes,
+                  {} if fields is None else fields, tls_variant, tls_dtv_offset, zig_target,
+                  unicorn)
 
     @property
     def word_size(self) -> int:
@@ -145,7 +158,7 @@ _HOST: list[ArchSpec | None] = []
 def host_spec() -> ArchSpec | None:
     """The spec of the machine this Python runs on (None if relink has none for it)."""
     if not _HOST:
-        machine = platform.machine().lower()
+        machine = os.uname().machine.lower()  # platform.machine(), without platform
         bits = 8 * struct.calcsize("P")
         name = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64",
                 "arm64": "aarch64", "riscv64": "riscv64", "loongarch64": "loongarch64",

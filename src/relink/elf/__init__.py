@@ -9,6 +9,7 @@ reuses the same parsers on the mapped image.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from relink.elf.dynamic import DynamicInfo, parse_dynamic
 from relink.elf.header import (
@@ -19,12 +20,14 @@ from relink.elf.header import (
     parse_program_headers,
     parse_section_headers,
 )
-from relink.elf.notes import Note, parse_notes
 from relink.elf.relocs import RelocTable, decode_relr, read_table
 from relink.elf.source import ElfSource, SourceLike, open_source
 from relink.elf.symbols import SymbolTable
 from relink.elf.view import AddressView
 from relink.errors import ElfParseError
+
+if TYPE_CHECKING:
+    from relink.elf.notes import Note
 
 __all__ = [
     "DynamicInfo", "ElfFile", "ElfHeader", "ElfSource", "ProgramHeader", "SectionHeader",
@@ -190,6 +193,8 @@ class ElfFile:
                               relr_limit=max(self.source.size, 1 << 16))
 
     def notes(self) -> list[Note]:
+        from relink.elf.notes import parse_notes
+
         out: list[Note] = []
         phs = [ph for ph in self.phdrs if ph.p_type == PT_NOTE]
         if phs:

@@ -9,8 +9,8 @@ through the `AddressView`, so a malformed offset is an `ElfParseError`, not a cr
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
+from relink._record import Record
 from relink.elf.view import AddressView
 from relink.errors import ElfParseError
 
@@ -38,55 +38,72 @@ ADDRESS_TAGS = frozenset({DT_PLTGOT, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_RELA, DT_
                           DT_VERNEED, DT_DEBUG})
 
 
-@dataclass(slots=True)
-class DynamicInfo:
-    """Decoded PT_DYNAMIC. Addresses are link-time virtual addresses (vaddr)."""
+class DynamicInfo(Record):
+    """Decoded PT_DYNAMIC. Addresses are link-time virtual addresses (vaddr).
 
-    entries: list[tuple[int, int]] = field(default_factory=list)
-    needed: list[str] = field(default_factory=list)
-    soname: str | None = None
-    rpath: str | None = None
-    runpath: str | None = None
-    strtab: int = 0
-    strsz: int = 0
-    symtab: int = 0
-    syment: int = 0
-    hash: int = 0
-    gnu_hash: int = 0
-    rela: int = 0
-    relasz: int = 0
-    relaent: int = 0
-    rel: int = 0
-    relsz: int = 0
-    relent: int = 0
-    relr: int = 0
-    relrsz: int = 0
-    relrent: int = 0
-    jmprel: int = 0
-    pltrelsz: int = 0
-    pltrel: int = 0
-    relcount: int = 0
-    pltgot: int = 0
-    init: int = 0
-    fini: int = 0
-    init_array: int = 0
-    init_arraysz: int = 0
-    fini_array: int = 0
-    fini_arraysz: int = 0
-    preinit_array: int = 0
-    preinit_arraysz: int = 0
-    versym: int = 0
-    verdef: int = 0
-    verdefnum: int = 0
-    verneed: int = 0
-    verneednum: int = 0
-    flags: int = 0
-    flags_1: int = 0
-    symbolic: bool = False
-    textrel: bool = False
-    bind_now: bool = False
-    debug_slot: int | None = None  # vaddr of the DT_DEBUG value word, if any
-    strings: memoryview | None = None
+    Every field starts empty (0, None, False or an empty list); keyword arguments
+    set fields by name.
+    """
+
+    __slots__ = ("entries", "needed", "soname", "rpath", "runpath", "strtab", "strsz",
+                 "symtab", "syment", "hash", "gnu_hash", "rela", "relasz", "relaent",
+                 "rel", "relsz", "relent", "relr", "relrsz", "relrent", "jmprel",
+                 "pltrelsz", "pltrel", "relcount", "pltgot", "init", "fini", "init_array",
+                 "init_arraysz", "fini_array", "fini_arraysz", "preinit_array",
+                 "preinit_arraysz", "versym", "verdef", "verdefnum", "verneed",
+                 "verneednum", "flags", "flags_1", "symbolic", "textrel", "bind_now",
+                 "debug_slot", "strings")
+
+    def __init__(self, **fields: object) -> None:
+        self.entries: list[tuple[int, int]] = []
+        self.needed: list[str] = []
+        self.soname: str | None = None
+        self.rpath: str | None = None
+        self.runpath: str | None = None
+        self.strtab: int = 0
+        self.strsz: int = 0
+        self.symtab: int = 0
+        self.syment: int = 0
+        self.hash: int = 0
+        self.gnu_hash: int = 0
+        self.rela: int = 0
+        self.relasz: int = 0
+        self.relaent: int = 0
+        self.rel: int = 0
+        self.relsz: int = 0
+        self.relent: int = 0
+        self.relr: int = 0
+        self.relrsz: int = 0
+        self.relrent: int = 0
+        self.jmprel: int = 0
+        self.pltrelsz: int = 0
+        self.pltrel: int = 0
+        self.relcount: int = 0
+        self.pltgot: int = 0
+        self.init: int = 0
+        self.fini: int = 0
+        self.init_array: int = 0
+        self.init_arraysz: int = 0
+        self.fini_array: int = 0
+        self.fini_arraysz: int = 0
+        self.preinit_array: int = 0
+        self.preinit_arraysz: int = 0
+        self.versym: int = 0
+        self.verdef: int = 0
+        self.verdefnum: int = 0
+        self.verneed: int = 0
+        self.verneednum: int = 0
+        self.flags: int = 0
+        self.flags_1: int = 0
+        self.symbolic: bool = False
+        self.textrel: bool = False
+        self.bind_now: bool = False
+        self.debug_slot: int | None = None  # vaddr of the DT_DEBUG value word, if any
+        self.strings: memoryview | None = None
+        for name, value in fields.items():
+            if name not in DynamicInfo.__slots__:
+                raise TypeError(f"DynamicInfo has no field {name!r}")
+            setattr(self, name, value)
 
     @property
     def static_tls(self) -> bool:

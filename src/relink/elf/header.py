@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from relink._record import FrozenRecord
 from relink.elf.source import ElfSource
 from relink.errors import ElfParseError
 
@@ -43,11 +43,13 @@ _MACHINES = {3: "x86", 62: "x86_64", 183: "aarch64", 40: "arm", 243: "riscv",
 _TYPES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
 
 
-@dataclass(frozen=True, slots=True)
-class ElfHeader:
-    """The decoded ELF header."""
+class ElfHeader(FrozenRecord):
+    """The decoded ELF header (`elf_class` is 32 or 64)."""
 
-    elf_class: int  # 32 or 64
+    __slots__ = ("elf_class", "e_type", "e_machine", "e_version", "e_entry", "e_phoff",
+                 "e_shoff", "e_flags", "e_ehsize", "e_phentsize", "e_phnum", "e_shentsize",
+                 "e_shnum", "e_shstrndx", "osabi")
+    elf_class: int
     e_type: int
     e_machine: int
     e_version: int
@@ -63,6 +65,14 @@ class ElfHeader:
     e_shstrndx: int
     osabi: int
 
+    def __init__(self, elf_class: int, e_type: int, e_machine: int, e_version: int,
+                 e_entry: int, e_phoff: int, e_shoff: int, e_flags: int, e_ehsize: int,
+                 e_phentsize: int, e_phnum: int, e_shentsize: int, e_shnum: int,
+                 e_shstrndx: int, osabi: int) -> None:
+        self._set(elf_class, e_type, e_machine, e_version, e_entry, e_phoff, e_shoff,
+                  e_flags, e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx,
+                  osabi)
+
     @property
     def machine_name(self) -> str:
         """Short machine name (``x86_64``, ``aarch64``, ``riscv``…) or ``EM_<n>``."""
@@ -77,10 +87,11 @@ class ElfHeader:
         return self.elf_class // 8
 
 
-@dataclass(frozen=True, slots=True)
-class ProgramHeader:
+class ProgramHeader(FrozenRecord):
     """One program header (same field names for both classes)."""
 
+    __slots__ = ("p_type", "p_flags", "p_offset", "p_vaddr", "p_paddr", "p_filesz",
+                 "p_memsz", "p_align")
     p_type: int
     p_flags: int
     p_offset: int
@@ -90,11 +101,16 @@ class ProgramHeader:
     p_memsz: int
     p_align: int
 
+    def __init__(self, p_type: int, p_flags: int, p_offset: int, p_vaddr: int, p_paddr: int,
+                 p_filesz: int, p_memsz: int, p_align: int) -> None:
+        self._set(p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align)
 
-@dataclass(frozen=True, slots=True)
-class SectionHeader:
+
+class SectionHeader(FrozenRecord):
     """One section header; `name` is filled in from the section name table."""
 
+    __slots__ = ("index", "sh_name", "sh_type", "sh_flags", "sh_addr", "sh_offset", "sh_size",
+                 "sh_link", "sh_info", "sh_addralign", "sh_entsize", "name")
     index: int
     sh_name: int
     sh_type: int
@@ -106,7 +122,13 @@ class SectionHeader:
     sh_info: int
     sh_addralign: int
     sh_entsize: int
-    name: str = ""
+    name: str
+
+    def __init__(self, index: int, sh_name: int, sh_type: int, sh_flags: int, sh_addr: int,
+                 sh_offset: int, sh_size: int, sh_link: int, sh_info: int,
+                 sh_addralign: int, sh_entsize: int, name: str = "") -> None:
+        self._set(index, sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link,
+                  sh_info, sh_addralign, sh_entsize, name)
 
 
 def parse_header(src: ElfSource) -> ElfHeader:

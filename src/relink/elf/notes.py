@@ -7,8 +7,8 @@ against the note area before use.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
+from relink._record import FrozenRecord
 from relink.errors import ElfParseError
 
 __all__ = ["Note", "describe_note", "parse_notes"]
@@ -17,13 +17,16 @@ _NHDR = struct.Struct("<III")
 NT_GNU_ABI_TAG, NT_GNU_BUILD_ID, NT_GNU_PROPERTY_TYPE_0 = 1, 3, 5
 
 
-@dataclass(frozen=True, slots=True)
-class Note:
+class Note(FrozenRecord):
     """One note: owner name, type and descriptor bytes."""
 
+    __slots__ = ("name", "n_type", "desc")
     name: str
     n_type: int
     desc: bytes
+
+    def __init__(self, name: str, n_type: int, desc: bytes) -> None:
+        self._set(name, n_type, desc)
 
 
 def parse_notes(data: bytes | memoryview, align: int, label: str) -> list[Note]:

@@ -8,16 +8,14 @@ no addend column (`addends` is None): the loop reads implicit addends from the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from relink._record import Record
 from relink.elf.view import AddressView
 from relink.errors import ElfParseError
 
 __all__ = ["RelocTable", "decode_relr", "read_table", "split_info"]
 
 
-@dataclass(slots=True)
-class RelocTable:
+class RelocTable(Record):
     """One decoded relocation table.
 
     Attributes:
@@ -28,14 +26,18 @@ class RelocTable:
         addends: explicit addends (RELA) or None (REL).
     """
 
-    name: str
-    offsets: list[int]
-    types: list[int]
-    syms: list[int]
-    addends: list[int] | None
-    # Base-independent numpy views of the columns, built on first bulk use and kept
-    # with the table (relocation/dynamic.py's numpy path).
-    arrays: dict[str, object] | None = None
+    __slots__ = ("name", "offsets", "types", "syms", "addends", "arrays")
+
+    def __init__(self, name: str, offsets: list[int], types: list[int], syms: list[int],
+                 addends: list[int] | None, arrays: dict[str, object] | None = None) -> None:
+        self.name = name
+        self.offsets = offsets
+        self.types = types
+        self.syms = syms
+        self.addends = addends
+        # Base-independent numpy views of the columns, built on first bulk use and kept
+        # with the table (relocation/dynamic.py's numpy path).
+        self.arrays = arrays
 
     def __len__(self) -> int:
         return len(self.offsets)

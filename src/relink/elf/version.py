@@ -8,8 +8,8 @@ dangling offset is an `ElfParseError`.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
+from relink._record import FrozenRecord, Record
 from relink.elf.dynamic import DynamicInfo, read_cstr
 from relink.elf.view import AddressView
 from relink.errors import ElfParseError
@@ -24,28 +24,33 @@ _VERNAUX = struct.Struct("<IHHII")
 _MAX_ENTRIES = 65535
 
 
-@dataclass(frozen=True, slots=True)
-class VersionDef:
+class VersionDef(FrozenRecord):
     """One version definition: index, flags, name and its parents' names."""
 
+    __slots__ = ("index", "flags", "name", "parents")
     index: int
     flags: int
     name: str
-    parents: tuple[str, ...] = ()
+    parents: tuple[str, ...]
+
+    def __init__(self, index: int, flags: int, name: str, parents: tuple[str, ...] = ()) -> None:
+        self._set(index, flags, name, parents)
 
 
-@dataclass(frozen=True, slots=True)
-class VersionNeed:
+class VersionNeed(FrozenRecord):
     """One version requirement: the file that must provide it, its name and index."""
 
+    __slots__ = ("file", "name", "index", "flags")
     file: str
     name: str
     index: int
     flags: int
 
+    def __init__(self, file: str, name: str, index: int, flags: int) -> None:
+        self._set(file, name, index, flags)
 
-@dataclass(slots=True)
-class VersionInfo:
+
+class VersionInfo(Record):
     """Parsed version tables of one module.
 
     Attributes:
@@ -56,11 +61,17 @@ class VersionInfo:
         need_names: version index -> (name, file), for requirements.
     """
 
-    versym: list[int] | None = None
-    definitions: list[VersionDef] = field(default_factory=list)
-    needs: list[VersionNeed] = field(default_factory=list)
-    def_names: dict[int, str] = field(default_factory=dict)
-    need_names: dict[int, tuple[str, str]] = field(default_factory=dict)
+    __slots__ = ("versym", "definitions", "needs", "def_names", "need_names")
+
+    def __init__(self, versym: list[int] | None = None,
+                 definitions: list[VersionDef] | None = None,
+                 needs: list[VersionNeed] | None = None, def_names: dict[int, str] | None = None,
+                 need_names: dict[int, tuple[str, str]] | None = None) -> None:
+        self.versym = versym
+        self.definitions = [] if definitions is None else definitions
+        self.needs = [] if needs is None else needs
+        self.def_names = {} if def_names is None else def_names
+        self.need_names = {} if need_names is None else need_names
 
     def requirement(self, sym_index: int) -> tuple[str, str, bool] | None:
         """The (version, file, hidden) a reference by symbol `sym_index` requires."""

@@ -19,7 +19,6 @@ else (floating point, ``c_char_p``...).
 from __future__ import annotations
 
 import ctypes
-import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +75,8 @@ def _zero(restype: Any) -> Any:
 
 
 def _arity(func: Callable[..., Any], what: str) -> int:
+    import inspect  # lazily: inspect costs ~6 ms at start-up, and only interpose= needs it
+
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError) as exc:

@@ -23,13 +23,13 @@ It does not keep modules alive by itself.
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import weakref
 from _thread import get_ident
 from collections.abc import Iterator
 from typing import Any
 
+from relink._log import lazy_logger
 from relink.errors import LinkerError, RelinkError
 from relink.linker.search import ModuleSearchInfo
 from relink.module import Module
@@ -37,7 +37,7 @@ from relink.state import ModuleState
 
 __all__ = ["Entry", "Lease", "LinkContext", "LinkContextError"]
 
-log = logging.getLogger(__name__)
+log = lazy_logger(__name__)
 _ids = itertools.count(1)
 _generations = itertools.count(1)
 

@@ -39,9 +39,7 @@ log message.  ``from_bytes(..., strict=True)`` raises :class:`LdCacheError` (a
 
 from __future__ import annotations
 
-import logging
 import os
-import platform
 import stat
 import struct
 import sys
@@ -51,6 +49,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
+from relink._log import lazy_logger
 from relink.errors import LinkerError
 
 __all__ = [
@@ -91,7 +90,7 @@ __all__ = [
     "host_machine_flags",
 ]
 
-_log = logging.getLogger(__name__)
+_log = lazy_logger(__name__)
 
 DEFAULT_LD_SO_CACHE: Final = "/etc/ld.so.cache"
 
@@ -194,7 +193,7 @@ def host_machine_flags() -> frozenset[int]:
     Derived from the machine name and the pointer size of *this* Python
     process (a 32-bit interpreter on a 64-bit kernel gets the 32-bit flags).
     """
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()  # platform.machine(), without platform
     is64 = sys.maxsize > 2**32
     multiarch = str(getattr(sys.implementation, "_multiarch", "") or "")
     libc6 = FLAG_ELF_LIBC6

@@ -23,12 +23,11 @@ four stages; `Linker.prepare` returns a `PreparedLoad` to drive them one by one.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relink.arch import host_spec
 from relink.linker import callbacks
 from relink.linker.context import Entry, LinkContext, LinkContextError
-from relink.linker.hooks import make_hooks
 from relink.linker.prepare import GraphBuilder, search_info
 from relink.linker.resolvers import (
     Acceptor,
@@ -48,7 +47,19 @@ from relink.runtime.executor import Executor, NativeExecutor
 from relink.runtime.host import PROCESS, HostPolicy
 from relink.state import ModuleState, State
 
+if TYPE_CHECKING:
+    from relink.linker.hooks import RelocationHooks
+
 __all__ = ["Linker", "PreparedLoad", "run_initializers", "search_info"]
+
+
+def make_hooks(observers: Sequence[Any], facade: Any,
+               user_fallback: Callable[..., int | None] | None) -> RelocationHooks:
+    """relink.linker.hooks.make_hooks, imported by the first load with observers."""
+    from relink.linker import hooks
+
+    return hooks.make_hooks(observers, facade, user_fallback)
+
 
 def _init_args() -> tuple[int, int, int]:
     libc = _libc[0] if _libc else _import_libc()

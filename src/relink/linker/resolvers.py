@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from relink._record import FrozenRecord, Record
 from relink.elf.header import parse_header
 from relink.elf.source import ElfSource, open_source
 from relink.errors import RelinkError
@@ -39,22 +39,27 @@ from relink.runtime.host import HostPolicy
 __all__ = ["Acceptor", "Existing", "Found", "ResolveRequest", "Unresolved", "default_resolve"]
 
 
-@dataclass(frozen=True)
-class Existing:
+class Existing(FrozenRecord):
     """Resolver result: the module the context already holds under `key`."""
 
+    __slots__ = ("key",)
     key: str
 
+    def __init__(self, key: str) -> None:
+        self._set(key)
 
-@dataclass(frozen=True)
-class Unresolved:
+
+class Unresolved(FrozenRecord):
     """Resolver result: the dependency cannot be provided (stops the search)."""
 
-    reason: str = "a resolver said so"
+    __slots__ = ("reason",)
+    reason: str
+
+    def __init__(self, reason: str = "a resolver said so") -> None:
+        self._set(reason)
 
 
-@dataclass
-class Found:
+class Found(Record):
     """A resolved dependency, normalized (internal).
 
     Attributes:
@@ -65,11 +70,15 @@ class Found:
         source: an `ElfSource` already opened (and header-checked) for "path".
     """
 
-    kind: str
-    value: Any
-    how: str
-    tried: list[Candidate] = field(default_factory=list)
-    source: ElfSource | None = None
+    __slots__ = ("kind", "value", "how", "tried", "source")
+
+    def __init__(self, kind: str, value: Any, how: str, tried: list[Candidate] | None = None,
+                 source: ElfSource | None = None) -> None:
+        self.kind = kind
+        self.value = value
+        self.how = how
+        self.tried: list[Candidate] = [] if tried is None else tried
+        self.source = source
 
 
 class ResolveRequest:

@@ -43,14 +43,15 @@ from __future__ import annotations
 
 import enum
 import os
-import platform as _platform
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
-from relink.linker.ldcache import DEFAULT_LD_SO_CACHE, LdCache
+from relink._record import FrozenRecord
+
+if TYPE_CHECKING:
+    from relink.linker.ldcache import LdCache
 
 __all__ = [
     "HOST_DEFAULT",
@@ -77,6 +78,11 @@ HOST_DEFAULT: Final = _HostDefault.HOST_DEFAULT
 
 #: A ``$LIB`` / ``$PLATFORM`` value: a string, ``None`` (unset) or :data:`HOST_DEFAULT`.
 TokenValue: TypeAlias = "str | Literal[_HostDefault.HOST_DEFAULT] | None"
+
+# ldcache.DEFAULT_LD_SO_CACHE, spelled out: relink.linker.ldcache is imported only when a
+# search reaches the cache step (a load whose libraries are all found by RUNPATH / RPATH
+# or served by the host never does).
+_LD_SO_CACHE: Final = "/etc/ld.so.cache"
 
 # -- host facts -------------------------------------------------------------
 
@@ -105,6 +111,12 @@ _TRIPLETS: Final[dict[tuple[str, bool], str]] = {
 }
 
 
+def _machine() -> str:
+    # platform.machine() is os.uname().machine on POSIX; importing platform costs ~2.5 ms
+    # of a first load.
+    return os.uname().machine
+
+
 def _is64() -> bool:
     return sys.maxsize > 2**32
 
@@ -119,7 +131,7 @@ def host_multiarch_triplet() -> str:
     multiarch = getattr(sys.implementation, "_multiarch", None)
     if isinstance(multiarch, str) and multiarch:
         return multiarch
-    machine = _platform.machine().lower()
+    machine = _machine().lower()
     return _TRIPLETS.get((machine, _is64()), f"{machine}-linux-gnu")
 
 
@@ -131,7 +143,7 @@ def host_platform() -> str:
     on recent Intel x86-64 with glibc <= 2.36); pass ``platform=`` explicitly
     when that matters.
     """
-    machine = _platform.machine()
+    machine = _machine()
     if machine in ("x86_64", "amd64") and not _is64():
         return "i686"
     return machine or "unknown"
@@ -295,12 +307,15 @@ def _join(directory: str, name: str) -> str:
 # -- data ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(FrozenRecord):
     """One path to try, with why it is on the list (e.g. ``"RUNPATH of libfoo.so"``)."""
 
+    __slots__ = ("path", "reason")
     path: str
     reason: str
+
+    def __init__(self, path: str, reason: str) -> None:
+        self._set(path, reason)
 
     def __str__(self) -> str:
         return f"{self.path} ({self.reason})"
@@ -312,8 +327,7 @@ def _as_tuple(values: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
-@dataclass(frozen=True)
-class ModuleSearchInfo:
+class ModuleSearchInfo(FrozenRecord):
     """What the search needs to know about a loaded (or loading) module.
 
     ``rpath`` / ``runpath`` hold the raw, unexpanded ``DT_RPATH`` /
@@ -325,18 +339,19 @@ class ModuleSearchInfo:
     ``DF_1_NODEFLIB``.
     """
 
+    __slots__ = ("name", "origin", "rpath", "runpath", "has_runpath", "nodeflib")
     name: str
     origin: str | None
-    rpath: tuple[str, ...] = ()
-    runpath: tuple[str, ...] = ()
-    has_runpath: bool = False
-    nodeflib: bool = False
+    rpath: tuple[str, ...]
+    runpath: tuple[str, ...]
+    has_runpath: bool
+    nodeflib: bool
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rpath", _as_tuple(self.rpath))
-        object.__setattr__(self, "runpath", _as_tuple(self.runpath))
-        if self.runpath and not self.has_runpath:
-            object.__setattr__(self, "has_runpath", True)
+    def __init__(self, name: str, origin: str | None, rpath: str | Iterable[str] = (),
+                 runpath: str | Iterable[str] = (), has_runpath: bool = False,
+                 nodeflib: bool = False) -> None:
+        rpath, runpath = _as_tuple(rpath), _as_tuple(runpath)
+        self._set(name, origin, rpath, runpath, has_runpath or bool(runpath), nodeflib)
 
     @classmethod
     def from_dynamic(
@@ -430,8 +445,7 @@ def _dedup_dirs(dirs: Iterable[str]) -> tuple[str, ...]:
     return tuple(result)
 
 
-@dataclass(frozen=True)
-class SearchPathResolver:
+class SearchPathResolver(FrozenRecord):
     """Search configuration plus the candidate computation.
 
     * ``fixed_dirs``: relink's extra directories (normalised, de-duplicated),
@@ -449,27 +463,42 @@ class SearchPathResolver:
       origin of the last module of the loader chain, else of the owner).
     """
 
-    fixed_dirs: tuple[str, ...] = ()
-    use_ld_library_path: bool = False
-    ld_library_path: str | None = None
-    use_ld_cache: bool = True
-    ld_cache: LdCache | None = field(default=None, compare=False)
-    ld_cache_path: str = DEFAULT_LD_SO_CACHE
-    machine_flags: frozenset[int] | None = None
-    use_default_dirs: bool = True
-    default_dirs: tuple[str, ...] | None = None
-    lib: TokenValue = HOST_DEFAULT
-    platform: TokenValue = HOST_DEFAULT
-    executable_origin: str | None = None
+    __slots__ = ("fixed_dirs", "use_ld_library_path", "ld_library_path", "use_ld_cache",
+                 "ld_cache", "ld_cache_path", "machine_flags", "use_default_dirs",
+                 "default_dirs", "lib", "platform", "executable_origin")
+    fixed_dirs: tuple[str, ...]
+    use_ld_library_path: bool
+    ld_library_path: str | None
+    use_ld_cache: bool
+    ld_cache: LdCache | None
+    ld_cache_path: str
+    machine_flags: frozenset[int] | None
+    use_default_dirs: bool
+    default_dirs: tuple[str, ...] | None
+    lib: TokenValue
+    platform: TokenValue
+    executable_origin: str | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fixed_dirs", _dedup_dirs(_as_tuple(self.fixed_dirs)))
-        if self.default_dirs is not None:
-            object.__setattr__(self, "default_dirs", _dedup_dirs(_as_tuple(self.default_dirs)))
-        if self.machine_flags is not None:
-            object.__setattr__(self, "machine_flags", frozenset(self.machine_flags))
-        if self.use_ld_library_path and self.ld_library_path is None:
-            object.__setattr__(self, "ld_library_path", os.environ.get("LD_LIBRARY_PATH", ""))
+    def __init__(self, fixed_dirs: str | Iterable[str] = (), use_ld_library_path: bool = False,
+                 ld_library_path: str | None = None, use_ld_cache: bool = True,
+                 ld_cache: LdCache | None = None, ld_cache_path: str = _LD_SO_CACHE,
+                 machine_flags: Iterable[int] | None = None, use_default_dirs: bool = True,
+                 default_dirs: str | Iterable[str] | None = None,
+                 lib: TokenValue = HOST_DEFAULT, platform: TokenValue = HOST_DEFAULT,
+                 executable_origin: str | None = None) -> None:
+        if use_ld_library_path and ld_library_path is None:
+            ld_library_path = os.environ.get("LD_LIBRARY_PATH", "")
+        self._set(_dedup_dirs(_as_tuple(fixed_dirs)), use_ld_library_path, ld_library_path,
+                  use_ld_cache, ld_cache, ld_cache_path,
+                  None if machine_flags is None else frozenset(machine_flags),
+                  use_default_dirs,
+                  None if default_dirs is None else _dedup_dirs(_as_tuple(default_dirs)),
+                  lib, platform, executable_origin)
+
+    def _fields(self) -> tuple[object, ...]:
+        # An injected cache object is not part of the configuration's identity (it
+        # was ``field(compare=False)``): equal configurations share memoized searches.
+        return tuple([getattr(self, name) for name in self.__slots__ if name != "ld_cache"])
 
     # -- helpers ----------------------------------------------------------
 
@@ -482,6 +511,8 @@ class SearchPathResolver:
     def _cache(self) -> LdCache:
         if self.ld_cache is not None:
             return self.ld_cache
+        from relink.linker.ldcache import LdCache
+
         return LdCache.load(self.ld_cache_path)
 
     def _expand_list(self, raw: Iterable[str], origin: str | None, seps: str = ":") -> list[str]:

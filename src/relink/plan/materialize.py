@@ -25,7 +25,6 @@ releases everything (finalizers of what ran, every mapping) before the error pro
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import weakref
@@ -337,7 +336,7 @@ def _region_image(mod: ModulePlan, src: ElfSource, layout: Layout, shared: _Shar
         first = min((s for s in mod.alloc_sections() if s.mem_class is MemoryClass.TLS),
                     key=lambda s: s.addr)
         start = new[first.index] - (first.addr - old_tls.p_vaddr)
-        tls = dataclasses.replace(old_tls, p_offset=0, p_vaddr=start, p_paddr=start)
+        tls = old_tls.replace(p_offset=0, p_vaddr=start, p_paddr=start)
         phdrs.append(tls)
     hdr = mod.find(".eh_frame_hdr")
     eh_frame_hdr = None
@@ -361,7 +360,7 @@ def _region_image(mod: ModulePlan, src: ElfSource, layout: Layout, shared: _Shar
             if dynamic.symtab:
                 symbols = SymbolTable(aview, dynamic, eh.elf_class)
         loads = [p for p in phdrs if p.p_type == PT_LOAD]
-        return Image(source=src, header=dataclasses.replace(eh, e_entry=entry),
+        return Image(source=src, header=eh.replace(e_entry=entry),
                      phdrs=phdrs, loads=loads, spec=spec, mapper=mapper, region=region,
                      base=base, span_vaddr=region.start - base, view=aview,
                      dynamic=dynamic, symbols=symbols, tls=tls, relro=None,

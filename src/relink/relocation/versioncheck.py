@@ -12,16 +12,22 @@ against their file's DT_VERDEF, read once per file.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relink.elf.version import VER_FLG_WEAK
-from relink.errors import RelinkError, VersionNotFoundError
+from relink.errors import ElfParseError, RelinkError, VersionNotFoundError
+
+if TYPE_CHECKING:
+    from relink.elf.version import VersionInfo
 
 __all__ = ["check_version_needs", "defined_versions", "oldest_version"]
 
-_host_cache: dict[str, frozenset[str] | None] = {}
-_oldest_cache: dict[str, str | None] = {}
+_PT_LOAD, _PT_DYNAMIC = 1, 2
+_DYN = {32: struct.Struct("<iI"), 64: struct.Struct("<qQ")}  # (d_tag, d_val), as elf.dynamic
+# Per host file path: (names it defines or None, name of version index 2 or None).
+_host_cache: dict[str, tuple[frozenset[str] | None, str | None]] = {}
 
 
 def defined_versions(provider: Any) -> frozenset[str] | None:
@@ -37,38 +43,87 @@ def defined_versions(provider: Any) -> frozenset[str] | None:
     path = getattr(provider, "path", None)
     if not path:
         return None
-    if path in _host_cache:
-        return _host_cache[path]
-    names: frozenset[str] | None = None
-    try:
-        from relink.elf import ElfFile
-
-        with ElfFile(path) as elf:
-            st = elf.symbols
-            defs = st.versions.definitions if st is not None else []
-            names = frozenset(d.name for d in defs) if defs else None
-    except (OSError, RelinkError):
-        names = None
-    _host_cache[path] = names  # dict updates are atomic; a race only parses twice
-    return names
+    return _host_versions(path)[0]
 
 
 def oldest_version(path: str) -> str | None:
     """Name of version index 2 of the file at `path` (what ld.so binds an unversioned
     reference to), None if it has none or cannot be read. Cached per path."""
-    if path in _oldest_cache:
-        return _oldest_cache[path]
-    name: str | None = None
-    try:
-        from relink.elf import ElfFile
+    return _host_versions(path)[1]
 
-        with ElfFile(path) as elf:
-            st = elf.symbols
-            name = st.versions.def_names.get(2) if st is not None else None
+
+def _host_versions(path: str) -> tuple[frozenset[str] | None, str | None]:
+    """(defined version names or None, name of index 2 or None) of a host file, cached.
+
+    Reads the file's DT_VERDEF only: not its symbol table (libc's has ~3,000 entries),
+    nor the whole file -- just the segments holding the dynamic section, the string
+    table and the definitions.
+    """
+    got = _host_cache.get(path)
+    if got is not None:
+        return got
+    try:
+        info = _read_host_versions(path)
     except (OSError, RelinkError):
-        name = None
-    _oldest_cache[path] = name
-    return name
+        info = None
+    if info is None:
+        got = (None, None)
+    else:
+        got = (frozenset(d.name for d in info.definitions) if info.definitions else None,
+               info.def_names.get(2))
+    _host_cache[path] = got  # dict updates are atomic; a race only parses twice
+    return got
+
+
+def _read_host_versions(path: str) -> VersionInfo | None:
+    """The version tables of the file at `path` (None without a dynamic symbol table)."""
+    from relink.elf.dynamic import DT_NULL, DT_STRTAB, DT_VERDEF, parse_dynamic
+    from relink.elf.header import parse_header, parse_program_headers
+    from relink.elf.source import open_source
+    from relink.elf.version import parse_versions
+    from relink.elf.view import AddressView
+
+    src = open_source(path)
+    try:
+        hdr = parse_header(src)
+        phdrs = parse_program_headers(src, hdr)
+        dyn_ph = next((ph for ph in phdrs if ph.p_type == _PT_DYNAMIC), None)
+        if dyn_ph is None:
+            return None
+        loads = [ph for ph in phdrs if ph.p_type == _PT_LOAD and ph.p_filesz
+                 and ph.p_offset < src.size]
+        # Which segments to read: those holding the dynamic section and the tables its
+        # DT_STRTAB / DT_VERDEF entries point at (read raw here; parse_dynamic below
+        # validates them as for any file).
+        layout = _DYN[hdr.elf_class]
+        size = min(dyn_ph.p_filesz, max(src.size - dyn_ph.p_offset, 0))
+        raw = src.read(dyn_ph.p_offset, size - size % layout.size)
+        tags: dict[int, int] = {}
+        for tag, value in layout.iter_unpack(raw):
+            if tag == DT_NULL:
+                break
+            tags[tag] = value
+        wanted = [dyn_ph.p_vaddr, tags.get(DT_STRTAB, 0), tags.get(DT_VERDEF, 0)]
+        parts, ranges, at = [], [], 0
+        for ph in loads:
+            n = min(ph.p_filesz, src.size - ph.p_offset)
+            if any(ph.p_vaddr <= v < ph.p_vaddr + n for v in wanted):
+                parts.append(src.read(ph.p_offset, n))
+                ranges.append((ph.p_vaddr, ph.p_vaddr + n, at))
+                at += n
+        view = AddressView(memoryview(b"".join(parts)), ranges, src.label)
+        try:
+            dyn = parse_dynamic(view, dyn_ph.p_vaddr, dyn_ph.p_memsz, hdr.elf_class)
+            if not dyn.symtab:
+                return None
+            return parse_versions(view, dyn, 0)
+        except ElfParseError:
+            # A table reaching into a segment not read above: parse the whole file.
+            view = AddressView.for_file(src.data, phdrs, src.label)
+            dyn = parse_dynamic(view, dyn_ph.p_vaddr, dyn_ph.p_memsz, hdr.elf_class)
+            return parse_versions(view, dyn, 0) if dyn.symtab else None
+    finally:
+        src.close()
 
 
 def check_version_needs(state: Any, providers: Sequence[Any]) -> None:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from relink._record import FrozenRecord
 
 __all__ = ["LoadedModuleInfo", "enable_gdb", "gdb_commands", "gdb_script_path",
            "loaded_modules", "manifest_path", "track"]
@@ -32,8 +33,7 @@ _seq = [0]
 _gdb: dict[str, str] = {}  # "dir" -> manifest directory, when enabled
 
 
-@dataclass(frozen=True)
-class LoadedModuleInfo:
+class LoadedModuleInfo(FrozenRecord):
     """One module relink mapped.
 
     Attributes:
@@ -49,6 +49,8 @@ class LoadedModuleInfo:
         sections: for relocatable objects, (section name, runtime address) pairs.
     """
 
+    __slots__ = ("name", "path", "base", "segments", "kind", "arch", "native", "state",
+                 "sections")
     name: str
     path: str | None
     base: int
@@ -57,7 +59,13 @@ class LoadedModuleInfo:
     arch: str
     native: bool
     state: str
-    sections: list[tuple[str, int]] = field(default_factory=list)
+    sections: list[tuple[str, int]]
+
+    def __init__(self, name: str, path: str | None, base: int,
+                 segments: list[tuple[int, int, int]], kind: str, arch: str, native: bool,
+                 state: str, sections: list[tuple[str, int]] | None = None) -> None:
+        self._set(name, path, base, segments, kind, arch, native, state,
+                  [] if sections is None else sections)
 
 
 def track(state: Any) -> None:
@@ -196,7 +204,8 @@ def _write_manifest() -> None:
     import json
 
     try:
-        modules = [asdict(i) for i in loaded_modules()]
+        modules = [{name: getattr(i, name) for name in i.__slots__}
+                   for i in loaded_modules()]
         body = {"pid": os.getpid(), "modules": modules, "commands": gdb_commands(d)}
         tmp = os.path.join(d, f"manifest.json.{threading.get_ident()}")
         with open(tmp, "w") as f:

@@ -37,15 +37,17 @@ import ctypes
 import gc
 import struct
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relink.arch import RelocClass
 from relink.errors import SymbolNotFoundError, TlsError, UnsupportedError
 from relink.relocation.dynamic import TlsHooks
 from relink.runtime import libc as c
-from relink.runtime.tls_carrier import STATIC_TLS_TUNABLE, Carrier, tls_get_addr_address
-from relink.runtime.tls_stubs import stubs
 from relink.state import ModuleState
+
+if TYPE_CHECKING:
+    from relink.runtime.tls_carrier import Carrier
+    from relink.runtime.tls_stubs import TlsdescStubs
 
 __all__ = ["STATIC_TLS_TUNABLE", "HostTlsBlock", "NativeTls", "host_tls_block", "native_tls",
            "tls_address"]
@@ -53,6 +55,20 @@ __all__ = ["STATIC_TLS_TUNABLE", "HostTlsBlock", "NativeTls", "host_tls_block", 
 STT_TLS = 6
 PT_TLS = 7
 _PHDR = struct.Struct("<IIQQQQQQ")
+
+
+# relink.runtime.tls_carrier / tls_stubs load with the first module that uses TLS: a load
+# without any gets the TLS hooks (`native_tls()`) but not their import (~1 ms). Hence
+# tls_carrier's constant spelled out again (a test checks they agree).
+STATIC_TLS_TUNABLE = "glibc.rtld.optional_static_tls"
+
+
+def _stubs() -> TlsdescStubs:
+    """The TLSDESC resolver stubs of this process."""
+    from relink.runtime.tls_carrier import tls_get_addr_address
+    from relink.runtime.tls_stubs import stubs
+
+    return stubs(tls_get_addr_address())
 
 
 class HostTlsBlock:
@@ -181,6 +197,8 @@ class NativeTls(TlsHooks):
             raise TlsError("a TLS reference binds to this module, but it has no PT_TLS "
                            "segment", file=state.image.label)
         image, pending = self._initial_image(state, rec)
+        from relink.runtime.tls_carrier import Carrier
+
         new = Carrier(state.image.label, image, tls.p_memsz, max(tls.p_align, 1),
                       tls.p_vaddr)
         with _install:
@@ -312,7 +330,7 @@ class NativeTls(TlsHooks):
         return block.tp_offset + offset - block.start
 
     def tlsdesc(self, module: ModuleState, provider: Any, offset: int) -> tuple[int, int]:
-        st = stubs(tls_get_addr_address())
+        st = _stubs()
         if isinstance(provider, ModuleState):
             car = self.carrier(provider)
             if car.static_offset is None and self.static_tlsdesc \
@@ -331,7 +349,7 @@ class NativeTls(TlsHooks):
 
     def tlsdesc_undefweak(self, addend: int) -> tuple[int, int]:
         """TLSDESC against an undefined weak symbol: ``&var`` evaluates to `addend`."""
-        return stubs(tls_get_addr_address()).undefweak, addend % 2**64
+        return _stubs().undefweak, addend % 2**64
 
     def _dynamic_desc(self, module: ModuleState, func: int, modid: int,
                       offset: int) -> tuple[int, int]:

@@ -18,16 +18,16 @@ from the host (`HostPolicy`), so there is one unwinder and one type_info world.
 from __future__ import annotations
 
 import ctypes
-import logging
 import struct
 from typing import Any
 
+from relink._log import lazy_logger
 from relink.errors import RelinkError
 from relink.runtime import libc as c
 
 __all__ = ["eh_frame_address", "register_frames", "registered_frames"]
 
-log = logging.getLogger(__name__)
+log = lazy_logger(__name__)
 
 DW_EH_PE_omit = 0xFF
 _FORMATS = {0x01: ("<H", 2), 0x02: ("<H", 2), 0x03: ("<I", 4), 0x04: ("<Q", 8),
