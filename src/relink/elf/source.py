@@ -39,9 +39,6 @@ class SourceIdentity(namedtuple("SourceIdentity", "kind a b")):
     a: int
     b: int
 
-    def __init__(self, kind: str, a: int, b: int) -> None:
-        self._set(kind, a, b)
-
     @staticmethod
     def fresh() -> SourceIdentity:
         return SourceIdentity("memory", next(_fresh), 0)
