@@ -34,6 +34,7 @@ request before that is refused with a clear error.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import struct
 import threading
@@ -170,6 +171,45 @@ def _record(state: ModuleState) -> _TlsRecord:
     return rec
 
 
+def _release(car: Carrier, rec: _TlsRecord, poolable: bool) -> None:
+    """Release hook of a module's carrier: pooled only after a complete relocation (a
+    failed load leaves nothing behind) and only for modules `_dynamic_only` admits."""
+    car.release(pool=poolable and rec.relocated)
+
+
+_STATIC_CLASSES = (RelocClass.TPOFF, RelocClass.TLSDESC)
+_dynamic_cache: dict[int, tuple[Any, Any, bool]] = {}
+_DYNAMIC_CACHE = 32
+
+
+def _dynamic_only(image: Any) -> bool:
+    """True if no code can ever ask for this module's block in static TLS.
+
+    That is: no DF_STATIC_TLS, no TPOFF / TLSDESC relocation of its own, and no defined
+    non-local STT_TLS symbol (the only way another module's initial-exec or TLSDESC code
+    could reach the block). Only such modules may be lent a pooled carrier, which glibc
+    may already serve as dynamic TLS for good. Cached per parsed file.
+    """
+    dyn = image.dynamic
+    if dyn is None or dyn.static_tls:
+        return False
+    tables = image.relocation_tables()  # decoded once per file, cached with it
+    syms = image.symbols
+    hit = _dynamic_cache.get(id(tables))
+    if hit is not None and hit[0] is tables and hit[1] is syms:
+        return bool(hit[2])
+    classes = image.spec.classes
+    ok = not any(classes.get(t) in _STATIC_CLASSES
+                 for table in tables[0] for t in set(table.types))
+    if ok and syms is not None:
+        ok = not any((info & 0xF) == STT_TLS and info >> 4 != 0 and shndx != 0
+                     for info, shndx in zip(syms.infos, syms.shndx))
+    if len(_dynamic_cache) >= _DYNAMIC_CACHE:
+        _dynamic_cache.pop(next(iter(_dynamic_cache)), None)
+    _dynamic_cache[id(tables)] = (tables, syms, ok)
+    return ok
+
+
 class NativeTls(TlsHooks):
     """The TLS runtime of native loads: glibc carriers, host TLS, TLSDESC stubs.
 
@@ -197,10 +237,14 @@ class NativeTls(TlsHooks):
             raise TlsError("a TLS reference binds to this module, but it has no PT_TLS "
                            "segment", file=state.image.label)
         image, pending = self._initial_image(state, rec)
+        from relink.runtime import tls_pool
         from relink.runtime.tls_carrier import Carrier
 
-        new = Carrier(state.image.label, image, tls.p_memsz, max(tls.p_align, 1),
-                      tls.p_vaddr)
+        align = max(tls.p_align, 1)
+        poolable = _dynamic_only(state.image)
+        lent = tls_pool.take(image, tls.p_memsz, align, tls.p_vaddr) if poolable else None
+        new = Carrier(state.image.label, image, tls.p_memsz, align, tls.p_vaddr,
+                      reuse=lent)
         with _install:
             won = rec.carrier is None
             if won:
@@ -209,7 +253,7 @@ class NativeTls(TlsHooks):
             new.release()
             return self.carrier(state)
         state.tls_runtime = self  # ModuleState.symbol() delegates STT_TLS
-        state.extras.append(new.release)
+        state.extras.append(functools.partial(_release, new, rec, poolable))
         return new
 
     def _initial_image(self, state: ModuleState, rec: _TlsRecord) -> tuple[bytes, bool]:

@@ -18,6 +18,12 @@ into the promoter's data word, which relink reads before closing the promoter.
 
 The memfd stays open as long as the carrier is loaded: glibc matches loaded objects by
 path, so a reused ``/proc/self/fd/N`` would silently return an older carrier.
+
+A `Carrier` is one module's lease of a `CarrierObject` (the dlopened object). Releasing
+it either closes the object or, for modules `relink.runtime.tls` admits, hands it to
+`relink.runtime.tls_pool`, which may lend it, re-initialised, to a later module. The
+object bytes are cached per (image, size, alignment), so repeated loads of one module
+do not rebuild them.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import struct
 
 from relink.errors import TlsError
 from relink.runtime import libc as c
+from relink.runtime import tls_pool
 
-__all__ = ["STATIC_TLS_TUNABLE", "Carrier", "build_tls_object"]
+__all__ = ["STATIC_TLS_TUNABLE", "Carrier", "CarrierObject", "build_tls_object"]
 
 STATIC_TLS_TUNABLE = "glibc.rtld.optional_static_tls"
 _SYMBOL = b"__relink_tls_block"
@@ -126,6 +133,30 @@ def build_tls_object(*, image: bytes = b"", memsz: int = 0, align: int = 1,
     return bytes(out)
 
 
+_blobs: dict[tuple[bytes, int, int, int], tuple[bytes, int]] = {}
+_BLOB_CACHE = 32  # entries; images larger than _BLOB_IMAGE are never cached
+_BLOB_IMAGE = 4096
+
+
+def _carrier_blob(image: bytes, memsz: int, align: int, vaddr_mod: int,
+                  label: str) -> tuple[bytes, int]:
+    """A carrier's bytes and its PT_TLS file offset (cached: a module reloaded over and
+    over asks for the same object every time)."""
+    key = (image, memsz, align, vaddr_mod)
+    hit = _blobs.get(key)
+    if hit is not None:
+        return hit
+    blob = build_tls_object(image=image, memsz=memsz, align=align, vaddr_mod=vaddr_mod,
+                            label=label)
+    tls_off = next(ph[3] for ph in (_PHDR.unpack_from(blob, _EHDR.size + i * _PHDR.size)
+                                    for i in range(4)) if ph[0] == PT_TLS)
+    if len(image) <= _BLOB_IMAGE:
+        if len(_blobs) >= _BLOB_CACHE:
+            _blobs.pop(next(iter(_blobs)), None)
+        _blobs[key] = (blob, tls_off)
+    return blob, tls_off
+
+
 def promoter_word(blob: bytes) -> int:
     """Link-time address of a promoter's TPOFF64 target (read back from its RELA entry)."""
     for i in range(_EHDR.unpack_from(blob)[10]):
@@ -195,13 +226,84 @@ def _dl_failure(label: str, what: str) -> TlsError:
     return TlsError(f"{what} failed: {msg}", file=label)
 
 
+_dlinfo = c.dlinfo
+
+
+class CarrierObject:
+    """One dlopened carrier object: a glibc module id and its TLS block.
+
+    `Carrier` leases one to a module; `tls_pool` may lend a released one to the next
+    module whose block fits (see there for when that is sound).
+
+    Attributes:
+        modid: glibc's TLS module id.
+        image_addr / filesz: glibc's initialization image of the block (in the object).
+        memsz / align / vaddr_mod: the block's size, alignment and first-byte offset.
+        static_offset: thread-pointer offset once the block is in static TLS, else None.
+        forced_dynamic: True once a dynamic address was asked for (see `Carrier`).
+    """
+
+    __slots__ = ("obj", "modid", "image_addr", "filesz", "memsz", "align", "vaddr_mod",
+                 "static_offset", "forced_dynamic")
+
+    def __init__(self, label: str, image: bytes, memsz: int, align: int,
+                 vaddr_mod: int) -> None:
+        blob, tls_off = _carrier_blob(image, memsz, align, vaddr_mod, label)
+        self.obj = _MemfdObject(blob, label)
+        try:
+            modid = ctypes.c_size_t()
+            if c.dlinfo(self.obj.handle, c.RTLD_DI_TLS_MODID, ctypes.byref(modid)) != 0 \
+                    or not modid.value:
+                raise _dl_failure(label, "dlinfo(RTLD_DI_TLS_MODID) on its TLS carrier")
+            self.modid = modid.value
+            self.image_addr = self.obj.link_map_addr() + tls_off
+        except BaseException:
+            self.obj.close()
+            raise
+        self.filesz = len(image)
+        self.memsz = memsz
+        self.align = align
+        self.vaddr_mod = vaddr_mod
+        self.static_offset: int | None = None
+        self.forced_dynamic = False
+
+    def thread_block(self) -> int:
+        """The calling thread's block, or 0 when this thread has not allocated it.
+
+        Never allocates (``dlinfo(RTLD_DI_TLS_DATA)`` is glibc's ``_dl_tls_get_addr_soft``:
+        NULL when the thread's DTV does not know this module id's current generation or
+        its slot is unallocated).
+        """
+        if self.static_offset is not None:
+            return int(c.pthread_self() or 0) + self.static_offset
+        data = ctypes.c_void_p()
+        if _dlinfo(self.obj.handle, c.RTLD_DI_TLS_DATA, ctypes.byref(data)) != 0:
+            c.dlerror()
+            return 0
+        return data.value or 0
+
+    def set_image(self, image: bytes) -> None:
+        """Make `image` (zero-padded to the object's filesz) the initialization image."""
+        n = len(image)
+        if n:
+            ctypes.memmove(self.image_addr, image, n)
+        if self.filesz > n:
+            ctypes.memset(self.image_addr + n, 0, self.filesz - n)
+
+    def close(self) -> None:
+        """dlclose (glibc frees the module id and every thread's block), close the memfd."""
+        self.obj.close()
+
+
 class Carrier:
-    """glibc's view of one relink module's TLS segment.
+    """glibc's view of one relink module's TLS segment (a lease of a `CarrierObject`).
 
     Attributes:
         label: the relink module it carries (for messages).
         modid: glibc's TLS module id (what DTPMOD relocations get).
         memsz: the size of the block.
+        reused: True when the object came from `tls_pool` (a closed module's carrier,
+            re-initialised for this one).
         static_offset: thread-pointer offset of the block once it is in static TLS
             (negative on x86_64), else None.
         forced_dynamic: True once Python asked glibc for a dynamic address; glibc then
@@ -209,54 +311,65 @@ class Carrier:
     """
 
     def __init__(self, label: str, image: bytes, memsz: int, align: int,
-                 vaddr_mod: int) -> None:
+                 vaddr_mod: int, *, reuse: CarrierObject | None = None) -> None:
         self.label = label
         self.memsz = memsz
-        self.static_offset: int | None = None
-        self.forced_dynamic = False
-        blob = build_tls_object(image=image, memsz=memsz, align=align, vaddr_mod=vaddr_mod,
-                                label=label)
-        self._object = _MemfdObject(blob, label)
-        try:
-            modid = ctypes.c_size_t()
-            if c.dlinfo(self._object.handle, c.RTLD_DI_TLS_MODID, ctypes.byref(modid)) != 0 \
-                    or not modid.value:
-                raise _dl_failure(label, "dlinfo(RTLD_DI_TLS_MODID) on its TLS carrier")
-            self.modid = modid.value
-            tls_off = next(_PHDR.unpack_from(blob, _EHDR.size + i * _PHDR.size)[3]
-                           for i in range(4)
-                           if _PHDR.unpack_from(blob, _EHDR.size + i * _PHDR.size)[0] == PT_TLS)
-            self.image_addr = self._object.link_map_addr() + tls_off
-            self.image_size = len(image)
-        except BaseException:
-            self._object.close()
-            raise
+        self.image_size = len(image)
+        self.reused = reuse is not None
+        self._obj = reuse if reuse is not None else CarrierObject(label, image, memsz,
+                                                                  align, vaddr_mod)
+        self._live = True
+        self.modid = self._obj.modid
+        self.image_addr = self._obj.image_addr
+
+    @property
+    def static_offset(self) -> int | None:
+        return self._obj.static_offset
+
+    @property
+    def forced_dynamic(self) -> bool:
+        return self._obj.forced_dynamic
 
     @property
     def path(self) -> str:
-        return self._object.path
+        return self._obj.obj.path
 
     @property
     def loaded(self) -> bool:
-        return bool(self._object.handle)
+        return self._live and bool(self._obj.obj.handle)
+
+    def _check(self) -> CarrierObject:
+        if not self._live:
+            raise TlsError("the module's TLS was released (module closed)", file=self.label)
+        return self._obj
 
     def image(self) -> bytes:
         """The initialization image glibc copies into each thread's block."""
         return ctypes.string_at(self.image_addr, self.image_size)
 
     def patch_image(self, data: bytes) -> None:
-        """Replace the initialization image (only sound before any thread used the block)."""
+        """Replace the initialization image (only sound before any thread used the block).
+
+        A reused object's block may already be allocated in the calling thread (it was
+        re-initialised with the earlier image when it was lent): that copy is rewritten.
+        """
+        obj = self._check()
         if len(data) != self.image_size:
             raise TlsError("internal error: TLS image size changed", file=self.label)
         ctypes.memmove(self.image_addr, data, len(data))
+        if self.reused:
+            block = obj.thread_block()
+            if block:
+                ctypes.memmove(block, data, len(data))
 
     def promote(self) -> int:
         """Move the block to static TLS (once) and return its thread-pointer offset."""
         # No lock: two racing promoters get the same offset (glibc moves a block once),
         # and holding a lock across dlopen invites GC-finalizer deadlocks.
-        if self.static_offset is not None:
-            return self.static_offset
-        if self.forced_dynamic:
+        obj = self._check()
+        if obj.static_offset is not None:
+            return obj.static_offset
+        if obj.forced_dynamic:
             raise TlsError(
                 "initial-exec TLS access to a block glibc already serves as dynamic TLS "
                 "(a thread used it before this load); glibc cannot move it to static "
@@ -268,19 +381,27 @@ class Carrier:
             offset = ctypes.c_int64.from_address(word).value
         finally:
             promoter.close()
-        self.static_offset = offset
+        obj.static_offset = offset
         return offset
 
     def address(self, offset: int) -> int:
         """The calling thread's address of byte `offset` of the block."""
-        if self.static_offset is not None:
-            return int(c.pthread_self() or 0) + self.static_offset + offset
-        self.forced_dynamic = True
+        obj = self._check()
+        if obj.static_offset is not None:
+            return int(c.pthread_self() or 0) + obj.static_offset + offset
+        obj.forced_dynamic = True
         return tls_get_addr(self.modid, offset)
 
-    def release(self) -> None:
-        """dlclose the carrier (glibc frees its module id and blocks) and close the memfd."""
-        self._object.close()
+    def release(self, *, pool: bool = False) -> None:
+        """End the lease: dlclose the object (glibc frees its module id and blocks) and
+        close the memfd, or with `pool` hand it to `tls_pool` for a later module."""
+        if not self._live:
+            return
+        self._live = False
+        if pool:
+            tls_pool.give(self._obj)
+        else:
+            self._obj.close()
 
 
 _tga: list[ctypes._CFuncPtr] = []  # type: ignore[name-defined]
