@@ -256,7 +256,8 @@ def _program(state: ModuleState, tables: list[RelocTable], binder: Binder) -> Pr
     programs = parsed.programs
     if key in programs:
         return programs[key]  # type: ignore[return-value]
-    program = compile_program(tables, state.image.spec.classes, stored)
+    spec = state.image.spec
+    program = compile_program(tables, spec.classes, stored, spec.word_size)
     programs[key] = program
     return program
 

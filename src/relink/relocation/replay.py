@@ -28,22 +28,48 @@ STT_GNU_IFUNC = 10
 
 
 class Program:
-    """(place, slot, constant) per entry: write ``biases[slot] + constant`` at place."""
+    """(place, slot, constant) per entry: write ``biases[slot] + constant`` at place.
 
-    __slots__ = ("offsets", "slots", "consts", "_arrays")
+    `runs` groups entries whose places are consecutive words (a GOT, a pointer table):
+    (first place, slots, constants, struct format), one ``pack_into`` per run.
+    """
 
-    def __init__(self, offsets: list[int], slots: list[int], consts: list[int]) -> None:
+    __slots__ = ("offsets", "slots", "consts", "runs", "_arrays")
+
+    def __init__(self, offsets: list[int], slots: list[int], consts: list[int],
+                 word: int = 8) -> None:
         self.offsets = offsets
         self.slots = slots
         self.consts = consts
+        self.runs = _runs(offsets, slots, consts, word)
         self._arrays: Any = None
 
     def __len__(self) -> int:
         return len(self.offsets)
 
 
+def _runs(offsets: list[int], slots: list[int], consts: list[int],
+          word: int) -> list[tuple[int, tuple[int, ...], tuple[int, ...], str]]:
+    """Entries grouped into runs of consecutive words, in place order; one run per entry
+    (table order kept) if two entries write the same place: then order matters."""
+    order = sorted(range(len(offsets)), key=offsets.__getitem__)
+    if len({offsets[i] for i in order}) != len(order):
+        groups = [[i] for i in range(len(offsets))]
+    else:
+        groups = []
+        for i in order:
+            if groups and offsets[i] == offsets[groups[-1][-1]] + word:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+    letter = "Q" if word == 8 else "I"
+    return [(offsets[g[0]], tuple(slots[i] for i in g), tuple(consts[i] for i in g),
+             f"<{len(g)}{letter}") for g in groups]
+
+
 def compile_program(tables: list[RelocTable], classes: dict[int, RelocClass],
-                    plan: dict[int, tuple[int, int, int, int]]) -> Program | None:
+                    plan: dict[int, tuple[int, int, int, int]],
+                    word: int = 8) -> Program | None:
     """The program for `tables` under binding `plan`, or None if an entry needs the loop."""
     RELATIVE, NONE = RelocClass.RELATIVE, RelocClass.NONE
     symbolic = (RelocClass.GLOB_DAT, RelocClass.JUMP_SLOT, RelocClass.SYMBOLIC)
@@ -73,7 +99,7 @@ def compile_program(tables: list[RelocTable], classes: dict[int, RelocClass],
             offsets.append(off)
             slots.append(slot)
             consts.append(k)
-    return Program(offsets, slots, consts)
+    return Program(offsets, slots, consts, word)
 
 
 def apply_program(program: Program, view: memoryview, delta: int, biases: list[int],
@@ -87,11 +113,10 @@ def apply_program(program: Program, view: memoryview, delta: int, biases: list[i
     if n >= NUMPY_THRESHOLD and not delta % word and numpy_or_none() is not None:
         if _apply_numpy(program, view, delta, biases, word):
             return
-    fmt = "<Q" if word == 8 else "<I"
     mask = (1 << (8 * word)) - 1
     pack = struct.pack_into
-    for off, slot, k in zip(program.offsets, program.slots, program.consts):
-        pack(fmt, view, off + delta, (biases[slot] + k) & mask)
+    for off, slots, consts, fmt in program.runs:
+        pack(fmt, view, off + delta, *[(biases[s] + k) & mask for s, k in zip(slots, consts)])
 
 
 def _apply_numpy(program: Program, view: memoryview, delta: int, biases: list[int],

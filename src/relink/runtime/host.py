@@ -12,6 +12,7 @@ library linked without its DT_NEEDED still finds libc, as dlopen's global scope 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -231,8 +232,38 @@ def _first_counters(info: Any, size: int, data: int | None) -> int:
 _FIRST_COUNTERS = c.DL_ITERATE_PHDR_CALLBACK(_first_counters)
 
 
+# x86_64: a 22-byte callback in machine code reads the counters without entering Python
+# (~1 us instead of ~5 on every dependency the host might serve):
+#   mov rax,[rdi+32]; mov [rdx],rax; mov rax,[rdi+40]; mov [rdx+8],rax; mov eax,1; ret
+# (dlpi_adds and dlpi_subs sit at offsets 32 and 40 of dl_phdr_info on x86_64.)
+_COUNTERS_CODE = bytes.fromhex("488b47204889024" "88b4728488942" "08b801000000c3")
+_native_counters: list[Any] = []
+
+
+def _native_callback() -> Any:
+    """The machine-code callback and its output buffer, or None where unavailable."""
+    if not _native_counters:
+        callback: Any = None
+        if os.uname().machine in ("x86_64", "amd64") and ctypes.sizeof(ctypes.c_void_p) == 8 \
+                and c.DlPhdrInfo.dlpi_adds.offset == 32 and c.DlPhdrInfo.dlpi_subs.offset == 40:
+            page = c.mmap(None, 4096, c.PROT_READ | c.PROT_WRITE,
+                          c.MAP_PRIVATE | c.MAP_ANONYMOUS, -1, 0)
+            if page and page != c.MAP_FAILED:
+                ctypes.memmove(page, _COUNTERS_CODE, len(_COUNTERS_CODE))
+                if c.mprotect(page, 4096, c.PROT_READ | c.PROT_EXEC) == 0:
+                    # Never unmapped: glibc may call it until the process exits.
+                    callback = (c.DL_ITERATE_PHDR_CALLBACK(page), (ctypes.c_uint64 * 2)())
+        _native_counters.append(callback)
+    return _native_counters[0]
+
+
 def _generation() -> tuple[int, int]:
+    native = _native_counters[0] if _native_counters else _native_callback()
     with _counters_lock:
+        if native is not None:
+            fn, out = native
+            c.dl_iterate_phdr(fn, ctypes.addressof(out))
+            return out[0], out[1]
         c.dl_iterate_phdr(_FIRST_COUNTERS, None)
         return _counters[0]
 

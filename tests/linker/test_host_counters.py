@@ -1,0 +1,44 @@
+"""The host's load/unload counters (runtime/host.py `_generation`): the machine-code
+callback used on x86_64 must read what glibc reports through a Python callback, and
+notice a library the host dlopens and dlcloses."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import pytest
+
+from relink.runtime import host
+from relink.runtime import libc as c
+from support.build import build_shared, have_cc
+
+
+def _python_counters() -> tuple[int, int]:
+    got: list[tuple[int, int]] = []
+
+    def first(info, size, data):  # type: ignore[no-untyped-def]
+        got.append((info.contents.dlpi_adds, info.contents.dlpi_subs))
+        return 1
+
+    c.dl_iterate_phdr(c.DL_ITERATE_PHDR_CALLBACK(first), None)
+    return got[0]
+
+
+@pytest.mark.skipif(not have_cc(), reason="needs gcc")
+def test_native_counters_match_glibc(tmp_path: Path) -> None:
+    if os.uname().machine != "x86_64":
+        pytest.skip("the machine-code callback is x86_64 only")
+    assert host._native_callback() is not None
+    before = host._generation()
+    assert before == _python_counters()
+    lib = build_shared("hostcounter", "int hc(void) { return 1; }", group="linker")
+    handle = ctypes.CDLL(str(lib))._handle
+    loaded = host._generation()
+    assert loaded == _python_counters() and loaded[0] == before[0] + 1
+    assert "libhostcounter.so" in host.loaded_names()
+    c.dlclose(handle)
+    after = host._generation()
+    assert after == _python_counters() and after[1] == loaded[1] + 1
+    assert "libhostcounter.so" not in host.loaded_names()
