@@ -469,6 +469,18 @@ class LinkContext:
         return [e.name for e in reversed(dead)]
 
     def _detach(self, dead: list[Entry]) -> None:
+        if len(dead) == len(self._order):  # everything goes (a plain load's close)
+            self._order, self.globals = [], []
+            self._by_key.clear()
+            self._by_identity.clear()
+            self._by_module.clear()
+            for e in dead:
+                e.alive = False
+            if self.unique:
+                gone = {id(e.module) for e in dead}
+                for name in [n for n, b in self.unique.items() if id(b[3]) in gone]:
+                    del self.unique[name]
+            return
         ids = {e.id for e in dead}
         self._order = [e for e in self._order if e.id not in ids]
         self.globals = [g for g in self.globals if g.id not in ids]

@@ -322,6 +322,7 @@ class PreparedLoad(GraphBuilder):
         # The global scope is read per module (promotions are live); without observers
         # nothing runs between two modules' relocation that could promote, so read once.
         base_scope = [*self.ctx.global_scope(), *self.extra, *group, *tail]
+        base_facts = Binder.scope_facts(base_scope) if not observers else None
         for i, e in enumerate(todo):
             st = e.module
             scope = [*self.ctx.global_scope(), *self.extra, *group, *tail] if observers \
@@ -336,6 +337,8 @@ class PreparedLoad(GraphBuilder):
                     scope = list(ev.scope)
                 hooks = make_hooks(observers, facade, linker.fallback)
             kw: dict[str, Any] = {"unique": self.unique, "interpose": self.interpose_map}
+            if scope is base_scope and base_facts is not None:
+                kw["scope_facts"] = base_facts
             binder = hooks.make_binder(st, scope, **kw) if hooks else \
                 _binder(st, scope, **kw)
             check_version_needs(st, [d.module for d in e.deps])  # ld.so's verneed check

@@ -29,6 +29,7 @@ from relink.state import ModuleState
 __all__ = ["Binder", "Binding"]
 
 Binding = tuple[int, int, int, Any]  # (address, size, STT type, provider or None)
+ScopeFacts = tuple["tuple[Any, ...] | None", list[int]]  # (plan key, provider biases)
 
 
 def _tname(mod: ModuleState, r_type: int) -> str:
@@ -48,15 +49,18 @@ class Binder:
     """
 
     __slots__ = ("module", "scope", "unique", "interpose", "on_bind", "cache", "used",
-                 "_plan_key", "_unique_hit", "plan", "plan_bases", "_provs")
+                 "_plan_key", "_unique_hit", "plan", "plan_bases", "_provs", "_facts")
 
     def __init__(self, module: ModuleState, scope: Sequence[Any], *,
                  unique: dict[str, Binding] | None = None,
                  interpose: dict[str, int] | None = None,
-                 on_bind: Callable[[ModuleState, int, str, Binding], Binding] | None = None
-                 ) -> None:
+                 on_bind: Callable[[ModuleState, int, str, Binding], Binding] | None = None,
+                 scope_facts: ScopeFacts | None = None) -> None:
         self.module = module
         self.scope = list(scope)
+        # `scope_facts(scope)` computed by the caller once for every module of a load
+        # that shares this scope (else computed here when a plan is looked up).
+        self._facts = scope_facts
         self.unique = unique if unique is not None else {}
         self.interpose = interpose
         self.on_bind = on_bind
@@ -73,22 +77,36 @@ class Binder:
 
     # -- binding plans: resolutions replayed on the next load of the same files --------
 
+    @staticmethod
+    def scope_facts(scope: Sequence[Any]) -> ScopeFacts:
+        """(plan key, load biases) of a scope: what resolutions through it depend on
+        (None when they must not be replayed) and each provider's bias (0: absolute)."""
+        parts: list[Any] | None = []
+        bases: list[int] = []
+        for prov in scope:
+            if isinstance(prov, ModuleState):
+                parsed = prov.image.parsed
+                if parsed is None or not parsed.complete:
+                    parts = None
+                elif parts is not None:
+                    parts.append(parsed)
+                bases.append(prov.image.base)
+                continue
+            if parts is not None:
+                if type(prov).__name__ in ("HostLibrary", "ProcessHost"):
+                    parts.append(prov)  # process-wide and never unloaded
+                else:
+                    parts = None  # synthetic modules and unknown providers may change
+            bases.append(0)
+        return (tuple(parts) if parts is not None else None), bases
+
     def _key(self) -> tuple[Any, ...] | None:
         """What the resolutions depend on, or None when they must not be replayed."""
         if self.interpose is not None or self.on_bind is not None:
             return None
-        parts: list[Any] = []
-        for prov in self.scope:
-            if isinstance(prov, ModuleState):
-                parsed = prov.image.parsed
-                if parsed is None or not parsed.complete:
-                    return None
-                parts.append(parsed)
-            elif type(prov).__name__ in ("HostLibrary", "ProcessHost"):
-                parts.append(prov)  # process-wide and never unloaded
-            else:
-                return None  # synthetic modules and unknown providers may change
-        return tuple(parts)
+        if self._facts is None:
+            self._facts = Binder.scope_facts(self.scope)
+        return self._facts[0]
 
     def prime(self) -> None:
         """Fill the cache from a plan recorded by an earlier load with the same scope."""
@@ -104,8 +122,10 @@ class Binder:
             return
         plan, positions = stored
         me = self.module
-        provs = self._provs = [*self.scope, me, None]
-        self.plan_bases = [p.base if isinstance(p, ModuleState) else 0 for p in provs]
+        self._provs = [*self.scope, me, None]
+        assert self._facts is not None  # set by _key
+        self.plan_bases = [*self._facts[1], me.image.base, 0]
+        provs = self._provs
         self.plan = plan  # entries become bindings on first use (bind), not all up front
         used = self.used
         for pos in positions:
