@@ -90,8 +90,9 @@ def load(source: SourceLike | Any, *, name: str | None = None, scope: Sequence[A
         RelinkError subclasses; nothing stays mapped after a failure.
     """
     mapper, target = _target(arch, mapper, memory)
-    custom_linker = any(x is not None for x in (host, resolver, mapper, executor, tls,
-                                                fallback, target)) or lazy
+    custom_linker = lazy or not (host is None and resolver is None and mapper is None
+                                 and executor is None and tls is None and fallback is None
+                                 and target is None)
     if context is None:
         label = name or (str(source) if isinstance(source, str) else type(source).__name__)
         context = LinkContext(f"load:{label}")

@@ -270,6 +270,7 @@ class PreparedLoad(GraphBuilder):
             return self._init_order
         out: list[Entry] = []
         seen: set[int] = set()
+        new = {e.id for e in self.new}
         assert self.root is not None
         stack: list[tuple[Entry, int]] = [(self.root, 0)]
         seen.add(self.root.id)
@@ -281,7 +282,7 @@ class PreparedLoad(GraphBuilder):
                 if d.id not in seen:
                     seen.add(d.id)
                     stack.append((d, 0))
-            elif isinstance(e.module, ModuleState) and (e in self.new or
+            elif isinstance(e.module, ModuleState) and (e.id in new or
                                                          e.module.state == State.RELOCATED):
                 out.append(e)
         if self.stage not in ("new", "preparing"):

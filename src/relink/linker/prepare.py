@@ -176,8 +176,8 @@ class GraphBuilder:
 
     def _materialize(self, found: Found, needed: str, owner: Entry | None, *,
                      root: bool = False) -> Entry:
-        label = owner.module.image.label if owner is not None else None
         if found.kind == "missing":
+            label = owner.module.image.label if owner is not None else None
             raise UnresolvedDependencyError(needed, needed_by=label,
                                             searched=[str(c) for c in found.tried]
                                             or [found.how])
@@ -186,7 +186,8 @@ class GraphBuilder:
             if e is None:
                 raise LinkContextError(f"resolver for {needed!r} returned Existing("
                                        f"{found.value!r}) but the context has no such key",
-                                       reason="existing-key-missing", file=label)
+                                       reason="existing-key-missing",
+                                       file=owner.module.image.label if owner else None)
             return e
         if found.kind in ("host", "module"):
             return self._adopt(found.value, needed, found.how, owner)

@@ -22,7 +22,7 @@ import struct
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from relink.arch import ArchSpec, FieldSpec, RelocClass, rtype_name
 from relink.elf.relocs import RelocTable
@@ -531,30 +531,40 @@ def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
     dyn = image.dynamic
     if dyn is None:
         return
-    word = image.spec.word_size
-    fmt: Literal["Q", "I"] = "Q" if word == 8 else "I"
     parsed = image.parsed
     facts = parsed.facts if parsed is not None and parsed.complete else None
-    checked = facts is not None and facts.get("lifecycle_arrays_checked")
-
-    def array(vaddr: int, size: int, what: str) -> list[int]:
-        if not vaddr or not size:
-            return []
-        if not checked:
+    layout = facts.get("lifecycle_arrays") if facts is not None else None
+    if layout is None:
+        # Checked once per file (link-time ranges): (vaddr, struct format) per array.
+        word = image.spec.word_size
+        letter = "Q" if word == 8 else "I"
+        arrays: list[tuple[int, str] | None] = []
+        for vaddr, size, what in ((dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY"),
+                                  (dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")):
+            if not vaddr or not size:
+                arrays.append(None)
+                continue
             image.view.get(vaddr, size, what)  # bounds check against the segments
             if size % word:
                 raise RelocationError(f"{what} size {size} is not a multiple of the word "
                                       "size", file=image.label)
-        raw = view[vaddr + delta:vaddr + delta + size]
-        # 0 and -1 entries are placeholders that glibc skips too.
-        return [f for f in raw.cast(fmt).tolist() if f not in (0, (1 << (8 * word)) - 1)]
-
-    init = [image.base + dyn.init] if dyn.init else []
-    init += array(dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY")
-    fini = list(reversed(array(dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")))
-    if facts is not None:
-        facts["lifecycle_arrays_checked"] = True  # link-time ranges: true for every load
+            arrays.append((vaddr, f"<{size // word}{letter}"))
+        layout = (arrays[0], arrays[1], (1 << (8 * word)) - 1)
+        if facts is not None:
+            facts["lifecycle_arrays"] = layout
+    init_at: tuple[int, str] | None
+    fini_at: tuple[int, str] | None
+    ones: int
+    init_at, fini_at, ones = layout  # type: ignore[misc]
+    base = image.base
+    # 0 and -1 entries are placeholders that glibc skips too.
+    init = [base + dyn.init] if dyn.init else []
+    if init_at is not None:
+        init += [f for f in struct.unpack_from(init_at[1], view, init_at[0] + delta)
+                 if f and f != ones]
+    fini = [f for f in struct.unpack_from(fini_at[1], view, fini_at[0] + delta)[::-1]
+            if f and f != ones] if fini_at is not None else []
     if dyn.fini:
-        fini.append(image.base + dyn.fini)
+        fini.append(base + dyn.fini)
     state.init_funcs = init
     state.fini_funcs = fini
