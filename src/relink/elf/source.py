@@ -25,6 +25,7 @@ SourceLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, int, I
 
 _fresh = itertools.count(1)
 _HEAD = 4096
+_S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG
 
 
 class SourceIdentity(namedtuple("SourceIdentity", "kind a b")):
@@ -181,15 +182,32 @@ def _from_fd(fd: int, path: str | None, owns: bool) -> ElfSource:
     except OSError as exc:
         raise MappingError(f"cannot stat: {exc.strerror}", file=path, op="fstat",
                            errno=exc.errno) from exc
-    if not stat.S_ISREG(st.st_mode):
+    if st.st_mode & _S_IFMT != _S_IFREG:
         if owns:
             os.close(fd)
         raise ElfParseError("not a regular file", file=path)
-    name = os.path.basename(path) if path else f"fd:{fd}"
+    name = path.rpartition("/")[2] if path else f"fd:{fd}"
     return ElfSource(name=name, path=path, fd=fd, size=st.st_size,
                      identity=SourceIdentity("file", st.st_dev, st.st_ino),
                      data=None, stamp=(st.st_size, st.st_mtime_ns, st.st_ctime_ns),
                      owns_fd=owns)
+
+
+def _open_path(path: str) -> ElfSource:
+    """Open a file input (kept open: the loader maps its segments from the fd)."""
+    try:
+        # O_NONBLOCK: opening a FIFO (say a hostile DT_NEEDED path) must not block
+        # forever; _from_fd then rejects it as not a regular file (issue 9).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise MappingError(f"cannot open: {exc.strerror}", file=path, op="open",
+                           errno=exc.errno) from exc
+    except ValueError as exc:  # e.g. an embedded NUL byte
+        raise MappingError(f"cannot open: {exc}", file=repr(path), op="open",
+                           errno=22) from exc
+    # O_NONBLOCK has no effect on the regular files _from_fd accepts: no need to
+    # clear it (one system call less per file).
+    return _from_fd(fd, path, owns=True)
 
 
 def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
@@ -204,6 +222,8 @@ def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
         MappingError: the file cannot be opened or read (carries errno).
         ElfParseError: the input is not a regular file.
     """
+    if type(source) is str:  # the common case first
+        return _open_path(source)
     if isinstance(source, ElfSource):
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -217,20 +237,7 @@ def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
     if isinstance(source, int):
         return _from_fd(source, name, owns=False)
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        try:
-            # O_NONBLOCK: opening a FIFO (say a hostile DT_NEEDED path) must not block
-            # forever; _from_fd then rejects it as not a regular file (issue 9).
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            raise MappingError(f"cannot open: {exc.strerror}", file=path, op="open",
-                               errno=exc.errno) from exc
-        except ValueError as exc:  # e.g. an embedded NUL byte
-            raise MappingError(f"cannot open: {exc}", file=repr(path), op="open",
-                               errno=22) from exc
-        # O_NONBLOCK has no effect on the regular files _from_fd accepts: no need to
-        # clear it (one system call less per file).
-        return _from_fd(fd, path, owns=True)
+        return _open_path(os.fspath(source))
     fileno = getattr(source, "fileno", None)
     if fileno is not None:
         try:
