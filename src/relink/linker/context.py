@@ -144,6 +144,7 @@ class Lease:
         self.entry = entry
         self.released = False
         self.pending_init: list[Entry] = []
+        self.finalizer: weakref.finalize | None = None  # releases it if the facade dies
 
     def _dependency_views(self, facade: Module) -> list[Module]:
         """`facade.dependencies` of the root facade, built on first access: facades of
@@ -161,6 +162,10 @@ class Lease:
 
     def release(self, module: Any = None) -> list[str]:
         """Drop the lease; unload what became unreachable. Idempotent."""
+        finalizer = self.finalizer
+        if finalizer is not None:
+            self.finalizer = None
+            finalizer.detach()  # released now: nothing left to do when the facade dies
         return self.ctx._release(self)
 
     def _collected(self) -> None:
@@ -374,7 +379,7 @@ class LinkContext:
         facade = Module(e.module, lease)
         facade._keep.append(self)
         facade._deps_of = lease._dependency_views
-        weakref.finalize(facade, lease._collected)
+        lease.finalizer = weakref.finalize(facade, lease._collected)
         return facade
 
     @staticmethod

@@ -253,6 +253,7 @@ class PreparedLoad(GraphBuilder):
         self.spec = linker.arch or (host_spec() if linker.mapper.native else None)
         self.acceptor: Acceptor | None = None
         self._init_order: list[Entry] | None = None  # fixed once prepared
+        self._staged: dict[int, Entry] | None = None  # id(module) -> new entry, once mapped
 
     def _provider(self, p: Any) -> Any:
         if isinstance(p, Module):
@@ -340,12 +341,14 @@ class PreparedLoad(GraphBuilder):
             kw: dict[str, Any] = {"unique": self.unique, "interpose": self.interpose_map}
             if scope is base_scope and base_facts is not None:
                 kw["scope_facts"] = base_facts
-            binder = hooks.make_binder(st, scope, **kw) if hooks else \
-                _binder(st, scope, **kw)
+            binder = hooks.make_binder(st, scope, **kw) if hooks else Binder(st, scope, **kw)
             check_version_needs(st, [d.module for d in e.deps])  # ld.so's verneed check
-            relocate_module(st, binder, tls=linker.tls,
-                            fallback=hooks.fallback if hooks else linker.fallback,
-                            **_extra_args(linker.lazy, hooks.pre if hooks else None))
+            if hooks:
+                relocate_module(st, binder, tls=linker.tls, fallback=hooks.fallback,
+                                **_extra_args(linker.lazy, hooks.pre))
+            else:
+                relocate_module(st, binder, tls=linker.tls, fallback=linker.fallback,
+                                lazy=linker.lazy)
             st.scope = scope
             st.state = State.RELOCATED
             if relocated_hooks:
@@ -365,12 +368,12 @@ class PreparedLoad(GraphBuilder):
 
     def _record_bindings(self, e: Entry, used: Any) -> None:
         by_module = self.ctx._by_module
-        staged: dict[int, Entry] | None = None
+        staged = self._staged
         for prov in used:
             dep = by_module.get(id(prov))
             if dep is None:
                 if staged is None:
-                    staged = {id(n.module): n for n in self.new}
+                    staged = self._staged = {id(n.module): n for n in self.new}
                 dep = staged.get(id(prov))
             if dep is not None:
                 e.bound[dep.id] = dep
@@ -467,10 +470,6 @@ class PreparedLoad(GraphBuilder):
             if self.lease is not None:
                 ctx._collect()
             self.stage = "rolled back"
-
-
-def _binder(st: ModuleState, scope: list[Any], **kw: Any) -> Any:
-    return Binder(st, scope, **kw)
 
 
 def _extra_args(lazy: bool, pre: Callable[..., Any] | None) -> dict[str, Any]:
