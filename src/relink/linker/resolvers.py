@@ -32,7 +32,13 @@ from relink._record import FrozenRecord, Record
 from relink.elf.header import parse_header
 from relink.elf.source import ElfSource, open_source
 from relink.errors import RelinkError
-from relink.linker.search import Candidate, ModuleSearchInfo, SearchPathResolver
+from relink.linker.search import (
+    FROM_CACHE,
+    FROM_DEFAULT,
+    Candidate,
+    ModuleSearchInfo,
+    SearchPathResolver,
+)
 from relink.loader import cached_header
 from relink.runtime.host import HostPolicy
 
@@ -169,13 +175,46 @@ def default_resolve(needed: str, owner: ModuleSearchInfo | None,
         lib = host.provides(needed)
         if lib is not None:
             return Found("host", lib, "host-provided")
+    key = (id(search), id(owner), tuple(map(id, chain)), needed)
+    hit = _resolved.get(key)
+    if hit is not None and hit[0] is search and hit[1] is owner and hit[2] == tuple(chain):
+        found = _replay(hit[3], acceptor)
+        if found is not None:
+            return found
     path, tried = search.resolve(needed, owner, chain, accept=acceptor)
+    if path is not None and not any(c.reason in _LATE for c in tried):
+        # Found before the ld.so.cache step: the same candidates, in the same order,
+        # for as long as the search configuration and the modules' facts are these.
+        if len(_resolved) >= 1024:
+            _resolved.clear()
+        _resolved[key] = (search, owner, tuple(chain), tuple(tried))
     if path is None:
         extra = [Candidate(p, f"skipped: {why}") for p, why in acceptor.skipped]
         acceptor.skipped.clear()
         return Found("missing", None, "not found", tried + extra)
     acceptor.skipped.clear()
     return Found("path", path, tried[-1].reason, tried, acceptor.take(path))
+
+
+_LATE = frozenset((FROM_CACHE, FROM_DEFAULT))
+_resolved: dict[tuple[Any, ...], tuple[Any, Any, Any, tuple[Candidate, ...]]] = {}
+
+
+def _replay(tried: tuple[Candidate, ...], acceptor: Acceptor) -> Found | None:
+    """A resolution found before among the configuration's own directories, checked
+    again: every earlier candidate must still be refused and the winner accepted (that
+    is what the full search would conclude). None: the file system changed, search."""
+    *before, winner = tried
+    for c in before:
+        if acceptor(c.path):  # a file appeared there: the full search decides
+            acceptor.take(c.path).close()
+            acceptor.skipped.clear()
+            return None
+    ok = acceptor(winner.path)
+    acceptor.skipped.clear()
+    if not ok:
+        return None
+    return Found("path", winner.path, winner.reason, list(tried), acceptor.take(winner.path))
 
 
 def classify(result: Any, needed: str) -> Found | None:

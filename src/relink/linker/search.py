@@ -389,6 +389,10 @@ def _search_dirs_memo(resolver: SearchPathResolver, owner: ModuleSearchInfo | No
     return tuple(resolver.search_dirs(owner, chain))
 
 
+# Candidate reasons of the steps whose answers depend on more than the search
+# configuration and the modules' search facts (the ld.so.cache file, the default dirs).
+DIRECT, FROM_CACHE, FROM_DEFAULT = "direct path", "ld.so.cache", "default dir"
+
 _first_memo: dict[tuple[int, int, tuple[int, ...], str],
                   tuple[object, object, object, tuple[Candidate, ...], frozenset[str]]] = {}
 
@@ -589,7 +593,7 @@ class SearchPathResolver(FrozenRecord):
         if not name:
             return
         if "/" in name:
-            yield Candidate(name, "direct path")
+            yield Candidate(name, DIRECT)
             return
         first, seen_first = _first_candidates(self, owner, loader_chain, name)
         yield from first
@@ -609,12 +613,12 @@ class SearchPathResolver(FrozenRecord):
                 if nodeflib and _under_any(path, defaults):
                     continue
                 if fresh(path):
-                    yield Candidate(path, "ld.so.cache")
+                    yield Candidate(path, FROM_CACHE)
         if self.use_default_dirs and not nodeflib:
             for directory in defaults:
                 path = _join(directory, name)
                 if fresh(path):
-                    yield Candidate(path, "default dir")
+                    yield Candidate(path, FROM_DEFAULT)
 
     def resolve(
         self,
