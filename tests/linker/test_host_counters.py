@@ -1,5 +1,5 @@
-"""The host's load/unload counters (runtime/host.py `_generation`): the machine-code
-callback used on x86_64 must read what glibc reports through a Python callback, and
+"""The host's load/unload counters and object names (runtime/host.py): the machine-code
+callbacks used on x86_64 must read what glibc reports through Python callbacks, and
 notice a library the host dlopens and dlcloses."""
 
 from __future__ import annotations
@@ -38,7 +38,17 @@ def test_native_counters_match_glibc(tmp_path: Path) -> None:
     loaded = host._generation()
     assert loaded == _python_counters() and loaded[0] == before[0] + 1
     assert "libhostcounter.so" in host.loaded_names()
+    assert host.host_has_loaded("libhostcounter.so")
+    assert not host.host_has_loaded("hostcounter.so")  # whole file names only
     c.dlclose(handle)
     after = host._generation()
     assert after == _python_counters() and after[1] == loaded[1] + 1
     assert "libhostcounter.so" not in host.loaded_names()
+    assert not host.host_has_loaded("libhostcounter.so")
+
+
+def test_native_and_python_walks_see_the_same_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    native = host.loaded_names()
+    monkeypatch.setattr(host, "_native_counters", [None])  # the Python callbacks
+    monkeypatch.setattr(host, "_snapshot", [(-1, -1), b"", None])
+    assert host.loaded_names() == native and "libc.so.6" in native

@@ -201,7 +201,7 @@ class HostPolicy:
                 return lib
             # Ask the host only about names it has loaded: a dlopen(RTLD_NOLOAD) miss
             # searches the file system (~35 us); the snapshot costs ~1 us when unchanged.
-            if name.rsplit("/", 1)[-1] in loaded_names():
+            if host_has_loaded(name.rsplit("/", 1)[-1]):
                 return host_library(name, load=False)
         return None
 
@@ -216,7 +216,7 @@ _libraries_lock = threading.Lock()
 PROCESS = ProcessHost()
 
 
-_snapshot: list[object] = [(-1, -1), frozenset()]
+_snapshot: list[object] = [(-1, -1), b"", None]  # generation, names blob, name set
 
 
 _counters: list[tuple[int, int]] = [(0, 0)]
@@ -237,57 +237,112 @@ _FIRST_COUNTERS = c.DL_ITERATE_PHDR_CALLBACK(_first_counters)
 #   mov rax,[rdi+32]; mov [rdx],rax; mov rax,[rdi+40]; mov [rdx+8],rax; mov eax,1; ret
 # (dlpi_adds and dlpi_subs sit at offsets 32 and 40 of dl_phdr_info on x86_64.)
 _COUNTERS_CODE = bytes.fromhex("488b47204889024" "88b4728488942" "08b801000000c3")
+# A second one copies every object's dlpi_name, NUL-terminated, into a buffer described
+# by {cur, end, overflow} -- inside the walk, under glibc's lock, so no name can be
+# freed meanwhile -- and stops the walk (returns 1) when the buffer is full:
+#       mov rax,[rdi+8]; test rax,rax; jz done; mov rcx,[rdx]; mov r8,[rdx+8]
+#   l:  cmp rcx,r8; jae full; mov r9b,[rax]; mov [rcx],r9b; inc rcx; inc rax
+#       test r9b,r9b; jnz l; mov [rdx],rcx
+#   done: xor eax,eax; ret
+#   full: mov qword [rdx+16],1; mov eax,1; ret
+_NAMES_CODE = bytes.fromhex("488b47084885c07420488b0a4c8b42084c39c17317448a08448809"
+                            "48ffc148ffc04584c975ea48890a31c0c3"
+                            "48c7421001000000b801000000c3")
+_NAMES_CAPACITY = 1 << 16  # bytes of names
 _native_counters: list[Any] = []
 
 
 def _native_callback() -> Any:
-    """The machine-code callback and its output buffer, or None where unavailable."""
+    """(counters callback, its buffer, names callback, its buffer) in machine code, or
+    None where unavailable (not x86_64, or no executable page)."""
     if not _native_counters:
         callback: Any = None
         if os.uname().machine in ("x86_64", "amd64") and ctypes.sizeof(ctypes.c_void_p) == 8 \
-                and c.DlPhdrInfo.dlpi_adds.offset == 32 and c.DlPhdrInfo.dlpi_subs.offset == 40:
+                and c.DlPhdrInfo.dlpi_adds.offset == 32 and c.DlPhdrInfo.dlpi_subs.offset == 40 \
+                and c.DlPhdrInfo.dlpi_name.offset == 8:
             page = c.mmap(None, 4096, c.PROT_READ | c.PROT_WRITE,
                           c.MAP_PRIVATE | c.MAP_ANONYMOUS, -1, 0)
             if page and page != c.MAP_FAILED:
                 ctypes.memmove(page, _COUNTERS_CODE, len(_COUNTERS_CODE))
+                ctypes.memmove(page + 64, _NAMES_CODE, len(_NAMES_CODE))
                 if c.mprotect(page, 4096, c.PROT_READ | c.PROT_EXEC) == 0:
                     # Never unmapped: glibc may call it until the process exits.
-                    callback = (c.DL_ITERATE_PHDR_CALLBACK(page), (ctypes.c_uint64 * 2)())
+                    names = ctypes.create_string_buffer(_NAMES_CAPACITY)
+                    callback = (c.DL_ITERATE_PHDR_CALLBACK(page), (ctypes.c_uint64 * 2)(),
+                                c.DL_ITERATE_PHDR_CALLBACK(page + 64), names,
+                                (ctypes.c_uint64 * 3)())
         _native_counters.append(callback)
     return _native_counters[0]
+
+
+def _native_blob(native: Any) -> bytes | None:
+    """Every object's dlpi_name, NUL-separated, through the machine-code walk (None if
+    the buffer was too small)."""
+    _, _, fn, buf, state = native
+    start = ctypes.addressof(buf)
+    state[0], state[1], state[2] = start, start + _NAMES_CAPACITY, 0
+    c.dl_iterate_phdr(fn, ctypes.addressof(state))
+    return None if state[2] else ctypes.string_at(start, state[0] - start)
 
 
 def _generation() -> tuple[int, int]:
     native = _native_counters[0] if _native_counters else _native_callback()
     with _counters_lock:
         if native is not None:
-            fn, out = native
+            fn, out = native[0], native[1]
             c.dl_iterate_phdr(fn, ctypes.addressof(out))
             return out[0], out[1]
         c.dl_iterate_phdr(_FIRST_COUNTERS, None)
         return _counters[0]
 
 
-def loaded_names() -> frozenset[str]:
-    """Base names of every object the host's dynamic linker has loaded (cached).
-
-    Re-read only when glibc's load/unload counters (dlpi_adds / dlpi_subs) change.
-    """
+def _names_blob() -> bytes:
+    """``\\0name\\0name…\\0`` of every object the host's dynamic linker has loaded;
+    re-read only when glibc's load/unload counters (dlpi_adds / dlpi_subs) change."""
     gen = _generation()
     if gen != _snapshot[0]:
-        names: set[str] = set()
+        blob = None
+        native = _native_counters[0] if _native_counters else None
+        if native is not None:
+            with _counters_lock:
+                blob = _native_blob(native)
+        if blob is None:
+            names: list[bytes] = []
 
-        def collect(info: Any, size: int, data: int | None) -> int:
-            raw = info.contents.dlpi_name
-            if raw:
-                names.add(raw.decode("utf-8", "surrogateescape").rsplit("/", 1)[-1])
-            return 0
+            def collect(info: Any, size: int, data: int | None) -> int:
+                raw = info.contents.dlpi_name
+                if raw:
+                    names.append(raw + b"\0")
+                return 0
 
-        c.dl_iterate_phdr(c.DL_ITERATE_PHDR_CALLBACK(collect), None)
-        _snapshot[:] = [gen, frozenset(names)]
+            c.dl_iterate_phdr(c.DL_ITERATE_PHDR_CALLBACK(collect), None)
+            blob = b"".join(names)
+        _snapshot[:] = [gen, b"\0" + blob, None]
     result = _snapshot[1]
-    assert isinstance(result, frozenset)
+    assert isinstance(result, bytes)
     return result
+
+
+def host_has_loaded(base: str) -> bool:
+    """Whether the host has an object whose file name (last path component) is `base`:
+    one substring search, no per-object work."""
+    blob = _names_blob()
+    raw = base.encode("utf-8", "surrogateescape")
+    return b"/" + raw + b"\0" in blob or b"\0" + raw + b"\0" in blob
+
+
+def loaded_names() -> frozenset[str]:
+    """Base names of every object the host's dynamic linker has loaded (cached)."""
+    blob = _names_blob()
+    snap = _snapshot
+    names = snap[2]
+    if names is None or snap[1] is not blob:
+        names = frozenset(n.decode("utf-8", "surrogateescape").rsplit("/", 1)[-1]
+                          for n in blob.split(b"\0") if n)
+        if snap[1] is blob:
+            snap[2] = names
+    assert isinstance(names, frozenset)
+    return names
 
 
 def host_library(name: str, *, load: bool) -> HostLibrary | None:
