@@ -381,6 +381,8 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
 
 
 _SegmentStep = tuple[int, int, int, int, int, int, int, int, int]
+# A zero tail is less than a page: slices of this view zero it without an allocation.
+_ZEROS = memoryview(bytes(1 << 16))
 
 
 def _segment_plan(parsed: ParsedMetadata, lo: int, page: int) -> list[_SegmentStep]:
@@ -446,7 +448,7 @@ def _map_file_segments(parsed: ParsedMetadata, region: Region, view: memoryview 
             if not prot & PROT_WRITE:
                 region.protect(page_at, page, prot | PROT_WRITE)
             if view is not None:
-                view[tail_at:tail_at + tail] = bytes(tail)
+                view[tail_at:tail_at + tail] = _ZEROS[:tail]
             else:
                 region.write(start + tail_at, bytes(tail))
             if not prot & PROT_WRITE:
@@ -514,7 +516,7 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
                         region.protect(page_at, page, prot | PROT_WRITE)
                     if view is not None:
                         at = file_end - region.start
-                        view[at:at + tail] = bytes(tail)
+                        view[at:at + tail] = _ZEROS[:tail]
                     else:
                         region.write(file_end, bytes(tail))
                     if not prot & PROT_WRITE:
