@@ -21,7 +21,6 @@ from relink.linker import callbacks as _callbacks
 __all__ = ["Module", "SyntheticModule"]
 
 C = TypeVar("C")
-_MISS = object()
 STT_FUNC, STT_OBJECT, STT_NOTYPE = 2, 1, 0
 
 
@@ -134,11 +133,12 @@ class Module:
 
         Like dlsym/dlvsym: IFUNCs are resolved; the module's own exports only.
         """
+        if version is None:
+            try:
+                return self._symcache[name]  # type: ignore[index]  # hit (misses too)
+            except (KeyError, TypeError):  # not asked yet, or no cache (None)
+                pass
         cache = self._symcache
-        if version is None and cache is not None:
-            hit = cache.get(name, _MISS)
-            if hit is not _MISS:
-                return hit  # type: ignore[return-value]
         self._check_open()
         addr: int | None = self._state.symbol(name, version)
         if version is None and cache is not None and self._state.cacheable(name):
@@ -165,32 +165,34 @@ class Module:
             SymbolNotFoundError: the module does not export `name`.
         """
         key = (name, restype, argtypes, version)
-        fn = self._functions.get(key)
-        if fn is None:
-            addr = self._address(name, version)
-            foreign = self._foreign_memory()
-            if foreign is not None:
-                # Never run a foreign image's code on the host: the backend calls it
-                # (the emulator backend runs it inside unicorn).
-                make = getattr(foreign, "function", None)
-                if make is None:
-                    from relink.errors import UnsupportedError
+        try:
+            return self._functions[key]
+        except KeyError:
+            pass
+        addr = self._address(name, version)
+        foreign = self._foreign_memory()
+        if foreign is not None:
+            # Never run a foreign image's code on the host: the backend calls it
+            # (the emulator backend runs it inside unicorn).
+            make = getattr(foreign, "function", None)
+            if make is None:
+                from relink.errors import UnsupportedError
 
-                    raise UnsupportedError(
-                        f"{name} is {self.arch} code in {type(foreign).__name__} memory, "
-                        "which cannot run it: load it into relink.memory.unicorn.Emulator",
-                        file=self.path or self.name)
-                fn = make(addr, name, restype, argtypes)
-                self._functions[key] = fn
-                return fn
-            fn = ctypes.CFUNCTYPE(restype, *argtypes)(addr)
-            # Keep the mapping alive as long as the function object.
-            setattr(fn, "__name__", name)  # noqa: B010
-            setattr(fn, "_relink_module", self)  # noqa: B010
-            if _callbacks.active():
-                # A Python callback this call reaches may have raised: re-raise it here.
-                fn.errcheck = _callbacks.errcheck
+                raise UnsupportedError(
+                    f"{name} is {self.arch} code in {type(foreign).__name__} memory, "
+                    "which cannot run it: load it into relink.memory.unicorn.Emulator",
+                    file=self.path or self.name)
+            fn = make(addr, name, restype, argtypes)
             self._functions[key] = fn
+            return fn
+        fn = ctypes.CFUNCTYPE(restype, *argtypes)(addr)
+        # Keep the mapping alive as long as the function object.
+        setattr(fn, "__name__", name)  # noqa: B010
+        setattr(fn, "_relink_module", self)  # noqa: B010
+        if _callbacks.active():
+            # A Python callback this call reaches may have raised: re-raise it here.
+            fn.errcheck = _callbacks.errcheck
+        self._functions[key] = fn
         return fn
 
     def variable(self, name: str, ctype: type[C], version: str | None = None) -> C:
