@@ -215,6 +215,10 @@ class ModuleState:
                 return
             self.state = State.CLOSED
             self.symcache.clear()
+            # The scope lists this very module: drop the references so the state (and
+            # its image) is freed by reference counting, not left to the cycle collector.
+            self.scope = []
+            self.deps = []
             run_release_hooks(self.extras, self.name)
             self.image.release()
             self.image.source.close()

@@ -246,12 +246,11 @@ class LinkContext:
         self._by_identity: dict[Any, Entry] = {}
         self._by_module: dict[int, Entry] = {}
         self._order: list[Entry] = []  # publication order: dependencies first
-        self._op = _Op(self)
 
     def op(self) -> _Op:
         """Hold the context for one operation (re-entrant); releases of leases whose
         facades were garbage-collected meanwhile are applied when it ends."""
-        return self._op
+        return _Op(self)  # made per operation: kept on the context it would be a cycle
 
     # -- loading --------------------------------------------------------------------
 

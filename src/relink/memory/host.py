@@ -56,7 +56,9 @@ class HostRegion:
 
     def view(self) -> memoryview:
         if self._view is None:
-            self._view = memoryview((ctypes.c_char * self.size).from_address(self.start)).cast("B")
+            # Straight from the address: a ctypes array type per size would be created
+            # (and left to the cycle collector) on every load.
+            self._view = c.memoryview_at(self.start, self.size)
         return self._view
 
     def release(self) -> None:

@@ -16,7 +16,7 @@ __all__ = [
     "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE", "RTLD_DEFAULT", "RTLD_GLOBAL",
     "RTLD_LAZY", "RTLD_LOCAL", "RTLD_NOLOAD", "RTLD_NOW", "argv_pointers", "dlclose",
     "dlerror", "dlinfo", "dlopen", "dlsym", "dlvsym", "environ_pointer", "errno_message",
-    "libc", "madvise", "memfd_create", "mmap", "mprotect", "munmap",
+    "libc", "madvise", "memfd_create", "memoryview_at", "mmap", "mprotect", "munmap",
 ]
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
@@ -76,6 +76,19 @@ memfd_create.restype = ctypes.c_int
 def errno_message(err: int) -> str:
     """``strerror`` text for an errno value."""
     return os.strerror(err) if err else "unknown error"
+
+
+_memory_view = ctypes.pythonapi.PyMemoryView_FromMemory
+_memory_view.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int]
+_memory_view.restype = ctypes.py_object
+_PyBUF_WRITE = 0x200
+
+
+def memoryview_at(address: int, size: int) -> memoryview:
+    """A writable byte memoryview of ``[address, address + size)`` (it owns nothing: the
+    caller releases it before the memory goes)."""
+    view: memoryview = _memory_view(address, size, _PyBUF_WRITE)
+    return view
 
 
 _environ: list[ctypes.c_void_p] = []
