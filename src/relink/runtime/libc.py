@@ -121,7 +121,7 @@ def _tls_index() -> type[ctypes.Structure]:
 
 def _dl_iterate_phdr() -> Any:
     fn = libc.dl_iterate_phdr
-    fn.argtypes = [__getattr__("DL_ITERATE_PHDR_CALLBACK"), _vp]
+    fn.argtypes = [_get("DL_ITERATE_PHDR_CALLBACK"), _vp]
     fn.restype = _int
     return fn
 
@@ -131,9 +131,9 @@ _MADE: dict[str, Callable[[], Any]] = {
     "DlPhdrInfo": _dl_phdr_info,
     "TlsIndex": _tls_index,
     "DL_ITERATE_PHDR_CALLBACK": lambda: ctypes.CFUNCTYPE(
-        _int, ctypes.POINTER(__getattr__("DlPhdrInfo")), _sz, _vp),
+        _int, ctypes.POINTER(_get("DlPhdrInfo")), _sz, _vp),
     "dl_iterate_phdr": _dl_iterate_phdr,
-    "TLS_GET_ADDR": lambda: ctypes.CFUNCTYPE(_vp, ctypes.POINTER(__getattr__("TlsIndex"))),
+    "TLS_GET_ADDR": lambda: ctypes.CFUNCTYPE(_vp, ctypes.POINTER(_get("TlsIndex"))),
     "CPUID": lambda: ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
                                       ctypes.POINTER(ctypes.c_uint32 * 4)),
     "REGISTER_FRAME": lambda: ctypes.CFUNCTYPE(None, _vp),  # __(de)register_frame(begin)
@@ -154,6 +154,12 @@ __all__ += ["CALL_MAIN", "CPUID", "DL_ITERATE_PHDR_CALLBACK", "DlPhdrInfo", "FOR
             "RTLD_DI_TLS_MODID", "TLS_GET_ADDR", "TLS_STATIC_INFO", "TlsIndex", "XGETBV",
             "abort", "cxa_finalize", "dl_iterate_phdr", "fflush", "getauxval",
             "pthread_self", "syscall"]
+
+
+def _get(name: str) -> Any:
+    """Prototype `name`, made now unless it already exists."""
+    value = globals().get(name)
+    return __getattr__(name) if value is None else value
 
 
 def __getattr__(name: str) -> Any:
