@@ -109,6 +109,17 @@ def test_libc_prototypes_made_on_first_use_are_one_family() -> None:
         libc.no_such_prototype  # noqa: B018
 
 
+def test_dlerror_reports_the_first_failure_of_a_fresh_process() -> None:
+    # Resolving dlerror lazily (a dlsym) after a failed dlopen would clear the message.
+    code = ("from relink.runtime import libc as c\n"
+            "assert not c.dlopen(b'/nonexistent/libnothing.so', c.RTLD_NOW)\n"
+            "assert b'libnothing' in c.dlerror()\n")
+    src = str(Path(relink.__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, PYTHONPATH=src))
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_default_tls_runtime_is_imported_by_the_first_module_that_needs_it() -> None:
     code = ("import sys, relink\n"
             "from relink.linker.linker import Linker\n"

@@ -4,10 +4,11 @@ Runtime layer, host only. libc is opened once with ``use_errno=True`` and every 
 gets explicit ``argtypes``/``restype`` so 64-bit pointers are never truncated to
 ``c_int``. Other modules import the prototypes from here; none declares its own.
 
-Each prototype (function, structure or callback type) is made the first time it is
-used, through the module's ``__getattr__`` (PEP 562), and then kept as an ordinary
-module attribute: a plain load uses a handful of the ~30, and each costs a ``dlsym`` or
-a ctypes type at creation.
+The functions every native load calls (mmap, mprotect, the dl* family) are made at
+import; every other prototype (function, structure or callback type) is made the first
+time it is used, through the module's ``__getattr__`` (PEP 562), and then kept as an
+ordinary module attribute: each costs a ``dlsym`` or a ctypes type at creation, and a
+plain load needs few of them.
 """
 
 from __future__ import annotations
@@ -37,18 +38,32 @@ libc = ctypes.CDLL(None, use_errno=True)
 _vp, _sz, _int, _uint = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_uint
 _ulong, _long, _u64 = ctypes.c_ulong, ctypes.c_long, ctypes.c_uint64
 
-# name -> (libc symbol, argtypes or None to leave them unset, restype)
+
+def _function(symbol: str, argtypes: list[Any] | None, restype: Any) -> Any:
+    fn = getattr(libc, symbol)
+    if argtypes is not None:
+        fn.argtypes = argtypes
+    fn.restype = restype
+    return fn
+
+
+# Made at import: every native load uses them. The dl* family must exist before any
+# dlopen / dlsym fails: resolving dlerror itself (a dlsym) after a failure would clear
+# the error it is meant to report.
+mmap = _function("mmap", [_vp, _sz, _int, _int, _int, _long], _vp)
+munmap = _function("munmap", [_vp, _sz], _int)
+mprotect = _function("mprotect", [_vp, _sz, _int], _int)
+dlopen = _function("dlopen", [ctypes.c_char_p, _int], _vp)
+dlclose = _function("dlclose", [_vp], _int)
+dlsym = _function("dlsym", [_vp, ctypes.c_char_p], _vp)
+dlvsym = _function("dlvsym", [_vp, ctypes.c_char_p, ctypes.c_char_p], _vp)
+dlerror = _function("dlerror", [], ctypes.c_char_p)
+dlinfo = _function("dlinfo", [_vp, _int, _vp], _int)
+
+# The others, made on first use: name -> (libc symbol, argtypes or None to leave them
+# unset, restype).
 _FUNCTIONS: dict[str, tuple[str, list[Any] | None, Any]] = {
-    "mmap": ("mmap", [_vp, _sz, _int, _int, _int, _long], _vp),
-    "munmap": ("munmap", [_vp, _sz], _int),
-    "mprotect": ("mprotect", [_vp, _sz, _int], _int),
     "madvise": ("madvise", [_vp, _sz, _int], _int),
-    "dlopen": ("dlopen", [ctypes.c_char_p, _int], _vp),
-    "dlclose": ("dlclose", [_vp], _int),
-    "dlsym": ("dlsym", [_vp, ctypes.c_char_p], _vp),
-    "dlvsym": ("dlvsym", [_vp, ctypes.c_char_p, ctypes.c_char_p], _vp),
-    "dlerror": ("dlerror", [], ctypes.c_char_p),
-    "dlinfo": ("dlinfo", [_vp, _int, _vp], _int),
     "memfd_create": ("memfd_create", [ctypes.c_char_p, _uint], _int),  # glibc >= 2.27
     "pthread_self": ("pthread_self", [], _vp),  # == %fs:0 (the TCB) on x86_64 glibc
     "getauxval": ("getauxval", [_ulong], _ulong),
@@ -166,11 +181,7 @@ def __getattr__(name: str) -> Any:
     """Make prototype `name` on first use and keep it as a module attribute."""
     spec = _FUNCTIONS.get(name)
     if spec is not None:
-        symbol, argtypes, restype = spec
-        value = getattr(libc, symbol)
-        if argtypes is not None:
-            value.argtypes = argtypes
-        value.restype = restype
+        value = _function(*spec)
     else:
         make = _MADE.get(name)
         if make is None:
@@ -182,16 +193,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers
-    mmap: Any
-    munmap: Any
-    mprotect: Any
     madvise: Any
-    dlopen: Any
-    dlclose: Any
-    dlsym: Any
-    dlvsym: Any
-    dlerror: Any
-    dlinfo: Any
     memfd_create: Any
     pthread_self: Any
     getauxval: Any
