@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relink.elf.dynamic import DT_NULL, DT_STRSZ, DT_STRTAB, DT_SYMTAB, DT_VERDEF
 from relink.elf.version import VER_FLG_WEAK
 from relink.errors import ElfParseError, RelinkError, VersionNotFoundError
+
+if TYPE_CHECKING:
+    from relink.elf.header import ProgramHeader
+    from relink.elf.source import ElfSource
 
 __all__ = ["check_version_needs", "defined_versions", "oldest_version"]
 
@@ -27,6 +31,7 @@ _DYN = {32: struct.Struct("<iI"), 64: struct.Struct("<qQ")}  # (d_tag, d_val), a
 _VERDEF = struct.Struct("<HHHHIII")  # Elf{32,64}_Verdef, as elf.version
 _VERDAUX = struct.Struct("<II")
 _MAX_VERDEFS = 65535
+_VERDEF_WINDOW = 16384  # bytes of DT_VERDEF read at once (libc's chain is ~1.4 KiB)
 # Per host file path: (names it defines or None, name of version index 2 or None).
 _host_cache: dict[str, tuple[frozenset[str] | None, str | None]] = {}
 
@@ -105,6 +110,14 @@ def _read_host_versions(path: str) -> list[tuple[int, str]] | None:
             if tag == DT_NULL:
                 break
             tags[tag] = value
+        if tags.get(DT_SYMTAB, 0):
+            if DT_VERDEF not in tags:
+                return []
+            fast = _verdef_names(src, loads, tags)
+            if fast is not None:
+                return fast
+        # Anything unusual (a table outside its segment, a bad offset): the full parse,
+        # which validates every table and says what is wrong.
         wanted = [dyn_ph.p_vaddr, tags.get(DT_STRTAB, 0), tags.get(DT_VERDEF, 0)]
         parts, ranges, at = [], [], 0
         for ph in loads:
@@ -113,15 +126,7 @@ def _read_host_versions(path: str) -> list[tuple[int, str]] | None:
                 parts.append(src.read(ph.p_offset, n))
                 ranges.append((ph.p_vaddr, ph.p_vaddr + n, at))
                 at += n
-        data = b"".join(parts)
-        if tags.get(DT_SYMTAB, 0) and DT_VERDEF not in tags:
-            return []
-        fast = _verdef_names(data, ranges, tags) if tags.get(DT_SYMTAB, 0) else None
-        if fast is not None:
-            return fast
-        # Anything unusual (a table outside the segments read, a bad offset): the full
-        # parse, which validates every table and says what is wrong.
-        view = AddressView(memoryview(data), ranges, src.label)
+        view = AddressView(memoryview(b"".join(parts)), ranges, src.label)
         try:
             dyn = parse_dynamic(view, dyn_ph.p_vaddr, dyn_ph.p_memsz, hdr.elf_class)
             info = parse_versions(view, dyn, 0) if dyn.symtab else None
@@ -135,24 +140,29 @@ def _read_host_versions(path: str) -> list[tuple[int, str]] | None:
         src.close()
 
 
-def _verdef_names(data: bytes, ranges: list[tuple[int, int, int]],
+def _verdef_names(src: ElfSource, loads: list[ProgramHeader],
                   tags: dict[int, int]) -> list[tuple[int, str]] | None:
-    """The DT_VERDEF chain read straight from the bytes of the segments holding it:
-    (vd_ndx, first name) per definition, as `parse_versions` reports them. None when
-    anything is out of bounds or malformed: the caller then runs the full parse."""
+    """The DT_VERDEF chain read straight from the file: (vd_ndx, first name) per
+    definition, as `parse_versions` reports them. Only the string table and the
+    definitions are read (not the segments holding them: libc's first is ~150 KiB).
+    None when anything is out of bounds or malformed: the caller then runs the full
+    parse."""
 
-    def offset(vaddr: int) -> int | None:
-        for lo, hi, at in ranges:
-            if lo <= vaddr < hi:
-                return vaddr - lo + at
+    def read(vaddr: int, size: int) -> bytes | None:
+        """`size` bytes at `vaddr` (fewer if its segment ends first), None if outside."""
+        for ph in loads:
+            end = ph.p_vaddr + min(ph.p_filesz, src.size - ph.p_offset)
+            if ph.p_vaddr <= vaddr < end:
+                return src.read(ph.p_offset + vaddr - ph.p_vaddr, min(size, end - vaddr))
         return None
 
-    strtab, verdef = offset(tags.get(DT_STRTAB, 0)), offset(tags[DT_VERDEF])
     strsz = tags.get(DT_STRSZ, 0)
-    if strtab is None or verdef is None or strtab + strsz > len(data):
+    strings = read(tags.get(DT_STRTAB, 0), strsz)
+    data = read(tags[DT_VERDEF], _VERDEF_WINDOW)
+    if strings is None or data is None or len(strings) != strsz:
         return None
     out: list[tuple[int, str]] = []
-    pos, limit = verdef, len(data)
+    pos = 0
     unpack = _VERDEF.unpack_from
     try:
         for _ in range(_MAX_VERDEFS):
@@ -162,21 +172,18 @@ def _verdef_names(data: bytes, ranges: list[tuple[int, int, int]],
             aux_at = pos + aux
             for k in range(cnt):  # every name is checked, as the full parse does
                 name_at, aux_next = _VERDAUX.unpack_from(data, aux_at)
-                start = strtab + name_at
-                end = data.find(b"\0", start, strtab + strsz) if name_at < strsz else -1
-                if end < 0:
+                end = strings.find(b"\0", name_at) if name_at < strsz else -1
+                if end < 0 or end - name_at >= 4096:  # read_cstr's limit
                     return None
                 if k == 0:
-                    out.append((ndx, data[start:end].decode("utf-8", "surrogateescape")))
+                    out.append((ndx, strings[name_at:end].decode("utf-8", "surrogateescape")))
                 if not aux_next:
                     break
                 aux_at += aux_next
             if not nxt:
                 return out
             pos += nxt
-            if pos >= limit:
-                return None
-    except struct.error:
+    except struct.error:  # past the window read: the full parse decides
         return None
     return None
 
