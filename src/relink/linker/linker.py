@@ -104,8 +104,6 @@ class _NativeTls(TlsHooks):
     """`relink.runtime.tls.native_tls()`, imported the first time a module needs it: a
     load without PT_TLS or TLS relocations never imports the TLS runtime."""
 
-    __slots__ = ()
-
     @staticmethod
     def _runtime() -> Any:
         from relink.runtime.tls import native_tls
