@@ -16,7 +16,7 @@ from relink._log import lazy_logger
 from relink.elf.symbols import SHN_ABS, STT_GNU_IFUNC
 from relink.errors import InitializerError
 from relink.loader import Image
-from relink.runtime.debug import track as _debug_track
+from relink.runtime import track as _debug_track
 from relink.runtime.executor import Executor
 
 __all__ = ["ModuleState", "Provider", "State", "run_finalizers", "run_release_hooks"]

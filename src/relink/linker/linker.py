@@ -35,11 +35,6 @@ from relink.linker.resolvers import (
 from relink.linker.search import SearchPathResolver
 from relink.memory import Mapper
 from relink.module import Module, SyntheticModule
-from relink.observer import (
-    LinkerRelocationEvent,
-    RelocatedEvent,
-    implemented,
-)
 from relink.relocation.dynamic import Fallback, TlsHooks, relocate_module
 from relink.relocation.scope import Binder
 from relink.relocation.versioncheck import check_version_needs
@@ -105,12 +100,47 @@ def _register_frames() -> Callable[[Any], bool]:
 _REGISTER_FRAMES: Callable[[Any], bool] | None = None
 
 
-def _default_tls() -> TlsHooks | None:
-    try:
+class _NativeTls(TlsHooks):
+    """`relink.runtime.tls.native_tls()`, imported the first time a module needs it: a
+    load without PT_TLS or TLS relocations never imports the TLS runtime."""
+
+    @staticmethod
+    def _runtime() -> Any:
         from relink.runtime.tls import native_tls
-    except ImportError:
-        return None
-    return native_tls()
+
+        return native_tls()
+
+    def dtpmod(self, provider: Any) -> int:
+        return int(self._runtime().dtpmod(provider))
+
+    def dtpmod_at(self, provider: Any, address: int) -> int:
+        return int(self._runtime().dtpmod_at(provider, address))
+
+    def dtpoff(self, provider: Any, offset: int) -> int:
+        return int(self._runtime().dtpoff(provider, offset))
+
+    def tpoff(self, provider: Any, offset: int) -> int:
+        return int(self._runtime().tpoff(provider, offset))
+
+    def tlsdesc(self, module: ModuleState, provider: Any, offset: int) -> tuple[int, int]:
+        func, arg = self._runtime().tlsdesc(module, provider, offset)
+        return func, arg
+
+    def relocating(self, module: ModuleState, binder: Binder) -> None:
+        self._runtime().relocating(module, binder)
+
+    def relocated(self, module: ModuleState) -> None:
+        self._runtime().relocated(module)
+
+    def __getattr__(self, name: str) -> Any:  # optional hooks (tlsdesc_undefweak)
+        return getattr(self._runtime(), name)
+
+
+_DEFAULT_TLS = _NativeTls()
+
+
+def _default_tls() -> TlsHooks | None:
+    return _DEFAULT_TLS
 
 
 class Linker:
@@ -315,6 +345,8 @@ class PreparedLoad(GraphBuilder):
         tail = [PROCESS] if self.linker.process_scope and self.linker.mapper.native else \
             list(getattr(self.linker.mapper, "providers", ()))
         observers = self.observers
+        if observers:  # relink.observer is imported by the first load that has observers
+            from relink.observer import LinkerRelocationEvent, RelocatedEvent, implemented
         order_hooks = implemented(observers, "on_relocation") if observers else []
         relocated_hooks = implemented(observers, "on_relocated") if observers else []
         linker = self.linker

@@ -28,7 +28,6 @@ from relink.linker.resolvers import (
 from relink.linker.search import ModuleSearchInfo
 from relink.loader import map_image
 from relink.module import Module, SyntheticModule
-from relink.observer import BeforeLoadEvent, implemented
 from relink.state import ModuleState
 
 __all__ = ["GraphBuilder", "search_info"]
@@ -254,6 +253,11 @@ class GraphBuilder:
         return e
 
     def _before_load(self, src: ElfSource, owner: Entry | None) -> ElfSource:
+        if not self.observers:
+            return src
+        # relink.observer is imported by the first load that has observers.
+        from relink.observer import BeforeLoadEvent, implemented
+
         hooks = implemented(self.observers, "on_before_load")
         if not hooks:
             return src

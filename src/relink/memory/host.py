@@ -9,7 +9,7 @@ nothing is ever replaced); segments are then mapped over it with MAP_FIXED. Pyth
 from __future__ import annotations
 
 import ctypes
-import mmap as _pymmap
+import os
 
 from relink.errors import MappingError
 from relink.runtime import libc as c
@@ -79,7 +79,8 @@ class HostMapper:
     """Creates `HostRegion`s in the running process. See `relink.memory.Mapper`."""
 
     native = True
-    page_size = _pymmap.PAGESIZE
+    # mmap.PAGESIZE without importing the mmap extension module (a dlopen of its own)
+    page_size = os.sysconf("SC_PAGESIZE")
 
     def reserve(self, size: int, *, address: int | None = None,
                 fixed: bool = False) -> HostRegion:

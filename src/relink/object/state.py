@@ -18,7 +18,7 @@ from typing import Any
 
 from relink.errors import InitializerError, TlsError, UnsupportedError
 from relink.memory import PROT_NONE, Region
-from relink.runtime.debug import track as _debug_track
+from relink.runtime import track as _debug_track
 from relink.runtime.executor import Executor
 from relink.state import run_finalizers, run_release_hooks
 

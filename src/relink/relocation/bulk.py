@@ -14,25 +14,11 @@ from typing import Any
 
 from relink.arch import RelocClass
 from relink.elf.relocs import RelocTable
+from relink.relocation import NUMPY_THRESHOLD, numpy_or_none
 from relink.relocation.scope import Binder
 from relink.state import ModuleState
 
 __all__ = ["NUMPY_THRESHOLD", "bulk_apply", "numpy_or_none"]
-
-NUMPY_THRESHOLD = 256  # below this a Python loop beats numpy set-up (measured)
-
-_np: list[Any] = []
-
-
-def numpy_or_none() -> Any:
-    if not _np:
-        try:
-            import numpy as np_mod
-        except ImportError:
-            _np.append(None)
-        else:
-            _np.append(np_mod)
-    return _np[0]
 
 
 def _table_arrays(table: RelocTable, classes: dict[int, RelocClass], word: int) -> Any:

@@ -34,7 +34,7 @@ from relink.errors import (
 )
 from relink.loader import PF_W, Image
 from relink.memory import PROT_READ, PROT_WRITE
-from relink.relocation.bulk import NUMPY_THRESHOLD, bulk_apply, numpy_or_none
+from relink.relocation import NUMPY_THRESHOLD, numpy_or_none
 from relink.relocation.replay import Program, apply_program, compile_program
 from relink.relocation.scope import Binder
 from relink.state import ModuleState
@@ -297,6 +297,8 @@ def _apply_table(state: ModuleState, table: RelocTable, binder: Binder, view: me
     addends = table.addends if rela else None
     all_types = types
     if rela and n >= NUMPY_THRESHOLD and numpy_or_none() is not None:
+        from relink.relocation.bulk import bulk_apply  # the numpy path, for big tables
+
         rest = bulk_apply(state, table, binder, view, delta, word)
         if rest is not None:
             # _special / fallback index the table by k: give them the remaining entries

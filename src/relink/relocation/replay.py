@@ -19,7 +19,7 @@ from typing import Any
 
 from relink.arch import RelocClass
 from relink.elf.relocs import RelocTable
-from relink.relocation.bulk import numpy_or_none
+from relink.relocation import numpy_or_none
 
 __all__ = ["Program", "apply_program", "compile_program"]
 

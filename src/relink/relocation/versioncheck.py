@@ -16,16 +16,22 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from relink.elf.dynamic import DT_NULL, DT_STRSZ, DT_STRTAB, DT_SYMTAB, DT_VERDEF
 from relink.elf.version import VER_FLG_WEAK
 from relink.errors import ElfParseError, RelinkError, VersionNotFoundError
 
 if TYPE_CHECKING:
-    from relink.elf.version import VersionInfo
+    from relink.elf.header import ProgramHeader
+    from relink.elf.source import ElfSource
 
 __all__ = ["check_version_needs", "defined_versions", "oldest_version"]
 
 _PT_LOAD, _PT_DYNAMIC = 1, 2
 _DYN = {32: struct.Struct("<iI"), 64: struct.Struct("<qQ")}  # (d_tag, d_val), as elf.dynamic
+_VERDEF = struct.Struct("<HHHHIII")  # Elf{32,64}_Verdef, as elf.version
+_VERDAUX = struct.Struct("<II")
+_MAX_VERDEFS = 65535
+_VERDEF_WINDOW = 16384  # bytes of DT_VERDEF read at once (libc's chain is ~1.4 KiB)
 # Per host file path: (names it defines or None, name of version index 2 or None).
 _host_cache: dict[str, tuple[frozenset[str] | None, str | None]] = {}
 
@@ -63,21 +69,22 @@ def _host_versions(path: str) -> tuple[frozenset[str] | None, str | None]:
     if got is not None:
         return got
     try:
-        info = _read_host_versions(path)
+        defs = _read_host_versions(path)
     except (OSError, RelinkError):
-        info = None
-    if info is None:
+        defs = None
+    if defs is None:
         got = (None, None)
     else:
-        got = (frozenset(d.name for d in info.definitions) if info.definitions else None,
-               info.def_names.get(2))
+        got = (frozenset(name for _ndx, name in defs) if defs else None,
+               next((name for ndx, name in defs if ndx == 2), None))
     _host_cache[path] = got  # dict updates are atomic; a race only parses twice
     return got
 
 
-def _read_host_versions(path: str) -> VersionInfo | None:
-    """The version tables of the file at `path` (None without a dynamic symbol table)."""
-    from relink.elf.dynamic import DT_NULL, DT_STRTAB, DT_VERDEF, parse_dynamic
+def _read_host_versions(path: str) -> list[tuple[int, str]] | None:
+    """(index, name) of each version the file at `path` defines, in DT_VERDEF order
+    (None without a dynamic symbol table)."""
+    from relink.elf.dynamic import parse_dynamic
     from relink.elf.header import parse_header, parse_program_headers
     from relink.elf.source import open_source
     from relink.elf.version import parse_versions
@@ -103,6 +110,14 @@ def _read_host_versions(path: str) -> VersionInfo | None:
             if tag == DT_NULL:
                 break
             tags[tag] = value
+        if tags.get(DT_SYMTAB, 0):
+            if DT_VERDEF not in tags:
+                return []
+            fast = _verdef_names(src, loads, tags)
+            if fast is not None:
+                return fast
+        # Anything unusual (a table outside its segment, a bad offset): the full parse,
+        # which validates every table and says what is wrong.
         wanted = [dyn_ph.p_vaddr, tags.get(DT_STRTAB, 0), tags.get(DT_VERDEF, 0)]
         parts, ranges, at = [], [], 0
         for ph in loads:
@@ -114,16 +129,63 @@ def _read_host_versions(path: str) -> VersionInfo | None:
         view = AddressView(memoryview(b"".join(parts)), ranges, src.label)
         try:
             dyn = parse_dynamic(view, dyn_ph.p_vaddr, dyn_ph.p_memsz, hdr.elf_class)
-            if not dyn.symtab:
-                return None
-            return parse_versions(view, dyn, 0)
+            info = parse_versions(view, dyn, 0) if dyn.symtab else None
         except ElfParseError:
             # A table reaching into a segment not read above: parse the whole file.
             view = AddressView.for_file(src.data, phdrs, src.label)
             dyn = parse_dynamic(view, dyn_ph.p_vaddr, dyn_ph.p_memsz, hdr.elf_class)
-            return parse_versions(view, dyn, 0) if dyn.symtab else None
+            info = parse_versions(view, dyn, 0) if dyn.symtab else None
+        return None if info is None else [(d.index, d.name) for d in info.definitions]
     finally:
         src.close()
+
+
+def _verdef_names(src: ElfSource, loads: list[ProgramHeader],
+                  tags: dict[int, int]) -> list[tuple[int, str]] | None:
+    """The DT_VERDEF chain read straight from the file: (vd_ndx, first name) per
+    definition, as `parse_versions` reports them. Only the string table and the
+    definitions are read (not the segments holding them: libc's first is ~150 KiB).
+    None when anything is out of bounds or malformed: the caller then runs the full
+    parse."""
+
+    def read(vaddr: int, size: int) -> bytes | None:
+        """`size` bytes at `vaddr` (fewer if its segment ends first), None if outside."""
+        for ph in loads:
+            end = ph.p_vaddr + min(ph.p_filesz, src.size - ph.p_offset)
+            if ph.p_vaddr <= vaddr < end:
+                return src.read(ph.p_offset + vaddr - ph.p_vaddr, min(size, end - vaddr))
+        return None
+
+    strsz = tags.get(DT_STRSZ, 0)
+    strings = read(tags.get(DT_STRTAB, 0), strsz)
+    data = read(tags[DT_VERDEF], _VERDEF_WINDOW)
+    if strings is None or data is None or len(strings) != strsz:
+        return None
+    out: list[tuple[int, str]] = []
+    pos = 0
+    unpack = _VERDEF.unpack_from
+    try:
+        for _ in range(_MAX_VERDEFS):
+            version, _flags, ndx, cnt, _hash, aux, nxt = unpack(data, pos)
+            if version != 1:
+                return None
+            aux_at = pos + aux
+            for k in range(cnt):  # every name is checked, as the full parse does
+                name_at, aux_next = _VERDAUX.unpack_from(data, aux_at)
+                end = strings.find(b"\0", name_at) if name_at < strsz else -1
+                if end < 0 or end - name_at >= 4096:  # read_cstr's limit
+                    return None
+                if k == 0:
+                    out.append((ndx, strings[name_at:end].decode("utf-8", "surrogateescape")))
+                if not aux_next:
+                    break
+                aux_at += aux_next
+            if not nxt:
+                return out
+            pos += nxt
+    except struct.error:  # past the window read: the full parse decides
+        return None
+    return None
 
 
 def check_version_needs(state: Any, providers: Sequence[Any]) -> None:

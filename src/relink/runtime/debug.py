@@ -1,10 +1,11 @@
 """Debuggability: what relink has mapped, and how a debugger can see it with symbols.
 
-Runtime layer, stdlib only and cheap to import (state.py imports it). glibc's debugger
-interface (``r_debug`` / ``link_map``) only lists what ld.so loaded, so gdb sees relink's
-modules as anonymous code. Every `ModuleState` / `ObjectState` registers itself here
-when it is created (`track`) and leaves when it is released; `loaded_modules()` lists
-the live ones with their path, load bias and segments.
+Runtime layer, stdlib only, imported when asked for (`relink.loaded_modules()`, gdb
+support). glibc's debugger interface (``r_debug`` / ``link_map``) only lists what ld.so
+loaded, so gdb sees relink's modules as anonymous code. Every `ModuleState` /
+`ObjectState` registers itself when it is created (`track`, kept in `relink.runtime` so
+a load does not import this module) and leaves when it is released; `loaded_modules()`
+lists the live ones with their path, load bias and segments.
 
 For gdb, ``relink/data/relink_gdb.py`` defines the command ``relink-symbols``, which runs
 ``add-symbol-file`` for each module with the right addresses: ``-o <load bias>`` for
@@ -19,18 +20,13 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from typing import Any
 
 from relink._record import FrozenRecord
+from relink.runtime import _gdb, _live, _order, track
 
 __all__ = ["LoadedModuleInfo", "enable_gdb", "gdb_commands", "gdb_script_path",
            "loaded_modules", "manifest_path", "track"]
-
-_live: weakref.WeakSet[Any] = weakref.WeakSet()
-_order: dict[int, int] = {}  # id(state) -> registration sequence (stable listing order)
-_seq = [0]
-_gdb: dict[str, str] = {}  # "dir" -> manifest directory, when enabled
 
 
 class LoadedModuleInfo(FrozenRecord):
@@ -66,28 +62,6 @@ class LoadedModuleInfo(FrozenRecord):
                  state: str, sections: list[tuple[str, int]] | None = None) -> None:
         self._set(name, path, base, segments, kind, arch, native, state,
                   [] if sections is None else sections)
-
-
-def track(state: Any) -> None:
-    """Register a freshly created module state (called by ModuleState / ObjectState)."""
-    # No lock: a GC finalizer (relink leases release contexts) must never find this
-    # held; set/dict updates are atomic under the GIL.
-    _seq[0] += 1
-    _order[id(state)] = _seq[0]
-    _live.add(state)
-    ref = weakref.ref(state)
-    state.extras.insert(0, lambda: _untrack(ref))  # runs last, after the other releases
-    if _gdb:
-        _write_manifest()
-
-
-def _untrack(ref: weakref.ref[Any]) -> None:
-    state = ref()
-    if state is not None:
-        _live.discard(state)
-        _order.pop(id(state), None)
-    if _gdb:
-        _write_manifest()
 
 
 def _info(st: Any) -> LoadedModuleInfo:

@@ -3,6 +3,12 @@
 Runtime layer, host only. libc is opened once with ``use_errno=True`` and every function
 gets explicit ``argtypes``/``restype`` so 64-bit pointers are never truncated to
 ``c_int``. Other modules import the prototypes from here; none declares its own.
+
+The functions every native load calls (mmap, mprotect, the dl* family) are made at
+import; every other prototype (function, structure or callback type) is made the first
+time it is used, through the module's ``__getattr__`` (PEP 562), and then kept as an
+ordinary module attribute: each costs a ``dlsym`` or a ctypes type at creation, and a
+plain load needs few of them.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "MAP_ANONYMOUS", "MAP_FAILED", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_PRIVATE",
@@ -27,50 +35,46 @@ RTLD_DEFAULT = None
 
 libc = ctypes.CDLL(None, use_errno=True)
 
-mmap = libc.mmap
-mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                 ctypes.c_long]
-mmap.restype = ctypes.c_void_p
+_vp, _sz, _int, _uint = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_uint
+_ulong, _long, _u64 = ctypes.c_ulong, ctypes.c_long, ctypes.c_uint64
 
-munmap = libc.munmap
-munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-munmap.restype = ctypes.c_int
 
-mprotect = libc.mprotect
-mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-mprotect.restype = ctypes.c_int
+def _function(symbol: str, argtypes: list[Any] | None, restype: Any) -> Any:
+    fn = getattr(libc, symbol)
+    if argtypes is not None:
+        fn.argtypes = argtypes
+    fn.restype = restype
+    return fn
 
-madvise = libc.madvise
-madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-madvise.restype = ctypes.c_int
 
-dlopen = libc.dlopen
-dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
-dlopen.restype = ctypes.c_void_p
+# Made at import: every native load uses them. The dl* family must exist before any
+# dlopen / dlsym fails: resolving dlerror itself (a dlsym) after a failure would clear
+# the error it is meant to report.
+mmap = _function("mmap", [_vp, _sz, _int, _int, _int, _long], _vp)
+munmap = _function("munmap", [_vp, _sz], _int)
+mprotect = _function("mprotect", [_vp, _sz, _int], _int)
+dlopen = _function("dlopen", [ctypes.c_char_p, _int], _vp)
+dlclose = _function("dlclose", [_vp], _int)
+dlsym = _function("dlsym", [_vp, ctypes.c_char_p], _vp)
+dlvsym = _function("dlvsym", [_vp, ctypes.c_char_p, ctypes.c_char_p], _vp)
+dlerror = _function("dlerror", [], ctypes.c_char_p)
+dlinfo = _function("dlinfo", [_vp, _int, _vp], _int)
 
-dlclose = libc.dlclose
-dlclose.argtypes = [ctypes.c_void_p]
-dlclose.restype = ctypes.c_int
-
-dlsym = libc.dlsym
-dlsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-dlsym.restype = ctypes.c_void_p
-
-dlvsym = libc.dlvsym
-dlvsym.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
-dlvsym.restype = ctypes.c_void_p
-
-dlerror = libc.dlerror
-dlerror.argtypes = []
-dlerror.restype = ctypes.c_char_p
-
-dlinfo = libc.dlinfo
-dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-dlinfo.restype = ctypes.c_int
-
-memfd_create = libc.memfd_create  # glibc >= 2.27
-memfd_create.argtypes = [ctypes.c_char_p, ctypes.c_uint]
-memfd_create.restype = ctypes.c_int
+# The others, made on first use: name -> (libc symbol, argtypes or None to leave them
+# unset, restype).
+_FUNCTIONS: dict[str, tuple[str, list[Any] | None, Any]] = {
+    "madvise": ("madvise", [_vp, _sz, _int], _int),
+    "memfd_create": ("memfd_create", [ctypes.c_char_p, _uint], _int),  # glibc >= 2.27
+    "pthread_self": ("pthread_self", [], _vp),  # == %fs:0 (the TCB) on x86_64 glibc
+    "getauxval": ("getauxval", [_ulong], _ulong),
+    "fflush": ("fflush", [_vp], _int),
+    "abort": ("abort", [], None),
+    # variadic: pass every argument as a ctypes c_long / pointer
+    "syscall": ("syscall", None, _long),
+    # __cxa_finalize(dso_handle): runs the C++ static destructors a relocatable-object
+    # unit registered with __cxa_atexit (relink.object defines __dso_handle for each unit).
+    "cxa_finalize": ("__cxa_finalize", [_vp], None),
+}
 
 
 def errno_message(err: int) -> str:
@@ -119,76 +123,107 @@ def argv_pointers() -> tuple[int, int]:
 
 RTLD_DI_LINKMAP, RTLD_DI_TLS_MODID, RTLD_DI_TLS_DATA = 2, 9, 10
 
-pthread_self = libc.pthread_self
-pthread_self.argtypes = []
-pthread_self.restype = ctypes.c_void_p  # == %fs:0 (the TCB) on x86_64 glibc
+
+def _dl_phdr_info() -> type[ctypes.Structure]:
+    class DlPhdrInfo(ctypes.Structure):
+        """``struct dl_phdr_info`` (glibc <link.h>), up to the TLS fields."""
+
+        _fields_ = [("dlpi_addr", _sz), ("dlpi_name", ctypes.c_char_p),
+                    ("dlpi_phdr", _vp), ("dlpi_phnum", ctypes.c_uint16),
+                    ("dlpi_adds", ctypes.c_ulonglong), ("dlpi_subs", ctypes.c_ulonglong),
+                    ("dlpi_tls_modid", _sz), ("dlpi_tls_data", _vp)]
+
+    DlPhdrInfo.__qualname__ = "DlPhdrInfo"
+    return DlPhdrInfo
 
 
-class DlPhdrInfo(ctypes.Structure):
-    """``struct dl_phdr_info`` (glibc <link.h>), up to the TLS fields."""
+def _tls_index() -> type[ctypes.Structure]:
+    class TlsIndex(ctypes.Structure):
+        """``tls_index`` as ``__tls_get_addr`` takes it: {module id, offset in the block}."""
 
-    _fields_ = [("dlpi_addr", ctypes.c_size_t), ("dlpi_name", ctypes.c_char_p),
-                ("dlpi_phdr", ctypes.c_void_p), ("dlpi_phnum", ctypes.c_uint16),
-                ("dlpi_adds", ctypes.c_ulonglong), ("dlpi_subs", ctypes.c_ulonglong),
-                ("dlpi_tls_modid", ctypes.c_size_t), ("dlpi_tls_data", ctypes.c_void_p)]
+        _fields_ = [("ti_module", _sz), ("ti_offset", _sz)]
 
-
-DL_ITERATE_PHDR_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(DlPhdrInfo),
-                                            ctypes.c_size_t, ctypes.c_void_p)
-dl_iterate_phdr = libc.dl_iterate_phdr
-dl_iterate_phdr.argtypes = [DL_ITERATE_PHDR_CALLBACK, ctypes.c_void_p]
-dl_iterate_phdr.restype = ctypes.c_int
+    TlsIndex.__qualname__ = "TlsIndex"
+    return TlsIndex
 
 
-class TlsIndex(ctypes.Structure):
-    """``tls_index`` as ``__tls_get_addr`` takes it: {module id, offset in the block}."""
-
-    _fields_ = [("ti_module", ctypes.c_size_t), ("ti_offset", ctypes.c_size_t)]
-
-
-TLS_GET_ADDR = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(TlsIndex))
-CPUID = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
-                         ctypes.POINTER(ctypes.c_uint32 * 4))
-REGISTER_FRAME = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # __(de)register_frame(begin)
-# glibc's _dl_get_tls_static_info(size_t *size, size_t *align) (GLIBC_PRIVATE)
-TLS_STATIC_INFO = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_size_t),
-                                   ctypes.POINTER(ctypes.c_size_t))
-__all__ += ["TLS_STATIC_INFO"]
-__all__ += ["CPUID", "DL_ITERATE_PHDR_CALLBACK", "DlPhdrInfo", "REGISTER_FRAME",
-            "RTLD_DI_LINKMAP", "RTLD_DI_TLS_DATA", "RTLD_DI_TLS_MODID", "TLS_GET_ADDR",
-            "TlsIndex", "dl_iterate_phdr", "pthread_self"]
+def _dl_iterate_phdr() -> Any:
+    fn = libc.dl_iterate_phdr
+    fn.argtypes = [_get("DL_ITERATE_PHDR_CALLBACK"), _vp]
+    fn.restype = _int
+    return fn
 
 
-# -- lazy binding and executables (relink.runtime.lazy / exec / exec_code) -------------
+# name -> factory of a structure, callback type or function with callback arguments
+_MADE: dict[str, Callable[[], Any]] = {
+    "DlPhdrInfo": _dl_phdr_info,
+    "TlsIndex": _tls_index,
+    "DL_ITERATE_PHDR_CALLBACK": lambda: ctypes.CFUNCTYPE(
+        _int, ctypes.POINTER(_get("DlPhdrInfo")), _sz, _vp),
+    "dl_iterate_phdr": _dl_iterate_phdr,
+    "TLS_GET_ADDR": lambda: ctypes.CFUNCTYPE(_vp, ctypes.POINTER(_get("TlsIndex"))),
+    "CPUID": lambda: ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
+                                      ctypes.POINTER(ctypes.c_uint32 * 4)),
+    "REGISTER_FRAME": lambda: ctypes.CFUNCTYPE(None, _vp),  # __(de)register_frame(begin)
+    # glibc's _dl_get_tls_static_info(size_t *size, size_t *align) (GLIBC_PRIVATE)
+    "TLS_STATIC_INFO": lambda: ctypes.CFUNCTYPE(None, ctypes.POINTER(_sz),
+                                                ctypes.POINTER(_sz)),
+    # -- lazy binding and executables (relink.runtime.lazy / exec / exec_code)
+    "LAZY_RESOLVER": lambda: ctypes.CFUNCTYPE(_u64, _u64, _u64),
+    "XGETBV": lambda: ctypes.CFUNCTYPE(_u64),
+    "FORK_ENTER": lambda: ctypes.CFUNCTYPE(_long, _vp),  # pid or -errno
+    "MAIN": lambda: ctypes.CFUNCTYPE(_int, _int, _vp, _vp),
+    # call_main(main, argc, argv, envp) -> main's int, bit 32 set when the program exited
+    "CALL_MAIN": lambda: ctypes.CFUNCTYPE(_u64, _vp, _long, _vp, _vp),
+}
 
-getauxval = libc.getauxval
-getauxval.argtypes = [ctypes.c_ulong]
-getauxval.restype = ctypes.c_ulong
+__all__ += ["CALL_MAIN", "CPUID", "DL_ITERATE_PHDR_CALLBACK", "DlPhdrInfo", "FORK_ENTER",
+            "LAZY_RESOLVER", "MAIN", "REGISTER_FRAME", "RTLD_DI_LINKMAP", "RTLD_DI_TLS_DATA",
+            "RTLD_DI_TLS_MODID", "TLS_GET_ADDR", "TLS_STATIC_INFO", "TlsIndex", "XGETBV",
+            "abort", "cxa_finalize", "dl_iterate_phdr", "fflush", "getauxval",
+            "pthread_self", "syscall"]
 
-fflush = libc.fflush
-fflush.argtypes = [ctypes.c_void_p]
-fflush.restype = ctypes.c_int
 
-abort = libc.abort
-abort.argtypes = []
-abort.restype = None
+def _get(name: str) -> Any:
+    """Prototype `name`, made now unless it already exists."""
+    value = globals().get(name)
+    return __getattr__(name) if value is None else value
 
-syscall = libc.syscall  # variadic: pass every argument as a ctypes c_long / pointer
-syscall.restype = ctypes.c_long
 
-LAZY_RESOLVER = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)
-XGETBV = ctypes.CFUNCTYPE(ctypes.c_uint64)
-FORK_ENTER = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p)  # pid or -errno
-MAIN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-# call_main(main, argc, argv, envp) -> main's int, bit 32 set when the program exited
-CALL_MAIN = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_long,
-                             ctypes.c_void_p, ctypes.c_void_p)
-__all__ += ["CALL_MAIN", "FORK_ENTER", "LAZY_RESOLVER", "MAIN", "XGETBV", "abort", "fflush",
-            "getauxval", "syscall"]
+def __getattr__(name: str) -> Any:
+    """Make prototype `name` on first use and keep it as a module attribute."""
+    spec = _FUNCTIONS.get(name)
+    if spec is not None:
+        value = _function(*spec)
+    else:
+        make = _MADE.get(name)
+        if make is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = make()
+    # Two threads may race here: the first stored object wins, so a structure type and
+    # the callback types built on it stay one family.
+    return globals().setdefault(name, value)
 
-# __cxa_finalize(dso_handle): runs the C++ static destructors a relocatable-object unit
-# registered with __cxa_atexit (relink.object defines __dso_handle for each unit).
-cxa_finalize = libc.__cxa_finalize
-cxa_finalize.argtypes = [ctypes.c_void_p]
-cxa_finalize.restype = None
-__all__ += ["cxa_finalize"]
+
+if TYPE_CHECKING:  # what __getattr__ provides, for type checkers
+    madvise: Any
+    memfd_create: Any
+    pthread_self: Any
+    getauxval: Any
+    fflush: Any
+    abort: Any
+    syscall: Any
+    cxa_finalize: Any
+    DlPhdrInfo: Any
+    TlsIndex: Any
+    DL_ITERATE_PHDR_CALLBACK: Any
+    dl_iterate_phdr: Any
+    TLS_GET_ADDR: Any
+    CPUID: Any
+    REGISTER_FRAME: Any
+    TLS_STATIC_INFO: Any
+    LAZY_RESOLVER: Any
+    XGETBV: Any
+    FORK_ENTER: Any
+    MAIN: Any
+    CALL_MAIN: Any

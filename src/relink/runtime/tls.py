@@ -1,9 +1,11 @@
 """Native thread-local storage for relink-loaded modules (every x86_64 TLS model).
 
-Runtime layer, host only; `relink.load()` passes `native_tls()` to the relocation loop as
-its `TlsHooks`. Each relink module with PT_TLS gets a glibc carrier object
-(`tls_carrier.Carrier`, design.md §6), created lazily the first time a relocation or a
-lookup needs that module's TLS, and released with the module (``ModuleState.extras``).
+Runtime layer, host only; `relink.load()` gives the relocation loop `native_tls()` as
+its `TlsHooks` (through a small proxy in relink.linker.linker that imports this module
+the first time a module has PT_TLS or a TLS relocation). Each relink module with PT_TLS
+gets a glibc carrier object (`tls_carrier.Carrier`, design.md §6), created lazily the
+first time a relocation or a lookup needs that module's TLS, and released with the
+module (``ModuleState.extras``).
 
 How each relocation class is answered:
 
@@ -58,9 +60,9 @@ PT_TLS = 7
 _PHDR = struct.Struct("<IIQQQQQQ")
 
 
-# relink.runtime.tls_carrier / tls_stubs load with the first module that uses TLS: a load
-# without any gets the TLS hooks (`native_tls()`) but not their import (~1 ms). Hence
-# tls_carrier's constant spelled out again (a test checks they agree).
+# relink.runtime.tls_carrier / tls_stubs load with the first module that needs a carrier
+# or a descriptor stub, not with this module (~1 ms). Hence tls_carrier's constant
+# spelled out again (a test checks they agree).
 STATIC_TLS_TUNABLE = "glibc.rtld.optional_static_tls"
 
 
