@@ -38,37 +38,40 @@ class Program:
     (first place, slots, constants, struct format), one ``pack_into`` per run.
     """
 
-    __slots__ = ("offsets", "slots", "consts", "runs", "_arrays")
+    __slots__ = ("offsets", "slots", "consts", "runs", "_order", "_arrays")
 
     def __init__(self, offsets: list[int], slots: list[int], consts: list[int],
                  word: int = 8) -> None:
         self.offsets = offsets
         self.slots = slots
         self.consts = consts
-        self.runs = _runs(offsets, slots, consts, word)
+        # Entries in run order: (slot, constant) pairs, each run a slice of them.
+        self.runs, self._order = _runs(offsets, slots, consts, word)
         self._arrays: Any = None
 
     def __len__(self) -> int:
         return len(self.offsets)
 
 
-def _runs(offsets: list[int], slots: list[int], consts: list[int],
-          word: int) -> list[tuple[int, tuple[int, ...], tuple[int, ...], str]]:
-    """Entries grouped into runs of consecutive words, in place order; one run per entry
-    (table order kept) if two entries write the same place: then order matters."""
+def _runs(offsets: list[int], slots: list[int], consts: list[int], word: int
+          ) -> tuple[list[tuple[int, int, int, str]], list[tuple[int, int]]]:
+    """Entries grouped into runs of consecutive words: ((first place, start, end, struct
+    format) per run, the (slot, constant) pairs in run order). Runs of one entry in table
+    order if two entries write the same place: then order matters."""
     order = sorted(range(len(offsets)), key=offsets.__getitem__)
     if len({offsets[i] for i in order}) != len(order):
-        groups = [[i] for i in range(len(offsets))]
+        order = list(range(len(offsets)))
+        bounds = [(i, i + 1) for i in range(len(order))]
     else:
-        groups = []
-        for i in order:
-            if groups and offsets[i] == offsets[groups[-1][-1]] + word:
-                groups[-1].append(i)
+        bounds = []
+        for at, i in enumerate(order):
+            if bounds and offsets[i] == offsets[order[at - 1]] + word:
+                bounds[-1] = (bounds[-1][0], at + 1)
             else:
-                groups.append([i])
+                bounds.append((at, at + 1))
     letter = "Q" if word == 8 else "I"
-    return [(offsets[g[0]], tuple(slots[i] for i in g), tuple(consts[i] for i in g),
-             f"<{len(g)}{letter}") for g in groups]
+    runs = [(offsets[order[a]], a, b, f"<{b - a}{letter}") for a, b in bounds]
+    return runs, [(slots[i], consts[i]) for i in order]
 
 
 def compile_program(tables: list[RelocTable], classes: dict[int, RelocClass],
@@ -119,8 +122,9 @@ def apply_program(program: Program, view: memoryview, delta: int, biases: list[i
             return
     mask = (1 << (8 * word)) - 1
     pack = struct.pack_into
-    for off, slots, consts, fmt in program.runs:
-        pack(fmt, view, off + delta, *[(biases[s] + k) & mask for s, k in zip(slots, consts)])
+    values = [(biases[s] + k) & mask for s, k in program._order]
+    for off, a, b, fmt in program.runs:
+        pack(fmt, view, off + delta, *values[a:b])
 
 
 def _apply_numpy(program: Program, view: memoryview, delta: int, biases: list[int],
