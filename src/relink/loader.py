@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
 from relink._log import lazy_logger
 from relink.arch import ArchSpec, host_spec, spec_for
@@ -25,7 +26,16 @@ from relink.elf.source import ElfSource
 from relink.elf.symbols import SymbolTable
 from relink.elf.view import AddressView
 from relink.errors import ArchMismatchError, ElfParseError, UnsupportedError
-from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
+from relink.memory import PROT_READ, PROT_WRITE, Mapper, Region
+from relink.segments import (
+    ZEROS,
+    contiguous_first,
+    map_file_segments,
+    map_recipe,
+    prot_of,
+    recipe_for,
+    special_headers,
+)
 
 __all__ = ["Image", "ParsedMetadata", "cached_header", "clear_parse_cache", "map_image",
            "prot_of"]
@@ -65,6 +75,8 @@ class ParsedMetadata:
         self.facts: dict[str, object] = {}
         # Relocation programs (relocation/replay.py) per binding-plan key; None: unsuitable.
         self.programs: dict[tuple[object, ...], object] = {}
+        # How a later load maps it (relink.segments.Recipe), once the first load has.
+        self.recipe: Any = None
 
 
 _CACHE_LIMIT = 128
@@ -139,12 +151,6 @@ def _remember(key: tuple[object, ...] | None, src: ElfSource, parsed: ParsedMeta
             _parse_cache.popitem(last=False)
         if len(_headers) > 4 * _CACHE_LIMIT:
             _headers.clear()
-
-
-def prot_of(p_flags: int) -> int:
-    """PROT_* bits for a segment's PF_* flags."""
-    return ((PROT_READ if p_flags & PF_R else 0) | (PROT_WRITE if p_flags & PF_W else 0)
-            | (PROT_EXEC if p_flags & PF_X else 0))
 
 
 class Image:
@@ -356,6 +362,19 @@ def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
 
 def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address: int | None,
                 key: tuple[object, ...] | None) -> Image:
+    recipe = parsed.recipe
+    fd = src.fd
+    if recipe is not None and fd is not None and address is None and \
+            recipe.page == mapper.page_size and recipe.mapper_type is type(mapper):
+        # Loaded before: replay its mapping calls.
+        region, view, protections = map_recipe(recipe, mapper, fd)
+        ranges, tls, relro, ehf = recipe.layout
+        base = region.start - recipe.lo
+        return Image(src, parsed.header, parsed.phdrs, parsed.loads, parsed.spec, mapper,
+                     region, base, recipe.lo, AddressView(view, ranges, src.label),
+                     parsed.dynamic, parsed.symbols, tls, relro,
+                     (base + ehf.p_vaddr) if ehf is not None else None, recipe.page,
+                     protections, parsed=parsed)
     page = mapper.page_size
     mask = ~(page - 1)
     loads = parsed.loads
@@ -363,9 +382,10 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
     hi = (loads[-1].p_vaddr + loads[-1].p_memsz + page - 1) & mask
     fixed = parsed.header.e_type == ET_EXEC
     first = None
-    if src.fd is not None and not fixed and address is None and \
-            hasattr(mapper, "reserve_file"):
-        first = _contiguous_first(parsed, lo, page)
+    if fd is not None and not fixed and address is None and hasattr(mapper, "reserve_file"):
+        if parsed.complete and recipe_for(parsed, lo, hi - lo, page, type(mapper)) is not None:
+            return _map_parsed(src, parsed, mapper, address, key)  # by the new recipe
+        first = contiguous_first(parsed, lo, page)
     if first is not None:
         region = mapper.reserve_file(hi - lo, src.fd, first[0], first[1])  # type: ignore
     else:
@@ -380,107 +400,6 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
     return image
 
 
-_SegmentStep = tuple[int, int, int, int, int, int, int, int, int]
-# A zero tail is less than a page: slices of this view zero it without an allocation.
-_ZEROS = memoryview(bytes(1 << 16))
-
-
-def _segment_plan(parsed: ParsedMetadata, lo: int, page: int) -> list[_SegmentStep]:
-    """How to map each PT_LOAD from the file, in offsets from the span's first byte.
-
-    Base-independent, so computed once per file (kept in `parsed.facts`): per segment
-    (start, file-mapped length, file offset, prot, zero-tail offset, zero-tail length,
-    anonymous start, anonymous length, whole length).
-    """
-    key = f"segment_plan@{page:#x}"
-    plan = parsed.facts.get(key)
-    if plan is not None:
-        return plan  # type: ignore[return-value]
-    mask = ~(page - 1)
-    steps: list[_SegmentStep] = []
-    for ph in parsed.loads:
-        # Keep every page readable while loading: tables are read from the image.
-        prot = prot_of(ph.p_flags) | PROT_READ
-        seg = (ph.p_vaddr & mask) - lo
-        seg_end = ((ph.p_vaddr + ph.p_memsz + page - 1) & mask) - lo
-        file_end = ph.p_vaddr + ph.p_filesz - lo
-        file_map_end = ((file_end + page - 1) & mask) if ph.p_filesz else seg
-        tail = file_map_end - file_end if ph.p_memsz > ph.p_filesz and ph.p_filesz else 0
-        anon_len = seg_end - file_map_end if ph.p_memsz > ph.p_filesz else 0
-        steps.append((seg, file_map_end - seg if ph.p_filesz else 0, ph.p_offset & mask, prot,
-                      file_end, tail, file_map_end, max(anon_len, 0), seg_end - seg))
-    parsed.facts[key] = steps
-    return steps
-
-
-def _contiguous_first(parsed: ParsedMetadata, lo: int, page: int) -> tuple[int, int] | None:
-    """(file offset, prot) of the first segment when the segments tile the span without
-    holes and the first starts it from the file: then mapping the whole span from that
-    offset is the reservation and the first segment at once. None otherwise."""
-    key = f"first_segment@{page:#x}"
-    facts = parsed.facts
-    if key in facts:
-        return facts[key]  # type: ignore[return-value]
-    steps = _segment_plan(parsed, lo, page)
-    first: tuple[int, int] | None = None
-    if steps[0][0] == 0 and steps[0][1] and all(
-            b[0] == a[0] + a[8] for a, b in zip(steps, steps[1:])):
-        first = (steps[0][2], steps[0][3])
-    facts[key] = first
-    return first
-
-
-def _map_file_segments(parsed: ParsedMetadata, region: Region, view: memoryview | None,
-                       fd: int, lo: int, page: int,
-                       protections: list[tuple[int, int, int]], first_mapped: bool) -> None:
-    """Map every PT_LOAD of a file-backed image over the reserved span (the first one's
-    file pages already are when `first_mapped`)."""
-    start = region.start
-    for seg, file_len, file_off, prot, tail_at, tail, anon_at, anon_len, total in \
-            _segment_plan(parsed, lo, page):
-        if first_mapped:
-            first_mapped = False
-        elif file_len:
-            region.map_file(start + seg, file_len, fd, file_off, prot)
-        if tail:
-            # Zero the rest of the last file page (it holds whatever follows the data).
-            page_at = start + anon_at - page
-            if not prot & PROT_WRITE:
-                region.protect(page_at, page, prot | PROT_WRITE)
-            if view is not None:
-                view[tail_at:tail_at + tail] = _ZEROS[:tail]
-            else:
-                region.write(start + tail_at, bytes(tail))
-            if not prot & PROT_WRITE:
-                region.protect(page_at, page, prot)
-        if anon_len:
-            region.map_anon(start + anon_at, anon_len, prot)
-        protections.append((start + seg, total, prot))
-
-
-def _special_headers(phdrs: list[ProgramHeader], aview: AddressView, lo: int, span: int,
-                     label: str) -> tuple[ProgramHeader | None, ...]:
-    """PT_TLS, PT_GNU_RELRO and PT_GNU_EH_FRAME (or None each), checked against the span."""
-    tls = relro = ehf = None
-    for ph in phdrs:
-        if ph.p_type == PT_TLS and tls is None:
-            tls = ph
-        elif ph.p_type == PT_GNU_RELRO and relro is None:
-            relro = ph
-        elif ph.p_type == PT_GNU_EH_FRAME and ehf is None:
-            ehf = ph
-    if tls is not None and tls.p_filesz and not aview.contains(tls.p_vaddr, tls.p_filesz):
-        raise ElfParseError("PT_TLS initialization image lies outside the loaded segments",
-                            file=label, what="PT_TLS")
-    if relro is not None and relro.p_memsz and (
-            relro.p_vaddr < lo or relro.p_vaddr + relro.p_memsz > lo + span):
-        # It is mprotect()ed: outside the span it would change other mappings of the
-        # process (found by the issue 9 native fuzzer: adjacent memory made read-only).
-        raise ElfParseError(f"PT_GNU_RELRO {relro.p_vaddr:#x}+{relro.p_memsz:#x} lies "
-                            "outside the loaded segments", file=label, what="PT_GNU_RELRO")
-    return tls, relro, ehf
-
-
 def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
               lo: int, page: int, first_mapped: bool = False) -> Image:
     eh, phdrs, loads, spec = parsed.header, parsed.phdrs, parsed.loads, parsed.spec
@@ -491,7 +410,7 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
     data = None if fd is not None else src.data
     view = region.view()
     if fd is not None:
-        _map_file_segments(parsed, region, view, fd, lo, page, protections, first_mapped)
+        map_file_segments(parsed, region, view, fd, lo, page, protections, first_mapped)
         loads = []  # done
     for ph in loads:
         final = prot_of(ph.p_flags)
@@ -516,7 +435,7 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
                         region.protect(page_at, page, prot | PROT_WRITE)
                     if view is not None:
                         at = file_end - region.start
-                        view[at:at + tail] = _ZEROS[:tail]
+                        view[at:at + tail] = ZEROS[:tail]
                     else:
                         region.write(file_end, bytes(tail))
                     if not prot & PROT_WRITE:
@@ -557,7 +476,7 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
                 if dynamic.symtab:
                     symbols = SymbolTable(aview, dynamic, eh.elf_class)
             parsed.dynamic, parsed.symbols = dynamic, symbols
-        tls, relro, ehf = _special_headers(phdrs, aview, lo, region.size, src.label)
+        tls, relro, ehf = special_headers(phdrs, aview, lo, region.size, src.label)
         if view is not None:
             # Base-independent: the next load of this file reuses it (once it is cached).
             parsed.facts["image_layout"] = (aview.ranges, tls, relro, ehf)

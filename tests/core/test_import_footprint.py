@@ -41,9 +41,9 @@ UNUSED = {
     "relink.runtime.lazy", "relink.runtime.tls", "relink.runtime.tls_carrier",
     "relink.runtime.tls_stubs",
 }
-# The chain load imports 37 relink modules today; a new module on the load path should
+# The chain load imports 38 relink modules today; a new module on the load path should
 # be a decision, so this bound fails when it grows.
-MAX_RELINK_MODULES = 37
+MAX_RELINK_MODULES = 38
 
 _CHILD = """
 import sys
