@@ -1,15 +1,16 @@
 """T8: memory -- mappings and RSS per loaded small library vs dlopen, and whether many
 load/close cycles leave mappings, file descriptors and RSS flat.
 
-Run: ``python benchmarks/memory.py [--libraries 50] [--cycles 10000] [--quick]
+Run: ``python benchmarks/memory.py [--libraries 200] [--cycles 10000] [--quick]
 [--json out.json]``. Targets: per library, relink's /proc/self/maps entries and RSS no
 more than dlopen's; after 10,000 relink load/call/close cycles of the chain, the same
 number of mappings and fds as after the warm-up (a tenth of the run, reported apart) and
 RSS growth within 1 MiB (Python's allocator keeps some arenas; a leak of one mapping or a
 few hundred bytes per cycle would show as 10,000 mappings / several MiB).
 
-Per library: `--libraries` copies of libbase.so are loaded and kept, then the growth of
-/proc/self/maps entries and RSS (from /proc/self/statm, so relink's Python objects count
+Per library: `--libraries` copies of libbase.so are loaded and kept (200: with fewer,
+the Python allocator's arena granularity moves the figure by a KiB either way), then the
+growth of /proc/self/maps entries and RSS (from /proc/self/statm, so relink's Python objects count
 too) is divided by the count. relink loads the same file each time (every plain
 ``relink.load`` is an independent copy); dlopen loads uniquely named copies.
 """
@@ -136,7 +137,7 @@ def cycles(n: int = 10000, every: int = 500, progress: Progress = _common.progre
 
 def main() -> None:
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--libraries", type=int, default=50)
+    p.add_argument("--libraries", type=int, default=200)
     p.add_argument("--cycles", type=int, default=10000)
     a = p.parse_args()
     results = per_library(5 if a.quick else a.libraries)

@@ -11,7 +11,7 @@ from a foreign file is ever executed on the host.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 __all__ = ["Executor", "NativeExecutor"]
 
@@ -44,27 +44,7 @@ class NativeExecutor:
         return _IFUNC(resolver)() or 0
 
     def call_init(self, func: int, argc: int, argv: int, envp: int) -> None:
-        fn = _inits.get(func)
-        if fn is None:
-            fn = _remember(_inits, func, _INIT(func))
-        fn(argc, argv, envp)
+        _INIT(func)(argc, argv, envp)
 
     def call_fini(self, func: int) -> None:
-        fn = _finis.get(func)
-        if fn is None:
-            fn = _remember(_finis, func, _VOID(func))
-        fn()
-
-
-# Function-pointer objects per address: a reloaded library usually lands at the address
-# it had, and its initializers with it. An entry is only an address with a signature
-# (calling it calls whatever is mapped there now, as a new object would).
-_inits: dict[int, Any] = {}
-_finis: dict[int, Any] = {}
-
-
-def _remember(table: dict[int, Any], func: int, fn: Any) -> Any:
-    if len(table) >= 512:
-        table.clear()
-    table[func] = fn
-    return fn
+        _VOID(func)()
