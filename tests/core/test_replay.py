@@ -153,7 +153,8 @@ def test_a_different_scope_is_not_replayed(libs: tuple[Path, Path, Path]) -> Non
 
 
 def test_entries_the_program_cannot_express_fall_back_to_the_loop() -> None:
-    """A module with its own IFUNC gets no program (None is cached) and still works."""
+    """A module binding its own IFUNC: the program leaves that entry to the loop (its
+    resolver runs once the code is executable) and the rest is replayed."""
     src = r"""
     static int impl(void) { return 42; }
     static void *resolve(void) { return (void *)impl; }
@@ -162,7 +163,31 @@ def test_entries_the_program_cannot_express_fall_back_to_the_loop() -> None:
     int call_picked(void) { return picked_ptr(); }
     """
     lib = build_shared("replayifunc", src, group="core")
-    for _ in range(3):
+    for i in range(3):
         with relink.load(lib) as m:
             assert m.function("call_picked", ctypes.c_int)() == 42
-            assert all(p is None for p in _programs(m))
+            if i:
+                programs = [p for p in _programs(m) if p is not None]
+                assert programs, "the reload ran the loop for everything"
+                left = [t for p in programs for r in p.rest for t in r.types]  # type: ignore
+                assert left, "the module's own IFUNC went into the program"
+
+
+def test_tls_entries_are_left_to_the_loop_beside_a_program(tmp_path: Path) -> None:
+    """A module with its own TLS and pointers: the TLS entries (module ids, offsets) are
+    the loop's, the pointers the program's; both right on every reload."""
+    src = r"""
+    __thread int counter = 5;
+    static int data[2] = {7, 8};
+    int *ptr = &data[1];
+    int bump(void) { return ++counter; }
+    int deref(void) { return *ptr; }
+    """
+    lib = build_shared("replaytls", src, group="core")
+    for i in range(3):
+        with relink.load(lib) as m:
+            assert m.function("bump", ctypes.c_int)() == 6
+            assert m.function("deref", ctypes.c_int)() == 8
+            if i:
+                programs = [p for p in _programs(m) if p is not None]
+                assert programs and any(p.rest for p in programs)  # type: ignore

@@ -208,13 +208,12 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
 
             tables, n_lazy = prepare_lazy(state, binder, tables, view, delta)
             plan.add("JUMP_SLOT (lazy)", n_lazy)
-        program = _program(state, tables, binder) if pre is None and not tls_owner \
+        program = _program(state, tables, binder) if pre is None \
             and not (lazy and dyn.jmprel and not dyn.bind_now) else None
         if program is not None:  # a reload with the same scope: replay, no binding
             apply_program(program, view, delta, binder.plan_bases, word)
-            for table in tables:
-                plan.add_types(spec, table.types)
-            tables = []
+            plan.add_types(spec, program.types)
+            tables = program.rest  # what the program cannot express: the loop
         for table in tables:
             if pre is not None:
                 table = _pre_pass(state, table, pre, view, delta)

@@ -38,7 +38,7 @@ class Program:
     (first place, slots, constants, struct format), one ``pack_into`` per run.
     """
 
-    __slots__ = ("offsets", "slots", "consts", "runs", "_order", "_arrays")
+    __slots__ = ("offsets", "slots", "consts", "runs", "types", "rest", "_order", "_arrays")
 
     def __init__(self, offsets: list[int], slots: list[int], consts: list[int],
                  word: int = 8) -> None:
@@ -47,6 +47,8 @@ class Program:
         self.consts = consts
         # Entries in run order: (slot, constant) pairs, each run a slice of them.
         self.runs, self._order = _runs(offsets, slots, consts, word)
+        self.types: list[int] = []  # relocation types the program covers (for counts)
+        self.rest: list[RelocTable] = []  # entries left to the generic loop
         self._arrays: Any = None
 
     def __len__(self) -> int:
@@ -77,17 +79,28 @@ def _runs(offsets: list[int], slots: list[int], consts: list[int], word: int
 def compile_program(tables: list[RelocTable], classes: dict[int, RelocClass],
                     plan: dict[int, tuple[int, int, int, int]],
                     word: int = 8) -> Program | None:
-    """The program for `tables` under binding `plan`, or None if an entry needs the loop."""
+    """The program for `tables` under binding `plan`, or None (REL tables: their addends
+    are read from the places at load time).
+
+    Entries the program cannot express -- TLS, COPY, IRELATIVE, text fields, symbols the
+    plan lacks or that are the module's own IFUNCs -- are kept, in table order, as the
+    program's `rest`: tables for the generic loop, applied after the program (which is
+    only allowed when no rest entry writes a place the program writes).
+    """
     RELATIVE, NONE = RelocClass.RELATIVE, RelocClass.NONE
     symbolic = (RelocClass.GLOB_DAT, RelocClass.JUMP_SLOT, RelocClass.SYMBOLIC)
     offsets: list[int] = []
     slots: list[int] = []
     consts: list[int] = []
+    types: list[int] = []
+    rest: list[RelocTable] = []
     for table in tables:
         addends = table.addends
         if addends is None:
             return None  # REL: the addend is in the place, read at load time
-        for off, t, sym, a in zip(table.offsets, table.types, table.syms, addends):
+        left: list[int] = []
+        for i, (off, t, sym, a) in enumerate(zip(table.offsets, table.types, table.syms,
+                                                 addends)):
             c = classes.get(t)
             if c is RELATIVE:
                 slot, k = _SELF, a
@@ -97,16 +110,28 @@ def compile_program(tables: list[RelocTable], classes: dict[int, RelocClass],
                 else:
                     entry = plan.get(sym)
                     if entry is None or entry[3] == STT_GNU_IFUNC:
-                        return None  # not recorded, or its own IFUNC (runs later)
+                        left.append(i)  # not recorded, or its own IFUNC (runs later)
+                        continue
                     slot, k = entry[0], entry[1] + a
             elif c is NONE:
+                types.append(t)
                 continue
             else:
-                return None
+                left.append(i)
+                continue
             offsets.append(off)
             slots.append(slot)
             consts.append(k)
-    return Program(offsets, slots, consts, word)
+            types.append(t)
+        if left:
+            rest.append(RelocTable(table.name, [table.offsets[i] for i in left],
+                                   [table.types[i] for i in left],
+                                   [table.syms[i] for i in left], [addends[i] for i in left]))
+    if rest and not {o for r in rest for o in r.offsets}.isdisjoint(offsets):
+        return None  # a place written twice: only the loop keeps the order
+    program = Program(offsets, slots, consts, word)
+    program.types, program.rest = types, rest
+    return program
 
 
 def apply_program(program: Program, view: memoryview, delta: int, biases: list[int],
