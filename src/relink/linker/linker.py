@@ -300,22 +300,23 @@ class PreparedLoad(GraphBuilder):
         if self._init_order is not None and self.stage not in ("new", "preparing"):
             return self._init_order
         out: list[Entry] = []
-        seen: set[int] = set()
         new = {e.id for e in self.new}
-        assert self.root is not None
-        stack: list[tuple[Entry, int]] = [(self.root, 0)]
-        seen.add(self.root.id)
+        root = self.root
+        assert root is not None
+        seen = {root.id}
+        stack = [(root, iter(root.deps))]  # post-order: every dependency before its user
         while stack:
-            e, i = stack.pop()
-            if i < len(e.deps):
-                stack.append((e, i + 1))
-                d = e.deps[i]
+            e, deps = stack[-1]
+            for d in deps:
                 if d.id not in seen:
                     seen.add(d.id)
-                    stack.append((d, 0))
-            elif isinstance(e.module, ModuleState) and (e.id in new or
+                    stack.append((d, iter(d.deps)))
+                    break
+            else:
+                stack.pop()
+                if isinstance(e.module, ModuleState) and (e.id in new or
                                                          e.module.state == State.RELOCATED):
-                out.append(e)
+                    out.append(e)
         if self.stage not in ("new", "preparing"):
             self._init_order = out
         return out
@@ -323,17 +324,14 @@ class PreparedLoad(GraphBuilder):
     def _group(self) -> list[Any]:
         """The load group: breadth-first from the root over DT_NEEDED edges."""
         assert self.root is not None
-        out: list[Any] = []
-        seen: set[int] = set()
         queue = [self.root]
-        while queue:
-            e = queue.pop(0)
-            if e.id in seen:
-                continue
-            seen.add(e.id)
-            out.append(e.module)
-            queue.extend(e.deps)
-        return out
+        seen = {self.root.id}
+        for e in queue:  # grows while iterated: breadth-first
+            for d in e.deps:
+                if d.id not in seen:
+                    seen.add(d.id)
+                    queue.append(d)
+        return [e.module for e in queue]
 
     def relocate(self) -> None:
         """Stage 2: relocate every new module, dependencies first."""
