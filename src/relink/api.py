@@ -17,6 +17,7 @@ context for that purpose.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -95,7 +96,9 @@ def load(source: SourceLike | Any, *, name: str | None = None, scope: Sequence[A
                                  and target is None)
     if context is None:
         label = name or (str(source) if isinstance(source, str) else type(source).__name__)
-        context = LinkContext(f"load:{label}")
+        # Interned: loads of the same file share the name (the context lives as long as
+        # the module; issue 8, T8).
+        context = LinkContext(sys.intern(f"load:{label}"))
     linker = _linker(host, resolver, mapper, executor, tls, fallback, lazy, target) \
         if custom_linker else context.linker
     if linker is None:

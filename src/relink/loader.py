@@ -162,6 +162,12 @@ class Image:
     """
 
     # A plain class, not a @dataclass: importing dataclasses costs a first load ~10 ms.
+    # Slots: one image per loaded module, kept as long as it is loaded (issue 8, T8).
+    __slots__ = ("source", "header", "phdrs", "loads", "spec", "mapper", "region", "base",
+                 "span_vaddr", "view", "dynamic", "symbols", "tls", "relro", "eh_frame_hdr",
+                 "page_size", "protections", "_segments_final", "keep_writable", "parsed",
+                 "__weakref__")
+
     def __init__(self, source: ElfSource, header: ElfHeader, phdrs: list[ProgramHeader],
                  loads: list[ProgramHeader], spec: ArchSpec, mapper: Mapper, region: Region,
                  base: int, span_vaddr: int, view: AddressView, dynamic: DynamicInfo | None,

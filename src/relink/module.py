@@ -45,7 +45,7 @@ class Module:
         # providers whose answers may change (synthetic modules) or need no cache.
         self._symcache: dict[str, int | None] | None = getattr(state, "symcache", None)
         self._owner = owner
-        self._functions: dict[tuple[Any, ...], Any] = {}
+        self._functions: dict[tuple[Any, ...], Any] | None = None  # made by `function`
         self._keep: list[Any] = []  # objects that must live as long as this facade
         # Built on first access (most loads never look): `_deps_of(self)` makes the list.
         self._deps: list[Module] | None = None
@@ -165,10 +165,14 @@ class Module:
             SymbolNotFoundError: the module does not export `name`.
         """
         key = (name, restype, argtypes, version)
-        try:
-            return self._functions[key]
-        except KeyError:
-            pass
+        functions = self._functions
+        if functions is None:
+            functions = self._functions = {}
+        else:
+            try:
+                return functions[key]
+            except KeyError:
+                pass
         addr = self._address(name, version)
         foreign = self._foreign_memory()
         if foreign is not None:
@@ -183,7 +187,7 @@ class Module:
                     "which cannot run it: load it into relink.memory.unicorn.Emulator",
                     file=self.path or self.name)
             fn = make(addr, name, restype, argtypes)
-            self._functions[key] = fn
+            functions[key] = fn
             return fn
         fn = ctypes.CFUNCTYPE(restype, *argtypes)(addr)
         # Keep the mapping alive as long as the function object.
@@ -192,7 +196,7 @@ class Module:
         if _callbacks.active():
             # A Python callback this call reaches may have raised: re-raise it here.
             fn.errcheck = _callbacks.errcheck
-        self._functions[key] = fn
+        functions[key] = fn
         return fn
 
     def variable(self, name: str, ctype: type[C], version: str | None = None) -> C:
@@ -253,7 +257,7 @@ class Module:
         owner = self._owner
         if owner is not None:
             owner.release(self)
-        self._functions.clear()
+        self._functions = None
 
     def initialize(self) -> None:
         """Run the initializers a load with ``init=False`` left pending (deps first)."""

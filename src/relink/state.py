@@ -9,7 +9,7 @@ apart from `Module` lets a finalizer own the state without keeping the facade al
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from relink._log import lazy_logger
@@ -80,6 +80,11 @@ class ModuleState:
         extras: per-subsystem resources (TLS blocks, trampolines…) with release hooks.
     """
 
+    # Slots: one state per loaded module, kept as long as it is loaded (issue 8, T8).
+    __slots__ = ("image", "executor", "name", "soname", "identity", "deps", "scope", "state",
+                 "init_funcs", "fini_funcs", "extras", "lock", "_ifunc", "symcache",
+                 "tls_runtime", "tls_record", "lazy", "__weakref__")
+
     is_host = False
 
     def __init__(self, image: Image, executor: Executor | None) -> None:
@@ -89,7 +94,7 @@ class ModuleState:
         dyn = image.dynamic
         self.soname = dyn.soname if dyn is not None else None
         self.identity = image.source.identity
-        self.deps: list[Any] = []
+        self.deps: Sequence[Any] = ()  # set by relink.plan (the linker keeps Entry.deps)
         self.scope: list[Any] = []
         self.state = State.MAPPED
         self.init_funcs: list[int] = []
@@ -99,6 +104,8 @@ class ModuleState:
         self._ifunc: dict[int, int] = {}
         self.symcache: dict[str, int | None] = {}  # Module.symbol's cache, misses too
         self.tls_runtime: Any = None  # set by relink.runtime.tls for modules with PT_TLS
+        self.tls_record: Any = None  # relink.runtime.tls's per-module record
+        self.lazy: Any = None  # relink.runtime.lazy's PLT state, for lazily bound modules
         _debug_track(self)  # relink.loaded_modules() / gdb see it until released
 
     @property

@@ -34,7 +34,10 @@ class AddressView:
     def __init__(self, buf: memoryview, ranges: Sequence[tuple[int, int, int]],
                  label: str) -> None:
         self.buf = buf
-        self.ranges = sorted(ranges)
+        # Never mutated: a list already in order (the layout a file's later loads reuse)
+        # is shared, not copied (one view per loaded module, kept while it is loaded).
+        self.ranges: Sequence[tuple[int, int, int]] = \
+            ranges if type(ranges) is list and _ascending(ranges) else sorted(ranges)
         self.label = label
 
     @classmethod
@@ -84,3 +87,13 @@ class AddressView:
 
     def contains(self, vaddr: int, size: int) -> bool:
         return any(start <= vaddr and vaddr + size <= end for start, end, _ in self.ranges)
+
+
+def _ascending(ranges: list[tuple[int, int, int]]) -> bool:
+    """True if `ranges` is in order already (what `sorted` would return)."""
+    prev = None
+    for r in ranges:
+        if prev is not None and r < prev:
+            return False
+        prev = r
+    return True

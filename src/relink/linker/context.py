@@ -26,7 +26,7 @@ import itertools
 import threading
 import weakref
 from _thread import get_ident
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from relink._log import lazy_logger
@@ -139,11 +139,13 @@ class Lease:
         pending_init: entries of the load still to initialize (``init=False``).
     """
 
+    __slots__ = ("ctx", "entry", "released", "pending_init", "finalizer")
+
     def __init__(self, ctx: LinkContext, entry: Entry) -> None:
         self.ctx = ctx
         self.entry = entry
         self.released = False
-        self.pending_init: list[Entry] = []
+        self.pending_init: Sequence[Entry] = ()  # replaced, never mutated
         self.finalizer: weakref.finalize | None = None  # releases it if the facade dies
 
     def _dependency_views(self, facade: Module) -> list[Module]:
@@ -230,6 +232,11 @@ class LinkContext:
         >>> lib = ctx.load("/path/libfoo.so")                         # doctest: +SKIP
         >>> ctx.promote_global(lib); ctx.close()                      # doctest: +SKIP
     """
+
+    # Slots: every plain `relink.load` makes a context of its own (issue 8, T8).
+    __slots__ = ("id", "name", "linker", "lock", "closed", "_busy", "_owner_tid", "_pending",
+                 "globals", "unique", "_by_key", "_by_identity", "_by_module", "_order",
+                 "__weakref__")
 
     def __init__(self, name: str | None = None, *, linker: Any = None) -> None:
         self.id = next(_ids)

@@ -12,34 +12,56 @@ import os
 import weakref
 from typing import Any
 
-__all__ = ["track"]
+__all__ = ["live_states", "track"]
 
-_live: weakref.WeakSet[Any] = weakref.WeakSet()
-_order: dict[int, int] = {}  # id(state) -> registration sequence (stable listing order)
-_seq = [0]
 _gdb: dict[str, str] = {}  # "dir" -> manifest directory, when enabled
+_seq = [0]
+
+
+class _Tracked(weakref.ref):
+    """The registry's weak reference to a module state, with what listing it needs:
+    `key` (its ``id``, the registry key) and `seq` (registration number: listing order,
+    and a name no other state ever gets). One small object per loaded module."""
+
+    __slots__ = ("key", "seq")
+    key: int
+    seq: int
+
+    def untrack(self) -> None:
+        """The state's release hook: it leaves the registry."""
+        if _live.get(self.key) is self:
+            del _live[self.key]
+        if _gdb:
+            _manifest_changed()
+
+
+def _collected(ref: _Tracked) -> None:
+    """Weak-reference callback: a state collected without being released."""
+    if _live.get(ref.key) is ref:
+        del _live[ref.key]
+
+
+_live: dict[int, _Tracked] = {}  # id(state) -> its reference, in registration order
 
 
 def track(state: Any) -> None:
     """Register a freshly created module state (called by ModuleState / ObjectState)."""
     # No lock: a GC finalizer (relink leases release contexts) must never find this
-    # held; set/dict updates are atomic under the GIL.
-    _seq[0] += 1
-    _order[id(state)] = _seq[0]
-    _live.add(state)
-    ref = weakref.ref(state)
-    state.extras.insert(0, lambda: _untrack(ref))  # runs last, after the other releases
+    # held; dict updates are atomic under the GIL.
+    ref = _Tracked(state, _collected)
+    ref.key = key = id(state)
+    _seq[0] = ref.seq = _seq[0] + 1
+    _live[key] = ref
+    state.extras.insert(0, ref.untrack)  # runs last, after the other releases
     if _gdb:
         _manifest_changed()
 
 
-def _untrack(ref: weakref.ref[Any]) -> None:
-    state = ref()
-    if state is not None:
-        _live.discard(state)
-        _order.pop(id(state), None)
-    if _gdb:
-        _manifest_changed()
+def live_states() -> list[tuple[int, Any]]:
+    """(registration number, state) of every registered state still alive, in
+    registration order."""
+    refs = sorted(list(_live.values()), key=lambda r: r.seq)
+    return [(r.seq, s) for r in refs if (s := r()) is not None]
 
 
 def _manifest_changed() -> None:

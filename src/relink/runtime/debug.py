@@ -23,7 +23,7 @@ import threading
 from typing import Any
 
 from relink._record import FrozenRecord
-from relink.runtime import _gdb, _live, _order, track
+from relink.runtime import _gdb, live_states, track
 
 __all__ = ["LoadedModuleInfo", "enable_gdb", "gdb_commands", "gdb_script_path",
            "loaded_modules", "manifest_path", "track"]
@@ -89,9 +89,12 @@ def _info(st: Any) -> LoadedModuleInfo:
 
 def loaded_modules() -> list[LoadedModuleInfo]:
     """Every module relink has mapped and not released, in load order."""
-    states = sorted((s for s in list(_live) if getattr(s, "state", "") != "closed"),
-                    key=lambda s: _order.get(id(s), 0))
-    return [_info(s) for s in states]
+    return [_info(s) for _, s in _open_states()]
+
+
+def _open_states() -> list[tuple[int, Any]]:
+    """(registration number, state) of the live states not closed, in load order."""
+    return [(n, s) for n, s in live_states() if getattr(s, "state", "") != "closed"]
 
 
 # -- gdb ----------------------------------------------------------------------------------
@@ -118,7 +121,7 @@ def enable_gdb(directory: str | None = None) -> str:
     return os.path.join(d, "manifest.json")
 
 
-def _symbol_file(st: Any, directory: str) -> str | None:
+def _symbol_file(st: Any, seq: int, directory: str) -> str | None:
     """A file gdb can read for `st`: its path, or its bytes dumped once."""
     path = getattr(st, "path", None)
     if path:
@@ -127,7 +130,7 @@ def _symbol_file(st: Any, directory: str) -> str | None:
     data = getattr(source, "data", None) if source is not None else None
     if data is None:
         return None
-    out = os.path.join(directory, f"{_order.get(id(st), 0)}-{os.path.basename(st.name)}")
+    out = os.path.join(directory, f"{seq}-{os.path.basename(st.name)}")
     if not os.path.exists(out):
         with open(out + ".tmp", "wb") as f:
             f.write(bytes(data))
@@ -139,13 +142,11 @@ def gdb_commands(directory: str | None = None) -> list[str]:
     """The ``add-symbol-file`` commands that give gdb every native relink module."""
     d = directory or _gdb.get("dir") or os.path.dirname(manifest_path())
     cmds = []
-    states = sorted((s for s in list(_live) if getattr(s, "state", "") != "closed"),
-                    key=lambda s: _order.get(id(s), 0))
-    for st in states:
+    for seq, st in _open_states():
         info = _info(st)
         if not info.native:
             continue
-        f = _symbol_file(st, d) if info.kind != "object" else ""
+        f = _symbol_file(st, seq, d) if info.kind != "object" else ""
         if f is None:
             continue
         if info.kind == "object":

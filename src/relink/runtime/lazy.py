@@ -269,7 +269,7 @@ def prepare_lazy(state: ModuleState, binder: Binder, tables: list[RelocTable],
     pack("<QQ", view, got + 8 + delta, lm.cookie, tramp)
     cookie = lm.cookie
     state.extras.append(lambda: _unregister(cookie))
-    state.lazy = lm  # type: ignore[attr-defined]
+    state.lazy = lm
     # RELRO must not cover a pending slot (Image.protect_relro honours keep_writable).
     offs = [e[0] for e in lm.entries.values()]  # GOT[1..2] may go read-only: written
     image.keep_writable.append((image.base + min(offs), max(offs) + 8 - min(offs)))

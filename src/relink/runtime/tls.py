@@ -162,14 +162,20 @@ class _TlsRecord:
         self.keep: list[Any] | None = None  # dynamic TLSDESC arguments it points to
 
 
-_RECORD = "_relink_tls"
-_install = threading.Lock()  # guards only the check-and-set of a record's carrier
+_install = threading.Lock()  # guards only the check-and-set of a record (or its carrier)
 
 
 def _record(state: ModuleState) -> _TlsRecord:
-    rec = state.__dict__.get(_RECORD)
+    """The TLS record of `state` (created on first use)."""
+    rec: _TlsRecord | None = state.tls_record
     if rec is None:
-        rec = state.__dict__.setdefault(_RECORD, _TlsRecord())  # atomic in CPython
+        # Allocated outside the lock (a GC finalizer may run on an allocation); the
+        # check-and-set allocates nothing.
+        new = _TlsRecord()
+        with _install:
+            rec = state.tls_record
+            if rec is None:
+                rec = state.tls_record = new
     return rec
 
 

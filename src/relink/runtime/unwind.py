@@ -171,16 +171,25 @@ def register_frames(state: Any) -> bool:
         if found is None:
             return False
         start = found
-    reg, dereg = _libgcc()
+    reg = _libgcc()[0]
     reg(start)  # libgcc locks its own object list
     _registered[start] = state.image.label
-
-    def release() -> None:
-        if _registered.pop(start, None) is not None:
-            dereg(start)
-
-    state.extras.append(release)
+    state.extras.append(_Deregister(start))
     return True
+
+
+class _Deregister:
+    """Release hook of one registered ``.eh_frame``: deregisters it (once). One per loaded
+    module, kept while it is loaded: a slotted object is a third of a closure's size."""
+
+    __slots__ = ("start",)
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def __call__(self) -> None:
+        if _registered.pop(self.start, None) is not None:
+            _libgcc()[1](self.start)
 
 
 def registered_frames() -> dict[int, str]:
