@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from relink._log import lazy_logger
@@ -165,7 +166,7 @@ class Image:
     # Slots: one image per loaded module, kept as long as it is loaded (issue 8, T8).
     __slots__ = ("source", "header", "phdrs", "loads", "spec", "mapper", "region", "base",
                  "span_vaddr", "view", "dynamic", "symbols", "tls", "relro", "eh_frame_hdr",
-                 "page_size", "protections", "_segments_final", "keep_writable", "parsed",
+                 "page_size", "_protections", "_segments_final", "keep_writable", "parsed",
                  "__weakref__")
 
     def __init__(self, source: ElfSource, header: ElfHeader, phdrs: list[ProgramHeader],
@@ -173,7 +174,7 @@ class Image:
                  base: int, span_vaddr: int, view: AddressView, dynamic: DynamicInfo | None,
                  symbols: SymbolTable | None, tls: ProgramHeader | None,
                  relro: ProgramHeader | None, eh_frame_hdr: int | None, page_size: int,
-                 protections: list[tuple[int, int, int]] | None = None,
+                 protections: Sequence[tuple[int, int, int]] | None = None,
                  _segments_final: bool = False,
                  keep_writable: list[tuple[int, int]] | None = None,
                  parsed: ParsedMetadata | None = None) -> None:
@@ -193,13 +194,25 @@ class Image:
         self.relro = relro
         self.eh_frame_hdr = eh_frame_hdr
         self.page_size = page_size
-        self.protections: list[tuple[int, int, int]] = \
+        # (address, size, prot) per segment as mapped; a sequence of offsets from the
+        # region's start (a mapping recipe's) is made absolute only if someone asks.
+        self._protections: Sequence[tuple[int, int, int]] = \
             [] if protections is None else protections
         self._segments_final = _segments_final
         # (runtime address, size) ranges PT_GNU_RELRO must leave writable (lazy PLT slots).
         self.keep_writable: list[tuple[int, int]] = \
             [] if keep_writable is None else keep_writable
         self.parsed = parsed
+
+    @property
+    def protections(self) -> list[tuple[int, int, int]]:
+        """(runtime address, size, PROT_* flags) of each segment as the loader mapped it
+        (before `finish_protection`)."""
+        prots = self._protections
+        if not isinstance(prots, list):  # a recipe's offsets (a tuple)
+            start = self.region.start
+            prots = self._protections = [(start + at, size, prot) for at, size, prot in prots]
+        return prots
 
     def relocation_tables(self) -> tuple[list[RelocTable], list[int]]:
         """The decoded REL/RELA tables and RELR addresses (cached with the metadata)."""

@@ -153,7 +153,8 @@ class Recipe:
                  first: tuple[int, int],
                  maps: list[tuple[int, int, int, int]],
                  tails: list[tuple[int, int, int, int | None]],
-                 anons: list[tuple[int, int, int]], protections: list[tuple[int, int, int]],
+                 anons: list[tuple[int, int, int]],
+                 protections: tuple[tuple[int, int, int], ...],
                  layout: tuple[Any, ...]) -> None:
         self.page, self.mapper_type = page, mapper_type
         self.span, self.lo, self.first = span, lo, first
@@ -185,15 +186,16 @@ def recipe_for(parsed: Any, lo: int, span: int, page: int, mapper_type: type
         if anon_len:
             anons.append((anon_at, anon_len, prot))
         prots.append((seg, total, prot))
-    recipe = Recipe(page, mapper_type, span, lo, first, maps, tails, anons, prots, layout)
+    recipe = Recipe(page, mapper_type, span, lo, first, maps, tails, anons, tuple(prots),
+                    layout)
     parsed.recipe = recipe
     return recipe
 
 
 def map_recipe(recipe: Recipe, mapper: Mapper, fd: int
-               ) -> tuple[Region, memoryview, list[tuple[int, int, int]]]:
-    """Map a file by its recipe: (region, its view, protections as mapped). Nothing stays
-    mapped if a call fails."""
+               ) -> tuple[Region, memoryview, tuple[tuple[int, int, int], ...]]:
+    """Map a file by its recipe: (region, its view, protections as mapped, in offsets
+    from the region's start). Nothing stays mapped if a call fails."""
     region = mapper.reserve_file(recipe.span, fd, *recipe.first)  # type: ignore[attr-defined]
     try:
         start = region.start
@@ -212,4 +214,4 @@ def map_recipe(recipe: Recipe, mapper: Mapper, fd: int
     except BaseException:
         region.release()
         raise
-    return region, view, [(start + at, size, prot) for at, size, prot in recipe.protections]
+    return region, view, recipe.protections  # offsets: Image makes them absolute if asked
