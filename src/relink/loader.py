@@ -69,9 +69,10 @@ class ParsedMetadata:
         self.symbols = symbols
         self.tables = tables
         self.complete = complete
-        # Binding plans (relocation/scope.py): scope signature -> recorded resolutions.
+        # Binding plans (relocation/scope.py): scope signature -> (recorded resolutions,
+        # the scope positions they bind to).
         self.bind_plans: dict[tuple[object, ...], tuple[dict[int, tuple[int, int, int, int]],
-                                                        frozenset[int]]] = {}
+                                                        tuple[int, ...]]] = {}
         # Base-independent facts other subsystems derive from the file (runtime/unwind).
         self.facts: dict[str, object] = {}
         # Relocation programs (relocation/replay.py) per binding-plan key; None: unsuitable.

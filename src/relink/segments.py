@@ -199,9 +199,12 @@ def map_recipe(recipe: Recipe, mapper: Mapper, fd: int
     region = mapper.reserve_file(recipe.span, fd, *recipe.first)  # type: ignore[attr-defined]
     try:
         start = region.start
-        map_file = region.map_file
-        for at, length, offset, prot in recipe.maps:
-            map_file(start + at, length, fd, offset, prot)
+        map_files = getattr(region, "map_files", None)  # HostRegion's: one loop
+        if map_files is not None:
+            map_files(fd, recipe.maps)
+        else:
+            for at, length, offset, prot in recipe.maps:
+                region.map_file(start + at, length, fd, offset, prot)
         view = region.view()
         for at, length, page_at, keep in recipe.tails:
             if keep is not None:  # a read-only page: writable just for the zeroing

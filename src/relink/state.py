@@ -8,9 +8,13 @@ apart from `Module` lets a finalizer own the state without keeping the facade al
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+try:  # the C lock itself: threading.RLock is a Python wrapper around it (a call per load)
+    from _thread import RLock as _RLock
+except ImportError:  # pragma: no cover - every CPython has it
+    from threading import RLock as _RLock
 
 from relink._log import lazy_logger
 from relink.elf.symbols import SHN_ABS, STT_GNU_IFUNC
@@ -57,6 +61,12 @@ class State:
     CLOSED = "closed"
 
 
+# The state tests of the lifecycle methods (module constants: no tuple built per call).
+_INIT_DONE = (State.INITIALIZED, State.INITIALIZING)  # initialize(): nothing to do
+_INIT_REFUSED = (State.FAILED, State.FINALIZED, State.CLOSED)  # initialize(): an error
+_FINALIZABLE = (State.INITIALIZED, State.FAILED)  # finalize() runs the finalizers
+
+
 class Provider(Protocol):
     """Anything that can provide symbol definitions to a relocation."""
 
@@ -90,7 +100,7 @@ class ModuleState:
     def __init__(self, image: Image, executor: Executor | None) -> None:
         self.image = image
         self.executor = executor
-        self.name = image.name
+        self.name = image.source.name  # Image.name, without the property call
         dyn = image.dynamic
         self.soname = dyn.soname if dyn is not None else None
         self.identity = image.source.identity
@@ -100,8 +110,8 @@ class ModuleState:
         self.init_funcs: list[int] = []
         self.fini_funcs: list[int] = []
         self.extras: list[Callable[[], None]] = []
-        self.lock = threading.RLock()
-        self._ifunc: dict[int, int] = {}
+        self.lock = _RLock()
+        self._ifunc: dict[int, int] | None = None  # made by the first IFUNC resolution
         self.symcache: dict[str, int | None] = {}  # Module.symbol's cache, misses too
         self.tls_runtime: Any = None  # set by relink.runtime.tls for modules with PT_TLS
         self.tls_record: Any = None  # relink.runtime.tls's per-module record
@@ -145,7 +155,10 @@ class ModuleState:
 
     def resolve_ifunc(self, resolver: int) -> int:
         """Call (once) the IFUNC resolver at `resolver` through the executor."""
-        addr = self._ifunc.get(resolver)
+        cache = self._ifunc
+        if cache is None:
+            cache = self._ifunc = {}
+        addr = cache.get(resolver)
         if addr is None:
             if self.executor is None:
                 from relink.errors import UnsupportedError
@@ -154,8 +167,7 @@ class ModuleState:
                     "calling an IFUNC resolver needs to run target code, and this load has "
                     "no executor for it (foreign image without an emulator backend)",
                     file=self.image.label)
-            addr = self.executor.call_ifunc(resolver)
-            self._ifunc[resolver] = addr
+            addr = cache[resolver] = self.executor.call_ifunc(resolver)
         return addr
 
     def cacheable(self, name: str) -> bool:
@@ -187,21 +199,24 @@ class ModuleState:
     def initialize(self, argc: int, argv: int, envp: int) -> None:
         """Run DT_INIT then DT_INIT_ARRAY (once; a re-entrant call sees it as done)."""
         with self.lock:
-            if self.state in (State.INITIALIZED, State.INITIALIZING):
+            state = self.state
+            if state in _INIT_DONE:
                 return
-            if self.state in (State.FAILED, State.FINALIZED, State.CLOSED):
-                raise InitializerError(f"cannot initialize a module in state {self.state}",
+            if state in _INIT_REFUSED:
+                raise InitializerError(f"cannot initialize a module in state {state}",
                                        file=self.image.label)
             self.state = State.INITIALIZING
             try:
                 if self.init_funcs:
-                    if self.executor is None:
+                    executor = self.executor
+                    if executor is None:
                         raise InitializerError(
                             "module has initializers but this load cannot run target code "
                             "(no executor); use an emulator backend or defer_init",
                             file=self.image.label)
+                    call_init = executor.call_init
                     for func in self.init_funcs:
-                        self.executor.call_init(func, argc, argv, envp)
+                        call_init(func, argc, argv, envp)
             except BaseException:
                 self.state = State.FAILED
                 raise
@@ -210,7 +225,7 @@ class ModuleState:
     def finalize(self) -> None:
         """Run DT_FINI_ARRAY in reverse then DT_FINI (only if initialized or failed)."""
         with self.lock:
-            if self.state not in (State.INITIALIZED, State.FAILED):
+            if self.state not in _FINALIZABLE:
                 return
             self.state = State.FINALIZED
             run_finalizers(self.executor, self.fini_funcs, self.name)

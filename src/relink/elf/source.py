@@ -24,8 +24,11 @@ SourceLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, int, I
                    "ElfSource"]
 
 _fresh = itertools.count(1)
+# SourceIdentity(kind, a, b) without the namedtuple's Python-level __new__ (every load).
+_identity = tuple.__new__
 _HEAD = 4096
 _S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # see _open_path
 
 
 class SourceIdentity(namedtuple("SourceIdentity", "kind a b")):
@@ -187,9 +190,10 @@ def _from_fd(fd: int, path: str | None, owns: bool) -> ElfSource:
             os.close(fd)
         raise ElfParseError("not a regular file", file=path)
     name = path.rpartition("/")[2] if path else f"fd:{fd}"
-    return ElfSource(name=name, path=path, fd=fd, size=st.st_size,
-                     identity=SourceIdentity("file", st.st_dev, st.st_ino),
-                     data=None, stamp=(st.st_size, st.st_mtime_ns, st.st_ctime_ns),
+    size = st.st_size
+    return ElfSource(name=name, path=path, fd=fd, size=size,
+                     identity=_identity(SourceIdentity, ("file", st.st_dev, st.st_ino)),
+                     data=None, stamp=(size, st.st_mtime_ns, st.st_ctime_ns),
                      owns_fd=owns)
 
 
@@ -198,7 +202,7 @@ def _open_path(path: str) -> ElfSource:
     try:
         # O_NONBLOCK: opening a FIFO (say a hostile DT_NEEDED path) must not block
         # forever; _from_fd then rejects it as not a regular file (issue 9).
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise MappingError(f"cannot open: {exc.strerror}", file=path, op="open",
                            errno=exc.errno) from exc

@@ -16,6 +16,9 @@ from relink.runtime import libc as c
 
 __all__ = ["HostMapper", "HostRegion"]
 
+_FILE_FIXED = c.MAP_PRIVATE | c.MAP_FIXED
+_ANON_FIXED = c.MAP_PRIVATE | c.MAP_FIXED | c.MAP_ANONYMOUS
+
 
 def _fail(op: str, addr: int, size: int) -> MappingError:
     err = ctypes.get_errno()
@@ -34,14 +37,22 @@ class HostRegion:
         self._view: memoryview | None = None
         self._released = False
 
+    # A failed mmap returns None (NULL) or MAP_FAILED, never `addr`: one comparison.
     def map_file(self, addr: int, size: int, fd: int, offset: int, prot: int) -> None:
-        got = c.mmap(addr, size, prot, c.MAP_PRIVATE | c.MAP_FIXED, fd, offset)
-        if got is None or got == c.MAP_FAILED or got != addr:
+        if c.mmap(addr, size, prot, _FILE_FIXED, fd, offset) != addr:
             raise _fail("mmap", addr, size)
 
+    def map_files(self, fd: int, maps: list[tuple[int, int, int, int]]) -> None:
+        """`map_file` for each (offset from `start`, length, file offset, prot): the
+        other segments of a file mapped by its recipe, in one loop."""
+        mmap = c.mmap  # looked up per call: tests replace it to inject failures
+        start = self.start
+        for at, size, offset, prot in maps:
+            if mmap(start + at, size, prot, _FILE_FIXED, fd, offset) != start + at:
+                raise _fail("mmap", start + at, size)
+
     def map_anon(self, addr: int, size: int, prot: int) -> None:
-        got = c.mmap(addr, size, prot, c.MAP_PRIVATE | c.MAP_FIXED | c.MAP_ANONYMOUS, -1, 0)
-        if got is None or got == c.MAP_FAILED or got != addr:
+        if c.mmap(addr, size, prot, _ANON_FIXED, -1, 0) != addr:
             raise _fail("mmap", addr, size)
 
     def protect(self, addr: int, size: int, prot: int) -> None:

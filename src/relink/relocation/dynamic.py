@@ -155,27 +155,9 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
     textrel = dyn.textrel
     word = spec.word_size
     parsed = image.parsed
-    facts = parsed.facts if parsed is not None and parsed.complete else None
-    if facts is None or not facts.get("relocation_targets_checked"):
-        windows = _windows(image, textrel)
-        # Each entry is checked with the width it writes: a word, a FIELD's width, two
-        # words for TLSDESC (a one-byte check would let a word straddle a segment's end).
-        widths = {t: fs.width for t, fs in spec.fields.items()}
-        for t, cls in spec.classes.items():
-            if cls is RelocClass.TLSDESC:
-                widths[t] = 2 * word
-            elif cls is RelocClass.NONE:
-                widths[t] = 0
-            elif cls is RelocClass.COPY:
-                widths[t] = 1  # the symbol's size is checked by _copy
-        for table in tables:
-            _check_offsets(image, table.name, table.offsets, word, windows, table.types,
-                           widths)
-        _check_offsets(image, ".relr.dyn", relr, word, windows)
-        if facts is not None:
-            # Offsets and segments are link-time values: the verdict holds for every
-            # later load of the same (unchanged) file.
-            facts["relocation_targets_checked"] = True
+    if parsed is None or not parsed.complete or \
+            not parsed.facts.get("relocation_targets_checked"):
+        _check_targets(image, tables, relr, textrel)
     region = image.region
     view = region.view()
     mirror = None
@@ -187,7 +169,7 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
             mirror[at - region.start:at - region.start + ph.p_memsz] = region.read(at,
                                                                                    ph.p_memsz)
         view = memoryview(mirror)
-    unprotected: list[tuple[int, int, int]] = []
+    unprotected: list[tuple[int, int, int]] | tuple[()] = ()
     if textrel:
         unprotected = [(s, n, p) for s, n, p in image.protections if not p & PROT_WRITE]
         for s, n, p in unprotected:
@@ -203,13 +185,14 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
         if relr:
             _apply_relr(view, relr, delta, image.base, word)
             plan.add("RELATIVE", len(relr))
-        if lazy and dyn.jmprel and not dyn.bind_now:
+        lazy_plt = lazy and dyn.jmprel and not dyn.bind_now
+        if lazy_plt:
             from relink.runtime.lazy import prepare_lazy
 
             tables, n_lazy = prepare_lazy(state, binder, tables, view, delta)
             plan.add("JUMP_SLOT (lazy)", n_lazy)
-        program = _program(state, tables, binder) if pre is None \
-            and not (lazy and dyn.jmprel and not dyn.bind_now) else None
+        program = _program(state, tables, binder) if binder.plan is not None \
+            and pre is None and not lazy_plt else None
         if program is not None:  # a reload with the same scope: replay, no binding
             apply_program(program, view, delta, binder.plan_bases, word)
             plan.add_types(spec, program.types)
@@ -238,11 +221,40 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
                 view[idx:idx + word] = value
             else:
                 region.write(region.start + idx, value)
-    binder.remember()
+    if binder.plan is None:  # else replayed from a recorded plan: nothing new to record
+        binder.remember()
     _lifecycle_lists(state, view, delta)
     if tls_owner:
         tls.relocated(state)  # type: ignore[union-attr]
     return plan
+
+
+def _check_targets(image: Image, tables: list[RelocTable], relr: list[int],
+                   textrel: bool) -> None:
+    """Raise unless every relocation writes inside a writable segment (any segment with
+    DT_TEXTREL); the verdict is recorded for later loads of a cached file."""
+    spec = image.spec
+    word = spec.word_size
+    windows = _windows(image, textrel)
+    # Each entry is checked with the width it writes: a word, a FIELD's width, two
+    # words for TLSDESC (a one-byte check would let a word straddle a segment's end).
+    widths = {t: fs.width for t, fs in spec.fields.items()}
+    for t, cls in spec.classes.items():
+        if cls is RelocClass.TLSDESC:
+            widths[t] = 2 * word
+        elif cls is RelocClass.NONE:
+            widths[t] = 0
+        elif cls is RelocClass.COPY:
+            widths[t] = 1  # the symbol's size is checked by _copy
+    for table in tables:
+        _check_offsets(image, table.name, table.offsets, word, windows, table.types,
+                       widths)
+    _check_offsets(image, ".relr.dyn", relr, word, windows)
+    parsed = image.parsed
+    if parsed is not None and parsed.complete:
+        # Offsets and segments are link-time values: the verdict holds for every later
+        # load of the same (unchanged) file.
+        parsed.facts["relocation_targets_checked"] = True
 
 
 def _program(state: ModuleState, tables: list[RelocTable], binder: Binder) -> Program | None:
@@ -253,8 +265,9 @@ def _program(state: ModuleState, tables: list[RelocTable], binder: Binder) -> Pr
     if key is None or stored is None or parsed is None:
         return None
     programs = parsed.programs
-    if key in programs:
-        return programs[key]  # type: ignore[return-value]
+    program = programs.get(key, programs)  # itself: not compiled yet (None: unsuitable)
+    if program is not programs:
+        return program  # type: ignore[return-value]
     spec = state.image.spec
     program = compile_program(tables, spec.classes, stored, spec.word_size)
     programs[key] = program
@@ -534,38 +547,53 @@ def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
         return
     parsed = image.parsed
     facts = parsed.facts if parsed is not None and parsed.complete else None
-    layout = facts.get("lifecycle_arrays") if facts is not None else None
+    layout: _Lifecycle | None = facts.get("lifecycle_arrays") if facts is not None \
+        else None  # type: ignore[assignment]
     if layout is None:
-        # Checked once per file (link-time ranges): (vaddr, struct format) per array.
-        word = image.spec.word_size
-        letter = "Q" if word == 8 else "I"
-        arrays: list[tuple[int, str] | None] = []
-        for vaddr, size, what in ((dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY"),
-                                  (dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")):
-            if not vaddr or not size:
-                arrays.append(None)
-                continue
-            image.view.get(vaddr, size, what)  # bounds check against the segments
-            if size % word:
-                raise RelocationError(f"{what} size {size} is not a multiple of the word "
-                                      "size", file=image.label)
-            arrays.append((vaddr, f"<{size // word}{letter}"))
-        layout = (arrays[0], arrays[1], (1 << (8 * word)) - 1)
+        layout = _lifecycle_layout(image)
         if facts is not None:
             facts["lifecycle_arrays"] = layout
-    init_at: tuple[int, str] | None
-    fini_at: tuple[int, str] | None
-    ones: int
-    init_at, fini_at, ones = layout  # type: ignore[misc]
+    init_at, fini_at, ones = layout
     base = image.base
-    # 0 and -1 entries are placeholders that glibc skips too.
     init = [base + dyn.init] if dyn.init else []
+    # 0 and -1 entries are placeholders that glibc skips too; they are rare, so the
+    # arrays are filtered only when one is there (`in` scans in C).
     if init_at is not None:
-        init += [f for f in struct.unpack_from(init_at[1], view, init_at[0] + delta)
-                 if f and f != ones]
-    fini = [f for f in struct.unpack_from(fini_at[1], view, fini_at[0] + delta)[::-1]
-            if f and f != ones] if fini_at is not None else []
+        funcs = init_at[1](view, init_at[0] + delta)
+        init += funcs if 0 not in funcs and ones not in funcs else \
+            [f for f in funcs if f and f != ones]
+    fini: list[int] = []
+    if fini_at is not None:
+        funcs = fini_at[1](view, fini_at[0] + delta)[::-1]
+        fini = list(funcs) if 0 not in funcs and ones not in funcs else \
+            [f for f in funcs if f and f != ones]
     if dyn.fini:
         fini.append(base + dyn.fini)
     state.init_funcs = init
     state.fini_funcs = fini
+
+
+_ArrayAt = tuple[int, Callable[[memoryview, int], tuple[int, ...]]]
+_Lifecycle = tuple[_ArrayAt | None, _ArrayAt | None, int]
+
+
+def _lifecycle_layout(image: Image) -> _Lifecycle:
+    """(vaddr, unpacker of the whole array) of DT_INIT_ARRAY and DT_FINI_ARRAY (None when
+    absent) and the all-ones word, checked against the segments: link-time data,
+    computed once per file."""
+    dyn = image.dynamic
+    assert dyn is not None
+    word = image.spec.word_size
+    letter = "Q" if word == 8 else "I"
+    arrays: list[_ArrayAt | None] = []
+    for vaddr, size, what in ((dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY"),
+                              (dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")):
+        if not vaddr or not size:
+            arrays.append(None)
+            continue
+        image.view.get(vaddr, size, what)  # bounds check against the segments
+        if size % word:
+            raise RelocationError(f"{what} size {size} is not a multiple of the word "
+                                  "size", file=image.label)
+        arrays.append((vaddr, struct.Struct(f"<{size // word}{letter}").unpack_from))
+    return arrays[0], arrays[1], (1 << (8 * word)) - 1

@@ -6,8 +6,9 @@ symbol -> (scope position, value relative to that provider's load bias). Every R
 and symbol entry then writes ``bias[slot] + constant``, where the constant is link-time
 data (symbol value + addend, or the RELATIVE addend) and only the biases change from one
 load to the next. The program holds those (place, slot, constant) triples for all the
-module's RELA tables; it is built once per (file, plan) and applied as one tight loop, or
-with numpy from `PROGRAM_NUMPY_THRESHOLD` entries: no symbol binding and no class dispatch per
+module's RELA tables; it is built once per (file, plan) and applied with one struct.pack
+and one slice copy per run of consecutive places, or with numpy from
+`PROGRAM_NUMPY_THRESHOLD` entries: no symbol binding and no class dispatch per
 entry. A module with any other kind of entry (TLS, COPY, IRELATIVE, text fields, its own
 IFUNCs, REL tables) gets no program: the generic loop handles it.
 """
@@ -15,6 +16,10 @@ IFUNCs, REL tables) gets no program: the generic loop handles it.
 from __future__ import annotations
 
 import struct
+from collections import deque
+from collections.abc import Callable, Iterable
+from itertools import repeat
+from operator import add, and_
 from typing import Any
 
 from relink.arch import RelocClass
@@ -29,24 +34,40 @@ __all__ = ["Program", "apply_program", "compile_program"]
 PROGRAM_NUMPY_THRESHOLD = 48
 _SELF, _NOWHERE = -2, -1  # plan positions: the module itself, an unresolved weak symbol
 STT_GNU_IFUNC = 10
+# Runs an iterator to its end, keeping nothing (the map() loops below run in C).
+_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 
 
 class Program:
     """(place, slot, constant) per entry: write ``biases[slot] + constant`` at place.
 
-    `runs` groups entries whose places are consecutive words (a GOT, a pointer table):
-    (first place, slots, constants, struct format), one ``pack_into`` per run.
+    Entries are kept in *run* order: runs group entries whose places are consecutive
+    words (a GOT, a pointer table). Applying a program packs every value with one
+    ``struct.pack`` and copies each run's bytes into the image with one slice
+    assignment, all driven by C-level iteration (``map``): the Python bytecode per load
+    does not grow with the number of entries or runs.
     """
 
-    __slots__ = ("offsets", "slots", "consts", "runs", "types", "rest", "_order", "_arrays")
+    __slots__ = ("offsets", "slots", "consts", "types", "rest", "_slots_run", "_consts_run",
+                 "_fmt", "_runs", "_packed", "_placed", "_arrays")
 
     def __init__(self, offsets: list[int], slots: list[int], consts: list[int],
                  word: int = 8) -> None:
         self.offsets = offsets
         self.slots = slots
         self.consts = consts
-        # Entries in run order: (slot, constant) pairs, each run a slice of them.
-        self.runs, self._order = _runs(offsets, slots, consts, word)
+        order, bounds = _runs(offsets, word)
+        # Slots and constants in run order; one struct format packs them all.
+        self._slots_run = [slots[i] for i in order]
+        self._consts_run = [consts[i] for i in order]
+        self._fmt = f"<{len(order)}{'Q' if word == 8 else 'I'}"
+        # Per run: its first place and its bytes in the packed values.
+        self._runs = [(offsets[order[a]], a * word, b * word) for a, b in bounds]
+        self._packed = [slice(a, b) for _, a, b in self._runs]
+        # (delta, the runs' slices of the image view): places are link-time addresses,
+        # the view is indexed by link-time address + delta, which is the same on every
+        # load of a file (the span's link-time start), so this is computed once.
+        self._placed: tuple[int, list[slice]] | None = None
         self.types: list[int] = []  # relocation types the program covers (for counts)
         self.rest: list[RelocTable] = []  # entries left to the generic loop
         self._arrays: Any = None
@@ -55,25 +76,21 @@ class Program:
         return len(self.offsets)
 
 
-def _runs(offsets: list[int], slots: list[int], consts: list[int], word: int
-          ) -> tuple[list[tuple[int, int, int, str]], list[tuple[int, int]]]:
-    """Entries grouped into runs of consecutive words: ((first place, start, end, struct
-    format) per run, the (slot, constant) pairs in run order). Runs of one entry in table
-    order if two entries write the same place: then order matters."""
+def _runs(offsets: list[int], word: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Entries grouped into runs of consecutive words: (entry indices in run order,
+    (start, end) of each run in that order). Runs of one entry in table order if two
+    entries write the same place: then order matters."""
     order = sorted(range(len(offsets)), key=offsets.__getitem__)
     if len({offsets[i] for i in order}) != len(order):
         order = list(range(len(offsets)))
-        bounds = [(i, i + 1) for i in range(len(order))]
-    else:
-        bounds = []
-        for at, i in enumerate(order):
-            if bounds and offsets[i] == offsets[order[at - 1]] + word:
-                bounds[-1] = (bounds[-1][0], at + 1)
-            else:
-                bounds.append((at, at + 1))
-    letter = "Q" if word == 8 else "I"
-    runs = [(offsets[order[a]], a, b, f"<{b - a}{letter}") for a, b in bounds]
-    return runs, [(slots[i], consts[i]) for i in order]
+        return order, [(i, i + 1) for i in range(len(order))]
+    bounds: list[tuple[int, int]] = []
+    for at, i in enumerate(order):
+        if bounds and offsets[i] == offsets[order[at - 1]] + word:
+            bounds[-1] = (bounds[-1][0], at + 1)
+        else:
+            bounds.append((at, at + 1))
+    return order, bounds
 
 
 def compile_program(tables: list[RelocTable], classes: dict[int, RelocClass],
@@ -145,11 +162,16 @@ def apply_program(program: Program, view: memoryview, delta: int, biases: list[i
     if n >= PROGRAM_NUMPY_THRESHOLD and not delta % word and numpy_or_none() is not None:
         if _apply_numpy(program, view, delta, biases, word):
             return
-    mask = (1 << (8 * word)) - 1
-    pack = struct.pack_into
-    values = [(biases[s] + k) & mask for s, k in program._order]
-    for off, a, b, fmt in program.runs:
-        pack(fmt, view, off + delta, *values[a:b])
+    placed = program._placed
+    if placed is None or placed[0] != delta:
+        placed = program._placed = (delta, [slice(off + delta, off + delta + b - a)
+                                            for off, a, b in program._runs])
+    # biases[slot] + constant for every entry, wrapped to a word, packed at once; then
+    # one slice copy per run. map() keeps all of it out of the bytecode loop.
+    packed = memoryview(struct.pack(program._fmt, *map(
+        and_, map(add, map(biases.__getitem__, program._slots_run), program._consts_run),
+        repeat((1 << (8 * word)) - 1))))
+    _consume(map(view.__setitem__, placed[1], map(packed.__getitem__, program._packed)))
 
 
 def _apply_numpy(program: Program, view: memoryview, delta: int, biases: list[int],

@@ -73,7 +73,7 @@ class Binder:
         # weak, -2: the module itself).
         self.plan: dict[int, tuple[int, int, int, int]] | None = None
         self.plan_bases: list[int] = []
-        self._provs: list[Any] = []
+        self._provs: list[Any] = []  # plan position -> provider (made when first needed)
 
     # -- binding plans: resolutions replayed on the next load of the same files --------
 
@@ -120,17 +120,17 @@ class Binder:
         stored = parsed.bind_plans.get(key)
         if stored is None:
             return
-        plan, positions = stored
+        # Entries become bindings on first use (bind), not all up front; a reload that
+        # replays a relocation program binds nothing at all.
+        self.plan, used_at = stored
         me = self.module
-        self._provs = [*self.scope, me, None]
         assert self._facts is not None  # set by _key
         self.plan_bases = [*self._facts[1], me.image.base, 0]
-        provs = self._provs
-        self.plan = plan  # entries become bindings on first use (bind), not all up front
+        scope = self.scope
         used = self.used
-        for pos in positions:
-            prov = provs[pos]
-            if prov is not None and prov is not me:
+        for pos in used_at:  # the scope positions the plan binds to, ascending
+            prov = scope[pos]
+            if prov is not me:
                 used[id(prov)] = prov
 
     def remember(self) -> None:
@@ -155,7 +155,8 @@ class Binder:
             value = addr - prov.base if isinstance(prov, ModuleState) else addr
             plan[sym] = (pos, value, size, stype)
         if len(parsed.bind_plans) < 8:
-            parsed.bind_plans[key] = (plan, frozenset(p for p, _, _, _ in plan.values()))
+            used_at = sorted({p for p, _, _, _ in plan.values() if p >= 0})
+            parsed.bind_plans[key] = (plan, tuple(used_at))
 
     def bind(self, sym: int, r_type: int, offset: int) -> Binding:
         """The definition symbol `sym` of the module binds to (cached).
@@ -167,8 +168,11 @@ class Binder:
             entry = self.plan.get(sym)
             if entry is not None:
                 pos, value, size, stype = entry
+                provs = self._provs
+                if not provs:  # made on the first plan binding (a program needs none)
+                    provs = self._provs = [*self.scope, self.module, None]
                 found = self.cache[sym] = (value + self.plan_bases[pos], size, stype,
-                                           self._provs[pos])
+                                           provs[pos])
                 return found
         if found is None:
             found = self._resolve(sym, r_type, offset)

@@ -8,6 +8,7 @@ lives here (imported with every load) while the listing and gdb code stay in
 
 from __future__ import annotations
 
+import itertools
 import os
 import weakref
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 __all__ = ["live_states", "track"]
 
 _gdb: dict[str, str] = {}  # "dir" -> manifest directory, when enabled
-_seq = [0]
+_seq = itertools.count(1)  # registration numbers (next() is atomic under the GIL)
 
 
 class _Tracked(weakref.ref):
@@ -50,7 +51,7 @@ def track(state: Any) -> None:
     # held; dict updates are atomic under the GIL.
     ref = _Tracked(state, _collected)
     ref.key = key = id(state)
-    _seq[0] = ref.seq = _seq[0] + 1
+    ref.seq = next(_seq)
     _live[key] = ref
     state.extras.insert(0, ref.untrack)  # runs last, after the other releases
     if _gdb:

@@ -35,8 +35,9 @@ _FORMATS = {0x01: ("<H", 2), 0x02: ("<H", 2), 0x03: ("<I", 4), 0x04: ("<Q", 8),
             0x00: ("<Q", 8)}
 _MAX_WALK = 1 << 28
 
-_registered: dict[int, str] = {}  # eh_frame address -> module label
-_functions: list[Any] = []
+_registered: dict[int, Any] = {}  # eh_frame address -> module's ElfSource
+_UNKNOWN = object()  # facts without "eh_frame_offset": the first load of the file
+_functions: list[Any] = []  # [__register_frame, __deregister_frame], made by _libgcc
 
 
 def _read(addr: int, n: int) -> bytes:
@@ -158,12 +159,11 @@ def register_frames(state: Any) -> bool:
     image = state.image
     parsed = getattr(image, "parsed", None)
     facts = parsed.facts if parsed is not None and parsed.complete else None
-    if facts is not None and "eh_frame_offset" in facts:
-        offset = facts["eh_frame_offset"]
-        if offset is None:
-            return False
-        assert isinstance(offset, int)
-        start = image.base + offset
+    offset = facts.get("eh_frame_offset", _UNKNOWN) if facts is not None else _UNKNOWN
+    if offset is None:
+        return False
+    if offset is not _UNKNOWN:
+        start: int = image.base + offset
     else:
         found = _locate(state)
         if facts is not None:
@@ -171,9 +171,8 @@ def register_frames(state: Any) -> bool:
         if found is None:
             return False
         start = found
-    reg = _libgcc()[0]
-    reg(start)  # libgcc locks its own object list
-    _registered[start] = state.image.label
+    (_functions or _libgcc())[0](start)  # libgcc locks its own object list
+    _registered[start] = image.source  # its label, made when someone lists them
     state.extras.append(_Deregister(start))
     return True
 
@@ -189,9 +188,9 @@ class _Deregister:
 
     def __call__(self) -> None:
         if _registered.pop(self.start, None) is not None:
-            _libgcc()[1](self.start)
+            (_functions or _libgcc())[1](self.start)
 
 
 def registered_frames() -> dict[int, str]:
     """Every ``.eh_frame`` relink registered: address -> module label."""
-    return dict(_registered)
+    return {start: source.label for start, source in list(_registered.items())}
