@@ -84,6 +84,8 @@ class ParsedMetadata:
 _CACHE_LIMIT = 128
 _parse_cache: OrderedDict[tuple[object, ...], tuple[ParsedMetadata, object]] = OrderedDict()
 _headers: dict[tuple[object, ...], ElfHeader] = {}  # (identity, stamp) -> header
+# Taken for the compound updates (_remember, clear). Lookups do without: a get or a
+# move_to_end is one C call on keys of str / int tuples, atomic under the GIL.
 _cache_lock = threading.Lock()
 
 
@@ -112,19 +114,19 @@ def cached_header(src: ElfSource) -> ElfHeader | None:
     """The ELF header of an unchanged file parsed before (any page size), or None."""
     if src.stamp is None:
         return None
-    with _cache_lock:
-        hit = _headers.get((src.identity, src.stamp))
-    return hit
+    return _headers.get((src.identity, src.stamp))  # one C call: no lock needed
 
 
 def _cached(key: tuple[object, ...] | None, src: ElfSource) -> ParsedMetadata | None:
     if key is None:
         return None
-    with _cache_lock:
-        hit = _parse_cache.get(key)
-        if hit is None:
-            return None
-        _parse_cache.move_to_end(key)
+    hit = _parse_cache.get(key)
+    if hit is None:
+        return None
+    try:
+        _parse_cache.move_to_end(key)  # least recently used goes first
+    except KeyError:
+        pass  # evicted by another thread meanwhile: the hit is still good
     parsed, content = hit
     data = src._data
     if content is not None and (data is None or (content is not data.obj and content != data)):
@@ -166,19 +168,22 @@ class Image:
     # A plain class, not a @dataclass: importing dataclasses costs a first load ~10 ms.
     # Slots: one image per loaded module, kept as long as it is loaded (issue 8, T8).
     __slots__ = ("source", "header", "phdrs", "loads", "spec", "mapper", "region", "base",
-                 "span_vaddr", "view", "dynamic", "symbols", "tls", "relro", "eh_frame_hdr",
-                 "page_size", "_protections", "_segments_final", "keep_writable", "parsed",
-                 "__weakref__")
+                 "span_vaddr", "_view", "_view_parts", "dynamic", "symbols", "tls", "relro",
+                 "eh_frame_hdr", "page_size", "_protections", "_segments_final",
+                 "keep_writable", "parsed", "__weakref__")
 
     def __init__(self, source: ElfSource, header: ElfHeader, phdrs: list[ProgramHeader],
                  loads: list[ProgramHeader], spec: ArchSpec, mapper: Mapper, region: Region,
-                 base: int, span_vaddr: int, view: AddressView, dynamic: DynamicInfo | None,
+                 base: int, span_vaddr: int, view: AddressView | None,
+                 dynamic: DynamicInfo | None,
                  symbols: SymbolTable | None, tls: ProgramHeader | None,
                  relro: ProgramHeader | None, eh_frame_hdr: int | None, page_size: int,
                  protections: Sequence[tuple[int, int, int]] | None = None,
                  _segments_final: bool = False,
                  keep_writable: list[tuple[int, int]] | None = None,
-                 parsed: ParsedMetadata | None = None) -> None:
+                 parsed: ParsedMetadata | None = None,
+                 view_parts: tuple[memoryview, Sequence[tuple[int, int, int]]] | None = None
+                 ) -> None:
         self.source = source
         self.header = header
         self.phdrs = phdrs
@@ -188,7 +193,9 @@ class Image:
         self.region = region
         self.base = base
         self.span_vaddr = span_vaddr
-        self.view = view
+        # The AddressView, or (buffer, ranges) to make it from on first use (`view`).
+        self._view = view
+        self._view_parts = view_parts
         self.dynamic = dynamic
         self.symbols = symbols
         self.tls = tls
@@ -204,6 +211,19 @@ class Image:
         self.keep_writable: list[tuple[int, int]] = \
             [] if keep_writable is None else keep_writable
         self.parsed = parsed
+
+    @property
+    def view(self) -> AddressView:
+        """Bounds-checked reads of the image by link-time address. A file mapped by its
+        recipe gets it on first use: a reload finds its tables cached and never reads
+        through it. The buffer is the region's own view, released with the region."""
+        aview = self._view
+        if aview is None:
+            assert self._view_parts is not None
+            buf, ranges = self._view_parts
+            aview = self._view = AddressView(buf, ranges, self.source.label)
+            self._view_parts = None
+        return aview
 
     @property
     def protections(self) -> list[tuple[int, int, int]]:
@@ -391,10 +411,9 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
         ranges, tls, relro, ehf = recipe.layout
         base = region.start - recipe.lo
         return Image(src, parsed.header, parsed.phdrs, parsed.loads, parsed.spec, mapper,
-                     region, base, recipe.lo, AddressView(view, ranges, src.label),
-                     parsed.dynamic, parsed.symbols, tls, relro,
-                     (base + ehf.p_vaddr) if ehf is not None else None, recipe.page,
-                     protections, parsed=parsed)
+                     region, base, recipe.lo, None, parsed.dynamic, parsed.symbols, tls,
+                     relro, (base + ehf.p_vaddr) if ehf is not None else None, recipe.page,
+                     protections, parsed=parsed, view_parts=(view, ranges))
     page = mapper.page_size
     mask = ~(page - 1)
     loads = parsed.loads
