@@ -216,11 +216,12 @@ def check_version_needs(state: Any, providers: Sequence[Any]) -> None:
                 break
         if parts:
             key = tuple(parts)
-            if key in facts.setdefault("verneed_ok", set()):
+            ok = facts.get("verneed_ok")
+            if ok is not None and key in ok:
                 return
     _check_version_needs(image, syms, providers)
     if key is not None and facts is not None:
-        facts["verneed_ok"].add(key)
+        facts.setdefault("verneed_ok", set()).add(key)
 
 
 def _check_version_needs(image: Any, syms: Any, providers: Sequence[Any]) -> None:

@@ -253,8 +253,9 @@ _native_counters: list[Any] = []
 
 
 def _native_callback() -> Any:
-    """(counters callback, its buffer, names callback, its buffer) in machine code, or
-    None where unavailable (not x86_64, or no executable page)."""
+    """(counters callback, its buffer, names callback, its buffer, the names walk's
+    state, the counters buffer's address) in machine code, or None where unavailable
+    (not x86_64, or no executable page)."""
     if not _native_counters:
         callback: Any = None
         if os.uname().machine in ("x86_64", "amd64") and ctypes.sizeof(ctypes.c_void_p) == 8 \
@@ -268,9 +269,10 @@ def _native_callback() -> Any:
                 if c.mprotect(page, 4096, c.PROT_READ | c.PROT_EXEC) == 0:
                     # Never unmapped: glibc may call it until the process exits.
                     names = ctypes.create_string_buffer(_NAMES_CAPACITY)
-                    callback = (c.DL_ITERATE_PHDR_CALLBACK(page), (ctypes.c_uint64 * 2)(),
+                    out = (ctypes.c_uint64 * 2)()
+                    callback = (c.DL_ITERATE_PHDR_CALLBACK(page), out,
                                 c.DL_ITERATE_PHDR_CALLBACK(page + 64), names,
-                                (ctypes.c_uint64 * 3)())
+                                (ctypes.c_uint64 * 3)(), ctypes.addressof(out))
         _native_counters.append(callback)
     return _native_counters[0]
 
@@ -278,7 +280,7 @@ def _native_callback() -> Any:
 def _native_blob(native: Any) -> bytes | None:
     """Every object's dlpi_name, NUL-separated, through the machine-code walk (None if
     the buffer was too small)."""
-    _, _, fn, buf, state = native
+    _, _, fn, buf, state, _ = native
     start = ctypes.addressof(buf)
     state[0], state[1], state[2] = start, start + _NAMES_CAPACITY, 0
     c.dl_iterate_phdr(fn, ctypes.addressof(state))
@@ -289,8 +291,8 @@ def _generation() -> tuple[int, int]:
     native = _native_counters[0] if _native_counters else _native_callback()
     with _counters_lock:
         if native is not None:
-            fn, out = native[0], native[1]
-            c.dl_iterate_phdr(fn, ctypes.addressof(out))
+            out = native[1]
+            c.dl_iterate_phdr(native[0], native[5])  # native[5]: out's address
             return out[0], out[1]
         c.dl_iterate_phdr(_FIRST_COUNTERS, None)
         return _counters[0]
@@ -318,9 +320,7 @@ def _names_blob() -> bytes:
             c.dl_iterate_phdr(c.DL_ITERATE_PHDR_CALLBACK(collect), None)
             blob = b"".join(names)
         _snapshot[:] = [gen, b"\0" + blob, None]
-    result = _snapshot[1]
-    assert isinstance(result, bytes)
-    return result
+    return _snapshot[1]  # type: ignore[return-value]  # always bytes
 
 
 def host_has_loaded(base: str) -> bool:
