@@ -26,7 +26,7 @@ import itertools
 import threading
 import weakref
 from _thread import get_ident
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -337,15 +337,15 @@ class LinkContext:
         if self.closed:
             raise LinkContextError(f"{self.name} is closed", reason="closed")
 
-    def _register(self, entries: Iterable[Entry],
+    def _register(self, entries: Sequence[Entry],
                   identities: Mapping[Any, Entry] | None = None) -> None:
         """Commit entries, in order (the linker's publish step), and `identities`: the
         file identity of each entry the context maps (owned), which a later load uses to
         recognize another path or a hard link to the same file."""
-        by_module, order, by_key = self._by_module, self._order, self._by_key
+        self._order += entries
+        by_module, by_key = self._by_module, self._by_key
         for e in entries:
             by_module[id(e.module)] = e
-            order.append(e)
             by_key.setdefault(e.key, e)
             for key in e.aliases:
                 by_key.setdefault(key, e)

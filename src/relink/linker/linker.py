@@ -231,9 +231,10 @@ class Linker:
             observers: observers for this load only (after the linker's).
         """
         with ctx.op():
-            load = self.prepare(ctx, source, key=key, name=name, caller=caller, scope=scope,
+            load = PreparedLoad(self, ctx, key=key, name=name, caller=caller, scope=scope,
                                 interpose=interpose, observers=observers)
-            try:
+            try:  # the four stages; any failure rolls all of them back
+                load._prepare(source)
                 load.relocate()
                 root = load._publish()  # inside this op: no nested one
                 if init:
@@ -282,7 +283,7 @@ class PreparedLoad(GraphBuilder):
         self.spec = linker.arch or (host_spec() if linker.mapper.native else None)
         self.acceptor: Acceptor | None = None
         self._init_order: list[Entry] | None = None  # fixed once prepared
-        self._staged: dict[int, Entry] | None = None  # id(module) -> new entry, once mapped
+        self.staged: dict[int, Entry] = {}    # id(module) -> entry of `new`
 
     def _provider(self, p: Any) -> Any:
         if isinstance(p, Module):
@@ -403,10 +404,7 @@ class PreparedLoad(GraphBuilder):
     def _record_bindings(self, e: Entry, used: Iterable[Any]) -> None:
         """Record the providers `e`'s relocations bound to: entries (of the context or
         of this load) become edges that keep them loaded, other objects are kept."""
-        by_module = self.ctx._by_module
-        staged = self._staged
-        if staged is None:
-            staged = self._staged = {id(n.module): n for n in self.new}
+        by_module, staged = self.ctx._by_module, self.staged
         bound: dict[int, Entry] = {}
         keep: list[Any] = []
         for prov in used:

@@ -71,6 +71,7 @@ class GraphBuilder:
     stage: str
     root: Entry | None
     new: list[Entry]
+    staged: dict[int, Entry]
     touched: dict[int, Entry]
     names: dict[str, Entry]
     idents: dict[Any, Entry]
@@ -100,7 +101,7 @@ class GraphBuilder:
         self.stage = "preparing"
         root = self._root(source)
         self.root = root
-        names = self.names
+        names, by_key = self.names, self.ctx._by_key
         queue = [root] if root.owned and root in self.new else []
         for e in queue:  # grows while iterated: breadth-first
             dyn = e.module.image.dynamic
@@ -109,14 +110,18 @@ class GraphBuilder:
             deps: list[Entry] = []
             e.deps = deps  # filled in place: a failure midway leaves the edges found
             for needed in dyn.needed:
-                dep = self._known(needed)
+                dep = names.get(needed)  # `_known`, inlined: once per DT_NEEDED entry
                 if dep is None:
-                    dep = self._dependency(needed, e)
-                    # Mapped just now for `e` (not found again by identity): walk it.
-                    if dep.loader is e and dep.owned and dep is not root \
-                            and dep not in queue and dep in self.new:
-                        queue.append(dep)
-                names.setdefault(needed, dep)
+                    dep = by_key.get(needed)
+                    if dep is not None:
+                        self.touched[dep.id] = dep
+                    else:
+                        dep = self._dependency(needed, e)
+                        # Mapped just now for `e` (not found again by identity): walk it.
+                        if dep.loader is e and dep.owned and dep is not root \
+                                and dep not in queue and dep in self.new:
+                            queue.append(dep)
+                    names.setdefault(needed, dep)
                 deps.append(dep)
         if self.acceptor is not None:
             self.acceptor.close()
@@ -215,15 +220,16 @@ class GraphBuilder:
         if e is not None:
             self.touched[e.id] = e
             return e
-        for staged in self.new:
-            if staged.module is target:
-                return staged
+        e = self.staged.get(id(target))
+        if e is not None:  # adopted by this load already
+            return e
         e = Entry(target, key, owned=False, how=how, loader=owner, nodelete=nodelete)
         if isinstance(obj, Module):
             e.keep = (obj,)
         if isinstance(target, SyntheticModule):
             e.facade = Module(target)
         self.new.append(e)
+        self.staged[id(target)] = e
         self.names.setdefault(key, e)
         return e
 
@@ -239,7 +245,8 @@ class GraphBuilder:
                 self.names.setdefault(key, same)
             return same
         try:
-            src = self._before_load(src, owner)
+            if self.observers:
+                src = self._before_load(src, owner)
             image = map_image(src, mapper=self.linker.mapper, expect=self.spec)
         except BaseException as exc:
             src.close()
@@ -263,6 +270,7 @@ class GraphBuilder:
                       search=_search_info(st.name, full, dyn.rpath, dyn.runpath,
                                           bool(dyn.flags_1 & _DF_1_NODEFLIB)))
         self.new.append(e)
+        self.staged[id(st)] = e
         if ident.kind == "file":
             self.idents[ident] = e
         names = self.names
