@@ -26,7 +26,8 @@ import itertools
 import threading
 import weakref
 from _thread import get_ident
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from relink._log import lazy_logger
@@ -39,7 +40,7 @@ __all__ = ["Entry", "Lease", "LinkContext", "LinkContextError"]
 
 log = lazy_logger(__name__)
 _ids = itertools.count(1)
-_generations = itertools.count(1)
+_NO_BOUND: Mapping[int, Entry] = MappingProxyType({})  # `Entry.bound` of most entries
 
 
 class LinkContextError(LinkerError):
@@ -63,31 +64,37 @@ class Entry:
             state borrowed from another context.
         key: canonical key; `aliases` more keys resolving to it.
         deps: providers of its DT_NEEDED entries, in order (entries of this context).
-        bound: entries its relocations bound symbols to.
+        bound: entries its relocations bound symbols to, by id.
         keep: objects outside the context it must keep alive (foreign providers).
         owned: the context maps / unmaps it (False for host, foreign and borrowed).
         how: how it was found ("RUNPATH of x", "host-provided"…), for `deps` output.
         loader: the entry that first needed it (the RPATH inheritance chain).
+
+    `aliases`, `deps`, `keep` and `bound` are immutable values, replaced (never mutated)
+    when they change: most entries never get any (a host library has no deps, most
+    modules no foreign provider to keep), so an entry starts with shared empty ones.
     """
 
-    __slots__ = ("id", "generation", "module", "key", "aliases", "deps", "bound", "keep",
+    __slots__ = ("id", "module", "key", "aliases", "deps", "bound", "keep",
                  "leases", "pinned", "nodelete", "owned", "search", "loader", "how",
                  "alive", "facade", "__weakref__")
 
     def __init__(self, module: Any, key: str, *, owned: bool, how: str = "",
-                 search: ModuleSearchInfo | None = None, loader: Entry | None = None) -> None:
+                 search: ModuleSearchInfo | None = None, loader: Entry | None = None,
+                 nodelete: bool | None = None) -> None:
         self.id = next(_ids)
-        self.generation = next(_generations)
         self.module = module
         self.key = key
-        self.aliases: list[str] = []
-        self.deps: list[Entry] = []
-        self.bound: dict[int, Entry] = {}
-        self.keep: list[Any] = []
+        self.aliases: tuple[str, ...] = ()
+        self.deps: Sequence[Entry] = ()
+        self.bound: Mapping[int, Entry] = _NO_BOUND
+        self.keep: tuple[Any, ...] = ()
         self.leases = 0
         self.pinned = False
-        dyn = getattr(getattr(module, "image", None), "dynamic", None)
-        self.nodelete = bool(dyn is not None and dyn.nodelete)
+        if nodelete is None:  # the caller did not look at the module's dynamic section
+            dyn = getattr(getattr(module, "image", None), "dynamic", None)
+            nodelete = bool(dyn is not None and dyn.nodelete)
+        self.nodelete = nodelete
         self.owned = owned
         self.search = search
         self.loader = loader
@@ -118,10 +125,8 @@ class Entry:
     def chain(self) -> list[ModuleSearchInfo]:
         """Search info of the modules that loaded this one, nearest first."""
         out: list[ModuleSearchInfo] = []
-        seen = {self.id}
         e = self.loader
-        while e is not None and e.id not in seen:
-            seen.add(e.id)
+        while e is not None:  # ends: a loader is always an older entry (set once, in __init__)
             if e.search is not None:
                 out.append(e.search)
             e = e.loader
@@ -332,15 +337,22 @@ class LinkContext:
         if self.closed:
             raise LinkContextError(f"{self.name} is closed", reason="closed")
 
-    def _register(self, e: Entry) -> None:
-        """Commit an entry (the linker's publish step)."""
-        self._by_module[id(e.module)] = e
-        self._order.append(e)
-        for key in (e.key, *e.aliases):
-            self._by_key.setdefault(key, e)
-        ident = getattr(e.module, "identity", None)
-        if e.owned and ident is not None and getattr(ident, "kind", "") == "file":
-            self._by_identity.setdefault(ident, e)
+    def _register(self, entries: Sequence[Entry],
+                  identities: Mapping[Any, Entry] | None = None) -> None:
+        """Commit entries, in order (the linker's publish step), and `identities`: the
+        file identity of each entry the context maps (owned), which a later load uses to
+        recognize another path or a hard link to the same file."""
+        self._order += entries
+        by_module, by_key = self._by_module, self._by_key
+        for e in entries:
+            by_module[id(e.module)] = e
+            by_key.setdefault(e.key, e)
+            for key in e.aliases:
+                by_key.setdefault(key, e)
+        if identities:
+            by_identity = self._by_identity
+            for ident, e in identities.items():
+                by_identity.setdefault(ident, e)
 
     def add_alias(self, module: Any, key: str) -> None:
         """Make `key` resolve to `module` (a key naming another module is an error)."""
@@ -351,7 +363,7 @@ class LinkContext:
                 raise LinkContextError(f"key {key!r} already names {other.name}",
                                        reason="key-occupied")
             if other is None:
-                e.aliases.append(key)
+                e.aliases += (key,)
                 self._by_key[key] = e
 
     def insert(self, key: str, module: Any, deps: tuple[Any, ...] = ()) -> Module:
@@ -369,11 +381,11 @@ class LinkContext:
             if e is None:
                 e = Entry(target, key, owned=False, how="inserted")
                 if isinstance(module, Module):
-                    e.keep.append(module)
+                    e.keep = (module,)
                 e.deps = [self.entry_of(d) for d in deps]
-                self._register(e)
+                self._register((e,))
             else:
-                e.aliases.append(key)
+                e.aliases += (key,)
                 self._by_key[key] = e
             if isinstance(target, SyntheticModule):
                 e.facade = Module(target)
@@ -472,7 +484,8 @@ class LinkContext:
 
     def _collect(self) -> list[str]:
         live = self._reachable()
-        dead = [e for e in self._order if e.id not in live]
+        # Nothing reachable (no lease, pin or NODELETE left): everything goes.
+        dead = [e for e in self._order if e.id not in live] if live else list(self._order)
         if not dead:
             return []
         self._detach(dead)
@@ -512,21 +525,21 @@ class LinkContext:
     @staticmethod
     def _unload(dead: list[Entry]) -> None:
         """Finalize dependents first, then release every mapping (dead is deps-first)."""
-        for e in reversed(dead):
-            if e.owned and isinstance(e.module, ModuleState):
-                try:
-                    e.module.finalize()
-                except Exception:
-                    log.exception("finalizing %s failed", e.name)
-        for e in reversed(dead):
-            if e.owned and isinstance(e.module, ModuleState):
-                try:
-                    e.module.release()
-                except RelinkError:
-                    log.exception("releasing %s failed", e.name)
-            e.deps = []
-            e.bound = {}
-            e.keep = []
+        mapped = [e for e in reversed(dead) if e.owned and isinstance(e.module, ModuleState)]
+        for e in mapped:
+            try:
+                e.module.finalize()
+            except Exception:
+                log.exception("finalizing %s failed", e.name)
+        for e in mapped:
+            try:
+                e.module.release()
+            except RelinkError:
+                log.exception("releasing %s failed", e.name)
+        for e in dead:
+            e.deps = ()
+            e.bound = _NO_BOUND
+            e.keep = ()
 
     def _initialize_pending(self, lease: Lease) -> None:
         from relink.linker.linker import run_initializers

@@ -22,7 +22,7 @@ four stages; `Linker.prepare` returns a `PreparedLoad` to drive them one by one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from relink.arch import host_spec
@@ -231,11 +231,12 @@ class Linker:
             observers: observers for this load only (after the linker's).
         """
         with ctx.op():
-            load = self.prepare(ctx, source, key=key, name=name, caller=caller, scope=scope,
+            load = PreparedLoad(self, ctx, key=key, name=name, caller=caller, scope=scope,
                                 interpose=interpose, observers=observers)
-            try:
+            try:  # the four stages; any failure rolls all of them back
+                load._prepare(source)
                 load.relocate()
-                root = load.publish()
+                root = load._publish()  # inside this op: no nested one
                 if init:
                     load.initialize()
                 else:
@@ -245,9 +246,8 @@ class Linker:
                 load.rollback()
                 raise
             for e in load.new:  # mapped and relocated: the files' fds are not needed
-                image = getattr(e.module, "image", None)
-                if e.owned and image is not None:
-                    image.source.detach_fd()
+                if e.owned:  # a `ModuleState` the load mapped (prepare.GraphBuilder)
+                    e.module.image.source.detach_fd()
             return root
 
 
@@ -268,9 +268,9 @@ class PreparedLoad(GraphBuilder):
         self.stage = "new"
         self.root: Entry | None = None
         self.new: list[Entry] = []            # mapped by this load, BFS order
-        self.touched: dict[int, tuple[Entry, int]] = {}  # existing entries used
+        self.touched: dict[int, Entry] = {}  # entries of the context this load uses
         self.names: dict[str, Entry] = {}     # keys / aliases staged by this load
-        self.idents: dict[Any, Entry] = {}
+        self.idents: dict[Any, Entry] = {}    # file identity -> entry mapped by this load
         self.unique = dict(ctx.unique)
         self.keepers: dict[int, Any] = {}     # provider id -> object to keep alive
         self.extra: list[Any] = [self._provider(p) for p in scope]
@@ -283,7 +283,7 @@ class PreparedLoad(GraphBuilder):
         self.spec = linker.arch or (host_spec() if linker.mapper.native else None)
         self.acceptor: Acceptor | None = None
         self._init_order: list[Entry] | None = None  # fixed once prepared
-        self._staged: dict[int, Entry] | None = None  # id(module) -> new entry, once mapped
+        self.staged: dict[int, Entry] = {}    # id(module) -> entry of `new`
 
     def _provider(self, p: Any) -> Any:
         if isinstance(p, Module):
@@ -300,22 +300,25 @@ class PreparedLoad(GraphBuilder):
         if self._init_order is not None and self.stage not in ("new", "preparing"):
             return self._init_order
         out: list[Entry] = []
-        new = {e.id for e in self.new}
+        new = set(self.new)
         root = self.root
         assert root is not None
-        seen = {root.id}
-        stack = [(root, iter(root.deps))]  # post-order: every dependency before its user
-        while stack:
-            e, deps = stack[-1]
-            for d in deps:
-                if d.id not in seen:
-                    seen.add(d.id)
-                    stack.append((d, iter(d.deps)))
+        seen = {root}
+        # Post-order (every dependency before its user), without recursion: `path` holds
+        # the entries being visited, `todo` the iterator over each one's deps.
+        path, todo = [root], [iter(root.deps)]
+        while todo:
+            for d in todo[-1]:
+                if d not in seen:
+                    seen.add(d)
+                    path.append(d)
+                    todo.append(iter(d.deps))
                     break
             else:
-                stack.pop()
-                if isinstance(e.module, ModuleState) and (e.id in new or
-                                                         e.module.state == State.RELOCATED):
+                todo.pop()
+                e = path.pop()
+                st = e.module
+                if isinstance(st, ModuleState) and (e in new or st.state == State.RELOCATED):
                     out.append(e)
         if self.stage not in ("new", "preparing"):
             self._init_order = out
@@ -325,11 +328,11 @@ class PreparedLoad(GraphBuilder):
         """The load group: breadth-first from the root over DT_NEEDED edges."""
         assert self.root is not None
         queue = [self.root]
-        seen = {self.root.id}
+        seen = set(queue)
         for e in queue:  # grows while iterated: breadth-first
             for d in e.deps:
-                if d.id not in seen:
-                    seen.add(d.id)
+                if d not in seen:
+                    seen.add(d)
                     queue.append(d)
         return [e.module for e in queue]
 
@@ -349,12 +352,15 @@ class PreparedLoad(GraphBuilder):
         relocated_hooks = implemented(observers, "on_relocated") if observers else []
         linker = self.linker
         native = linker.mapper.native
-        todo = [e for e in self.init_order() if e.owned and e in self.new]
+        new = set(self.new)
+        todo = [e for e in self.init_order() if e.owned and e in new]
         register_frames = _register_frames() if native else None
         # The global scope is read per module (promotions are live); without observers
         # nothing runs between two modules' relocation that could promote, so read once.
         base_scope = [*self.ctx.global_scope(), *self.extra, *group, *tail]
         base_facts = Binder.scope_facts(base_scope) if not observers else None
+        kw: dict[str, Any] = {"unique": self.unique, "interpose": self.interpose_map}
+        base_kw = {**kw, "scope_facts": base_facts} if base_facts is not None else kw
         for i, e in enumerate(todo):
             st = e.module
             scope = [*self.ctx.global_scope(), *self.extra, *group, *tail] if observers \
@@ -368,10 +374,8 @@ class PreparedLoad(GraphBuilder):
                         hook(ev)
                     scope = list(ev.scope)
                 hooks = make_hooks(observers, facade, linker.fallback)
-            kw: dict[str, Any] = {"unique": self.unique, "interpose": self.interpose_map}
-            if scope is base_scope and base_facts is not None:
-                kw["scope_facts"] = base_facts
-            binder = hooks.make_binder(st, scope, **kw) if hooks else Binder(st, scope, **kw)
+            skw = base_kw if scope is base_scope else kw
+            binder = hooks.make_binder(st, scope, **skw) if hooks else Binder(st, scope, **skw)
             check_version_needs(st, [d.module for d in e.deps])  # ld.so's verneed check
             if hooks:
                 relocate_module(st, binder, tls=linker.tls, fallback=hooks.fallback,
@@ -389,73 +393,84 @@ class PreparedLoad(GraphBuilder):
             st.image.finish_protection()
             if register_frames is not None:  # C++ exceptions must unwind through it
                 register_frames(st)
-            used: list[Any] = list(binder.used.values())
-            if self.linker.lazy:
+            used: Iterable[Any] = binder.used.values()
+            if linker.lazy:
                 # Lazy slots bind on first call, after this: keep every candidate alive.
+                used = list(used)
                 used += [p for p in scope if p is not st and p not in used]
             self._record_bindings(e, used)
         self.stage = "relocated"
 
-    def _record_bindings(self, e: Entry, used: Any) -> None:
-        by_module = self.ctx._by_module
-        staged = self._staged
+    def _record_bindings(self, e: Entry, used: Iterable[Any]) -> None:
+        """Record the providers `e`'s relocations bound to: entries (of the context or
+        of this load) become edges that keep them loaded, other objects are kept."""
+        by_module, staged = self.ctx._by_module, self.staged
+        bound: dict[int, Entry] = {}
+        keep: list[Any] = []
         for prov in used:
-            dep = by_module.get(id(prov))
-            if dep is None:
-                if staged is None:
-                    staged = self._staged = {id(n.module): n for n in self.new}
-                dep = staged.get(id(prov))
-            if dep is not None:
-                e.bound[dep.id] = dep
-                if dep not in self.new:
-                    self.touched.setdefault(dep.id, (dep, dep.generation))
+            pid = id(prov)
+            dep = by_module.get(pid)
+            if dep is not None:  # published before this load: must still be at publish
+                self.touched[dep.id] = dep
             else:
-                e.keep.append(self.keepers.get(id(prov), prov))
+                dep = staged.get(pid)
+                if dep is None:
+                    keep.append(self.keepers.get(pid, prov))
+                    continue
+            bound[dep.id] = dep
         if self.interpose_map:
-            e.keep.extend(self.keepers.values())
+            keep.extend(self.keepers.values())
+        if bound:
+            e.bound = {**e.bound, **bound} if e.bound else bound
+        if keep:
+            e.keep = (*e.keep, *keep)
 
     # -- stage 3: publish --------------------------------------------------------------
 
     def publish(self) -> Module:
         """Stage 3: commit to the context; returns the root with a lease."""
+        with self.ctx.op():
+            return self._publish()
+
+    def _publish(self) -> Module:
+        """`publish`, for a caller holding ``ctx.op()`` (`Linker.load`)."""
         ctx = self.ctx
         if self.stage != "relocated":
             raise LinkContextError(f"cannot publish a load in stage {self.stage}",
                                    reason="stage")
-        with ctx.op():
-            ctx._check_open()
-            for e, gen in self.touched.values():
-                if not e.alive or ctx._by_module.get(id(e.module)) is not e \
-                        or e.generation != gen:
-                    raise LinkContextError(
-                        f"{e.name} was unloaded or replaced since this load was prepared",
-                        reason="module-changed")
-            assert self.root is not None
-            root = self.root
-            if root in self.new and ctx._by_key.get(root.key) not in (None, root):
-                raise LinkContextError(f"key {root.key!r} now names another module",
-                                       reason="module-changed")
-            for e in self._publish_order():
-                ctx._register(e)
-            for name, e in self.names.items():
-                if name not in ctx._by_key and e.alive:
-                    ctx._by_key[name] = e
-                    if name != e.key and name not in e.aliases:
-                        e.aliases.append(name)
-            for name, binding in self.unique.items():
-                ctx.unique.setdefault(name, binding)
-                prov = ctx._by_module.get(id(binding[3]))
-                if prov is not None:
-                    prov.nodelete = True
-            facade = ctx._lease(root)
-            self.lease = facade._owner
-            self.stage = "published"
-            return facade
+        ctx._check_open()
+        for e in self.touched.values():
+            if not e.alive or ctx._by_module.get(id(e.module)) is not e:
+                raise LinkContextError(
+                    f"{e.name} was unloaded or replaced since this load was prepared",
+                    reason="module-changed")
+        assert self.root is not None
+        root = self.root
+        if root in self.new and ctx._by_key.get(root.key) not in (None, root):
+            raise LinkContextError(f"key {root.key!r} now names another module",
+                                   reason="module-changed")
+        ctx._register(self._publish_order(), self.idents)
+        by_key = ctx._by_key
+        for name, e in self.names.items():
+            if name not in by_key and e.alive:
+                by_key[name] = e
+                if name != e.key and name not in e.aliases:
+                    e.aliases += (name,)
+        for name, binding in self.unique.items():
+            ctx.unique.setdefault(name, binding)
+            prov = ctx._by_module.get(id(binding[3]))
+            if prov is not None:
+                prov.nodelete = True
+        facade = ctx._lease(root)
+        self.lease = facade._owner
+        self.stage = "published"
+        return facade
 
     def _publish_order(self) -> list[Entry]:
-        order = [e for e in self.init_order() if e in self.new]
-        rest = [e for e in self.new if e not in order]
-        return rest + order
+        new = set(self.new)
+        order = [e for e in self.init_order() if e in new]
+        ordered = set(order)
+        return [e for e in self.new if e not in ordered] + order
 
     # -- stage 4: initialize -----------------------------------------------------------
 

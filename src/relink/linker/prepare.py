@@ -71,7 +71,8 @@ class GraphBuilder:
     stage: str
     root: Entry | None
     new: list[Entry]
-    touched: dict[int, tuple[Entry, int]]
+    staged: dict[int, Entry]
+    touched: dict[int, Entry]
     names: dict[str, Entry]
     idents: dict[Any, Entry]
     spec: Any
@@ -82,7 +83,7 @@ class GraphBuilder:
         if e is None:
             e = self.ctx._by_key.get(name)
             if e is not None:
-                self.touched.setdefault(e.id, (e, e.generation))
+                self.touched[e.id] = e
         return e
 
     def _acceptor(self) -> Acceptor:
@@ -100,19 +101,28 @@ class GraphBuilder:
         self.stage = "preparing"
         root = self._root(source)
         self.root = root
-        queue = [root] if root in self.new and root.owned else []
-        while queue:
-            e = queue.pop(0)
+        names, by_key = self.names, self.ctx._by_key
+        queue = [root] if root.owned and root in self.new else []
+        for e in queue:  # grows while iterated: breadth-first
             dyn = e.module.image.dynamic
-            for needed in (dyn.needed if dyn is not None else []):
-                dep = self._known(needed)
+            if dyn is None or not dyn.needed:
+                continue
+            deps: list[Entry] = []
+            e.deps = deps  # filled in place: a failure midway leaves the edges found
+            for needed in dyn.needed:
+                dep = names.get(needed)  # `_known`, inlined: once per DT_NEEDED entry
                 if dep is None:
-                    dep = self._dependency(needed, e)
-                    if dep.owned and dep in self.new and dep is not root \
-                            and dep not in queue and dep.loader is e:
-                        queue.append(dep)
-                self.names.setdefault(needed, dep)
-                e.deps.append(dep)
+                    dep = by_key.get(needed)
+                    if dep is not None:
+                        self.touched[dep.id] = dep
+                    else:
+                        dep = self._dependency(needed, e)
+                        # Mapped just now for `e` (not found again by identity): walk it.
+                        if dep.loader is e and dep.owned and dep is not root \
+                                and dep not in queue and dep in self.new:
+                            queue.append(dep)
+                    names.setdefault(needed, dep)
+                deps.append(dep)
         if self.acceptor is not None:
             self.acceptor.close()
         self.stage = "prepared"
@@ -133,7 +143,7 @@ class GraphBuilder:
                            else None)
         found: Found | None = None
         if isinstance(source, str):
-            found = self._custom(source, None, is_root=True)
+            found = self._custom(source, None, is_root=True) if self.linker.resolvers else None
             if found is None and "/" not in source and not os.path.exists(source):
                 owner = self.caller
                 found = default_resolve(source, owner.search if owner else None,
@@ -166,7 +176,7 @@ class GraphBuilder:
         return None
 
     def _dependency(self, needed: str, owner: Entry) -> Entry:
-        found = self._custom(needed, owner, is_root=False)
+        found = self._custom(needed, owner, is_root=False) if self.linker.resolvers else None
         if found is None:
             found = default_resolve(needed, owner.search, owner.chain(),
                                     search=self.linker.search, host=self.linker.host,
@@ -175,12 +185,19 @@ class GraphBuilder:
 
     def _materialize(self, found: Found, needed: str, owner: Entry | None, *,
                      root: bool = False) -> Entry:
-        if found.kind == "missing":
+        kind = found.kind
+        if kind == "path":  # the usual case first
+            src = found.source if found.source is not None else open_source(found.value)
+            return self._from_source(src, needed if root else None, owner, found.how,
+                                     root=root)
+        if kind == "host":  # a `HostLibrary`: no image, so no DF_1_NODELETE
+            return self._adopt(found.value, needed, found.how, owner, nodelete=False)
+        if kind == "missing":
             label = owner.module.image.label if owner is not None else None
             raise UnresolvedDependencyError(needed, needed_by=label,
                                             searched=[str(c) for c in found.tried]
                                             or [found.how])
-        if found.kind == "existing":
+        if kind == "existing":
             e = self._known(found.value)
             if e is None:
                 raise LinkContextError(f"resolver for {needed!r} returned Existing("
@@ -188,29 +205,31 @@ class GraphBuilder:
                                        reason="existing-key-missing",
                                        file=owner.module.image.label if owner else None)
             return e
-        if found.kind in ("host", "module"):
+        if kind == "module":
             return self._adopt(found.value, needed, found.how, owner)
-        if found.kind == "bytes":
+        if kind == "bytes":
             src = open_source(found.value, name=needed.rsplit("/", 1)[-1])
-        else:
+        else:  # an unknown kind: treated as a path, as before
             src = found.source if found.source is not None else open_source(found.value)
         return self._from_source(src, needed if root else None, owner, found.how, root=root)
 
-    def _adopt(self, obj: Any, key: str, how: str, owner: Entry | None) -> Entry:
+    def _adopt(self, obj: Any, key: str, how: str, owner: Entry | None, *,
+               nodelete: bool | None = None) -> Entry:
         target = obj._state if isinstance(obj, Module) else obj
         e = self.ctx._by_module.get(id(target))
         if e is not None:
-            self.touched.setdefault(e.id, (e, e.generation))
+            self.touched[e.id] = e
             return e
-        for staged in self.new:
-            if staged.module is target:
-                return staged
-        e = Entry(target, key, owned=False, how=how, loader=owner)
+        e = self.staged.get(id(target))
+        if e is not None:  # adopted by this load already
+            return e
+        e = Entry(target, key, owned=False, how=how, loader=owner, nodelete=nodelete)
         if isinstance(obj, Module):
-            e.keep.append(obj)
+            e.keep = (obj,)
         if isinstance(target, SyntheticModule):
             e.facade = Module(target)
         self.new.append(e)
+        self.staged[id(target)] = e
         self.names.setdefault(key, e)
         return e
 
@@ -221,12 +240,13 @@ class GraphBuilder:
         if same is not None:
             src.close()
             if same.alive and same not in self.new:
-                self.touched.setdefault(same.id, (same, same.generation))
+                self.touched[same.id] = same
             if key:
                 self.names.setdefault(key, same)
             return same
         try:
-            src = self._before_load(src, owner)
+            if self.observers:
+                src = self._before_load(src, owner)
             image = map_image(src, mapper=self.linker.mapper, expect=self.spec)
         except BaseException as exc:
             src.close()
@@ -237,19 +257,31 @@ class GraphBuilder:
         st = ModuleState(image, self.linker.executor)
         if self.spec is None:
             self.spec = image.spec
+        path = src.path  # st.path: `search_info(st)`, inlined (paid on every load)
         if key is None:
-            key = src.path or (src.name if src.name != "<memory>" else f"<memory#{ident.a}>")
-        e = Entry(st, key, owned=True, how=how, search=search_info(st), loader=owner)
+            key = path or (src.name if src.name != "<memory>" else f"<memory#{ident.a}>")
+        full = path if path is None or path[:1] == "/" else os.path.abspath(path)
+        dyn = image.dynamic
+        if dyn is None:
+            e = Entry(st, key, owned=True, how=how, loader=owner, nodelete=False,
+                      search=_search_info(st.name, full, None, None, False))
+        else:
+            e = Entry(st, key, owned=True, how=how, loader=owner, nodelete=dyn.nodelete,
+                      search=_search_info(st.name, full, dyn.rpath, dyn.runpath,
+                                          bool(dyn.flags_1 & _DF_1_NODEFLIB)))
         self.new.append(e)
+        self.staged[id(st)] = e
         if ident.kind == "file":
             self.idents[ident] = e
         names = self.names
         names.setdefault(key, e)
-        path = src.path
-        for alias in (st.soname, path and (path if path[0] == "/" else os.path.abspath(path))):
-            if alias and alias != key:
-                e.aliases.append(alias)
-                names.setdefault(alias, e)
+        soname = st.soname
+        if soname and soname != key:
+            e.aliases = (soname,)
+            names.setdefault(soname, e)
+        if path and full and full != key:
+            e.aliases += (full,)
+            names.setdefault(full, e)
         return e
 
     def _before_load(self, src: ElfSource, owner: Entry | None) -> ElfSource:

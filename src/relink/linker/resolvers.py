@@ -175,9 +175,10 @@ def default_resolve(needed: str, owner: ModuleSearchInfo | None,
         lib = host.provides(needed)
         if lib is not None:
             return Found("host", lib, "host-provided")
+    chain = tuple(chain)
     key = (id(search), id(owner), tuple(map(id, chain)), needed)
     hit = _resolved.get(key)
-    if hit is not None and hit[0] is search and hit[1] is owner and hit[2] == tuple(chain):
+    if hit is not None and hit[0] is search and hit[1] is owner and hit[2] == chain:
         found = _replay(hit[3], acceptor)
         if found is not None:
             return found
@@ -187,7 +188,7 @@ def default_resolve(needed: str, owner: ModuleSearchInfo | None,
         # for as long as the search configuration and the modules' facts are these.
         if len(_resolved) >= 1024:
             _resolved.clear()
-        _resolved[key] = (search, owner, tuple(chain), tuple(tried))
+        _resolved[key] = (search, owner, chain, tuple(tried))
     if path is None:
         extra = [Candidate(p, f"skipped: {why}") for p, why in acceptor.skipped]
         acceptor.skipped.clear()
