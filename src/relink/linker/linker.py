@@ -87,6 +87,18 @@ def run_initializers(entries: Sequence[Entry]) -> None:
                 callbacks.raise_pending()
 
 
+_POLICIES: dict[bool, HostPolicy] = {}
+
+
+def _default_policy(native: bool) -> HostPolicy:
+    """The default host policy (shared by every linker that does not pass one, so its
+    per-name verdicts are decided once per process, not once per linker)."""
+    policy = _POLICIES.get(native)
+    if policy is None:
+        policy = _POLICIES[native] = HostPolicy() if native else HostPolicy.none()
+    return policy
+
+
 def _register_frames() -> Callable[[Any], bool]:
     """relink.runtime.unwind.register_frames (imported once, on the first native load)."""
     global _REGISTER_FRAMES
@@ -193,8 +205,7 @@ class Linker:
         self.resolvers = list(resolvers)
         self.search = search if search is not None else SearchPathResolver()
         # The host's libraries can never serve a foreign image.
-        self.host = host if host is not None else \
-            (HostPolicy() if mapper.native else HostPolicy.none())
+        self.host = host if host is not None else _default_policy(mapper.native)
         self.fallback = fallback
         self.observers = list(observers)
         self.process_scope = mapper.native if process_scope is None else process_scope
