@@ -41,9 +41,9 @@ UNUSED = {
     "relink.runtime.lazy", "relink.runtime.tls", "relink.runtime.tls_carrier",
     "relink.runtime.tls_stubs",
 }
-# The chain load imports 38 relink modules today; a new module on the load path should
+# The chain load imports 39 relink modules today; a new module on the load path should
 # be a decision, so this bound fails when it grows.
-MAX_RELINK_MODULES = 38
+MAX_RELINK_MODULES = 39
 
 _CHILD = """
 import sys
@@ -184,8 +184,8 @@ def test_records_behave_like_the_dataclasses_they_replace() -> None:
 
 
 def test_constants_spelled_out_to_avoid_imports_agree() -> None:
-    from relink.linker import ldcache, search
+    from relink.linker import ldcache, tokens
     from relink.runtime import tls, tls_carrier
 
-    assert search._LD_SO_CACHE == ldcache.DEFAULT_LD_SO_CACHE
+    assert tokens.LD_SO_CACHE_PATH == ldcache.DEFAULT_LD_SO_CACHE
     assert tls.STATIC_TLS_TUNABLE == tls_carrier.STATIC_TLS_TUNABLE
