@@ -351,6 +351,9 @@ class LinkContext:
                 by_key.setdefault(key, e)
         if identities:
             by_identity = self._by_identity
+            if not by_identity:  # nothing to keep: first come, as setdefault
+                by_identity.update(identities)
+                return
             for ident, e in identities.items():
                 by_identity.setdefault(ident, e)
 

@@ -78,12 +78,13 @@ def run_initializers(entries: Sequence[Entry]) -> None:
     if not entries:
         return
     args = _init_args()
+    active = callbacks._active  # `callbacks.active()`, read after every initializer
     for e in entries:
         st = e.module
         if isinstance(st, ModuleState) and st.state == State.RELOCATED:
             # A foreign image gets no host argv/envp: its executor supplies its own.
             st.initialize(*(args if st.image.mapper.native else (0, 0, 0)))
-            if callbacks.active():
+            if active[0]:
                 callbacks.raise_pending()
 
 
@@ -294,6 +295,7 @@ class PreparedLoad(GraphBuilder):
         self.spec = linker.arch or (host_spec() if linker.mapper.native else None)
         self.acceptor: Acceptor | None = None
         self._init_order: list[Entry] | None = None  # fixed once prepared
+        self._init_new: list[Entry] = []      # the entries of `new` in it, same order
         self.staged: dict[int, Entry] = {}    # id(module) -> entry of `new`
 
     def _provider(self, p: Any) -> Any:
@@ -311,7 +313,9 @@ class PreparedLoad(GraphBuilder):
         if self._init_order is not None and self.stage not in ("new", "preparing"):
             return self._init_order
         out: list[Entry] = []
-        new = set(self.new)
+        # Without an entry of the context in the graph (nothing `touched`), every entry
+        # of it is new (see `_group`).
+        new = set(self.new) if self.touched else None
         root = self.root
         assert root is not None
         seen = {root}
@@ -329,15 +333,22 @@ class PreparedLoad(GraphBuilder):
                 todo.pop()
                 e = path.pop()
                 st = e.module
-                if isinstance(st, ModuleState) and (e in new or st.state == State.RELOCATED):
+                if isinstance(st, ModuleState) and (
+                        new is None or e in new or st.state == State.RELOCATED):
                     out.append(e)
         if self.stage not in ("new", "preparing"):
             self._init_order = out
+            self._init_new = out if new is None else [e for e in out if e in new]
         return out
 
     def _group(self) -> list[Any]:
         """The load group: breadth-first from the root over DT_NEEDED edges."""
         assert self.root is not None
+        if not self.touched:
+            # No entry of the context is in the graph: every entry of it was made by this
+            # load, when first seen by `_prepare`'s breadth-first walk (the host and
+            # adopted ones, with no deps, included), so `new` is that walk's order.
+            return [e.module for e in self.new]
         queue = [self.root]
         seen = set(queue)
         for e in queue:  # grows while iterated: breadth-first
@@ -363,8 +374,8 @@ class PreparedLoad(GraphBuilder):
         relocated_hooks = implemented(observers, "on_relocated") if observers else []
         linker = self.linker
         native = linker.mapper.native
-        new = set(self.new)
-        todo = [e for e in self.init_order() if e.owned and e in new]
+        self.init_order()
+        todo = [e for e in self._init_new if e.owned]
         register_frames = _register_frames() if native else None
         # The global scope is read per module (promotions are live); without observers
         # nothing runs between two modules' relocation that could promote, so read once.
@@ -420,14 +431,14 @@ class PreparedLoad(GraphBuilder):
         keep: list[Any] = []
         for prov in used:
             pid = id(prov)
-            dep = by_module.get(pid)
-            if dep is not None:  # published before this load: must still be at publish
-                self.touched[dep.id] = dep
-            else:
-                dep = staged.get(pid)
+            dep = staged.get(pid)  # (a module is staged or published, never both)
+            if dep is None:
+                dep = by_module.get(pid)
                 if dep is None:
                     keep.append(self.keepers.get(pid, prov))
                     continue
+                # Published before this load: must still be at publish.
+                self.touched[dep.id] = dep
             bound[dep.id] = dep
         if self.interpose_map:
             keep.extend(self.keepers.values())
@@ -462,7 +473,10 @@ class PreparedLoad(GraphBuilder):
                                    reason="module-changed")
         ctx._register(self._publish_order(), self.idents)
         by_key = ctx._by_key
-        for name, e in self.names.items():
+        names = self.names
+        # Usually every staged name is a key or alias `_register` just published: then
+        # the loop below would do nothing.
+        for name, e in names.items() if names.keys() - by_key.keys() else ():
             if name not in by_key and e.alive:
                 by_key[name] = e
                 if name != e.key and name not in e.aliases:
@@ -478,8 +492,10 @@ class PreparedLoad(GraphBuilder):
         return facade
 
     def _publish_order(self) -> list[Entry]:
-        new = set(self.new)
-        order = [e for e in self.init_order() if e in new]
+        self.init_order()
+        order = self._init_new
+        if len(order) == len(self.new):  # every new entry is initialized (the usual case)
+            return order
         ordered = set(order)
         return [e for e in self.new if e not in ordered] + order
 
