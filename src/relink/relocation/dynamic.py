@@ -542,45 +542,45 @@ def _check_host_readable(label: str, r_type_name: str, sname: str, off: int, add
 def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
     """Fill init (DT_INIT, DT_INIT_ARRAY) and fini (DT_FINI_ARRAY reversed, DT_FINI)."""
     image = state.image
-    dyn = image.dynamic
-    if dyn is None:
-        return
     parsed = image.parsed
     facts = parsed.facts if parsed is not None and parsed.complete else None
-    layout: _Lifecycle | None = facts.get("lifecycle_arrays") if facts is not None \
+    layout: _Lifecycle | None = facts.get("lifecycle") if facts is not None \
         else None  # type: ignore[assignment]
     if layout is None:
+        if image.dynamic is None:
+            return
         layout = _lifecycle_layout(image)
         if facts is not None:
-            facts["lifecycle_arrays"] = layout
-    init_at, fini_at, ones = layout
+            facts["lifecycle"] = layout
+    init_rel, init_at, fini_at, fini_rel, ones = layout
     base = image.base
-    init = [base + dyn.init] if dyn.init else []
     # 0 and -1 entries are placeholders that glibc skips too; they are rare, so the
     # arrays are filtered only when one is there (`in` scans in C).
-    if init_at is not None:
+    if init_at is None:
+        state.init_funcs = [base + init_rel] if init_rel else []
+    else:
         funcs = init_at[1](view, init_at[0] + delta)
-        init += funcs if 0 not in funcs and ones not in funcs else \
-            [f for f in funcs if f and f != ones]
-    fini: list[int] = []
-    if fini_at is not None:
+        if 0 in funcs or ones in funcs:
+            funcs = tuple(f for f in funcs if f and f != ones)
+        state.init_funcs = [base + init_rel, *funcs] if init_rel else list(funcs)
+    if fini_at is None:
+        state.fini_funcs = [base + fini_rel] if fini_rel else []
+    else:
         funcs = fini_at[1](view, fini_at[0] + delta)[::-1]
-        fini = list(funcs) if 0 not in funcs and ones not in funcs else \
-            [f for f in funcs if f and f != ones]
-    if dyn.fini:
-        fini.append(base + dyn.fini)
-    state.init_funcs = init
-    state.fini_funcs = fini
+        if 0 in funcs or ones in funcs:
+            funcs = tuple(f for f in funcs if f and f != ones)
+        state.fini_funcs = [*funcs, base + fini_rel] if fini_rel else list(funcs)
 
 
 _ArrayAt = tuple[int, Callable[[memoryview, int], tuple[int, ...]]]
-_Lifecycle = tuple[_ArrayAt | None, _ArrayAt | None, int]
+# (DT_INIT, DT_INIT_ARRAY, DT_FINI_ARRAY, DT_FINI, the all-ones word); 0: no DT_INIT/FINI
+_Lifecycle = tuple[int, _ArrayAt | None, _ArrayAt | None, int, int]
 
 
 def _lifecycle_layout(image: Image) -> _Lifecycle:
-    """(vaddr, unpacker of the whole array) of DT_INIT_ARRAY and DT_FINI_ARRAY (None when
-    absent) and the all-ones word, checked against the segments: link-time data,
-    computed once per file."""
+    """DT_INIT, (vaddr, unpacker of the whole array) of DT_INIT_ARRAY and DT_FINI_ARRAY
+    (None when absent, else checked against the segments), DT_FINI and the all-ones
+    word: link-time data, computed once per file."""
     dyn = image.dynamic
     assert dyn is not None
     word = image.spec.word_size
@@ -596,4 +596,4 @@ def _lifecycle_layout(image: Image) -> _Lifecycle:
             raise RelocationError(f"{what} size {size} is not a multiple of the word "
                                   "size", file=image.label)
         arrays.append((vaddr, struct.Struct(f"<{size // word}{letter}").unpack_from))
-    return arrays[0], arrays[1], (1 << (8 * word)) - 1
+    return dyn.init, arrays[0], arrays[1], dyn.fini, (1 << (8 * word)) - 1
