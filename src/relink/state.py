@@ -8,6 +8,7 @@ apart from `Module` lets a finalizer own the state without keeping the facade al
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -18,12 +19,13 @@ except ImportError:  # pragma: no cover - every CPython has it
 
 from relink._log import lazy_logger
 from relink.elf.symbols import SHN_ABS, STT_GNU_IFUNC
-from relink.errors import InitializerError
+from relink.errors import InitializerError, RelocationError
 from relink.loader import Image
 from relink.runtime import track as _debug_track
 from relink.runtime.executor import Executor
 
-__all__ = ["ModuleState", "Provider", "State", "run_finalizers", "run_release_hooks"]
+__all__ = ["ModuleState", "Provider", "State", "lifecycle_lists", "run_finalizers",
+           "run_release_hooks"]
 
 log = lazy_logger(__name__)
 
@@ -242,8 +244,76 @@ class ModuleState:
             self.scope = []
             self.deps = []
             run_release_hooks(self.extras, self.name)
-            self.image.release()
-            self.image.source.close()
+            image = self.image
+            image.release()
+            source = image.source
+            if source.fd is not None:  # usually closed already, once mapped (detach_fd)
+                source.close()
 
     def __repr__(self) -> str:
         return f"<ModuleState {self.name} at {self.image.base:#x} {self.state}>"
+
+
+# -- init / fini lists ------------------------------------------------------------------
+# Read from the relocated DT_INIT_ARRAY / DT_FINI_ARRAY by relocate_module. Where the
+# arrays are is link-time data, checked against the segments once per file and cached
+# with the parsed metadata; each load only unpacks them.
+
+def lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
+    """Fill init (DT_INIT, DT_INIT_ARRAY) and fini (DT_FINI_ARRAY reversed, DT_FINI)."""
+    image = state.image
+    parsed = image.parsed
+    facts = parsed.facts if parsed is not None and parsed.complete else None
+    layout: _Lifecycle | None = facts.get("lifecycle") if facts is not None \
+        else None  # type: ignore[assignment]
+    if layout is None:
+        if image.dynamic is None:
+            return
+        layout = _lifecycle_layout(image)
+        if facts is not None:
+            facts["lifecycle"] = layout
+    init_rel, init_at, fini_at, fini_rel, ones = layout
+    base = image.base
+    # 0 and -1 entries are placeholders that glibc skips too; they are rare, so the
+    # arrays are filtered only when one is there (`in` scans in C).
+    if init_at is None:
+        state.init_funcs = [base + init_rel] if init_rel else []
+    else:
+        funcs = init_at[1](view, init_at[0] + delta)
+        if 0 in funcs or ones in funcs:
+            funcs = tuple(f for f in funcs if f and f != ones)
+        state.init_funcs = [base + init_rel, *funcs] if init_rel else list(funcs)
+    if fini_at is None:
+        state.fini_funcs = [base + fini_rel] if fini_rel else []
+    else:
+        funcs = fini_at[1](view, fini_at[0] + delta)[::-1]
+        if 0 in funcs or ones in funcs:
+            funcs = tuple(f for f in funcs if f and f != ones)
+        state.fini_funcs = [*funcs, base + fini_rel] if fini_rel else list(funcs)
+
+
+_ArrayAt = tuple[int, Callable[[memoryview, int], tuple[int, ...]]]
+# (DT_INIT, DT_INIT_ARRAY, DT_FINI_ARRAY, DT_FINI, the all-ones word); 0: no DT_INIT/FINI
+_Lifecycle = tuple[int, _ArrayAt | None, _ArrayAt | None, int, int]
+
+
+def _lifecycle_layout(image: Image) -> _Lifecycle:
+    """DT_INIT, (vaddr, unpacker of the whole array) of DT_INIT_ARRAY and DT_FINI_ARRAY
+    (None when absent, else checked against the segments), DT_FINI and the all-ones
+    word: link-time data, computed once per file."""
+    dyn = image.dynamic
+    assert dyn is not None
+    word = image.spec.word_size
+    letter = "Q" if word == 8 else "I"
+    arrays: list[_ArrayAt | None] = []
+    for vaddr, size, what in ((dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY"),
+                              (dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")):
+        if not vaddr or not size:
+            arrays.append(None)
+            continue
+        image.view.get(vaddr, size, what)  # bounds check against the segments
+        if size % word:
+            raise RelocationError(f"{what} size {size} is not a multiple of the word "
+                                  "size", file=image.label)
+        arrays.append((vaddr, struct.Struct(f"<{size // word}{letter}").unpack_from))
+    return dyn.init, arrays[0], arrays[1], dyn.fini, (1 << (8 * word)) - 1

@@ -37,7 +37,7 @@ from relink.memory import PROT_READ, PROT_WRITE
 from relink.relocation import NUMPY_THRESHOLD, numpy_or_none
 from relink.relocation.replay import Program, apply_program, compile_program
 from relink.relocation.scope import Binder
-from relink.state import ModuleState
+from relink.state import ModuleState, lifecycle_lists
 
 __all__ = ["Fallback", "Pre", "RelocationPlan", "TlsHooks", "relocate_module"]
 
@@ -150,11 +150,13 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
     if dyn is None:
         return plan
     spec = image.spec
-    tables, relr = image.relocation_tables()
+    parsed = image.parsed
+    # A reload finds the decoded tables (and the targets' verdict) with the metadata.
+    cached = parsed.tables if parsed is not None else None
+    tables, relr = cached if cached is not None else image.relocation_tables()
     binder.prime()
     textrel = dyn.textrel
     word = spec.word_size
-    parsed = image.parsed
     if parsed is None or not parsed.complete or \
             not parsed.facts.get("relocation_targets_checked"):
         _check_targets(image, tables, relr, textrel)
@@ -223,7 +225,7 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
                 region.write(region.start + idx, value)
     if binder.plan is None:  # else replayed from a recorded plan: nothing new to record
         binder.remember()
-    _lifecycle_lists(state, view, delta)
+    lifecycle_lists(state, view, delta)
     if tls_owner:
         tls.relocated(state)  # type: ignore[union-attr]
     return plan
@@ -537,63 +539,3 @@ def _check_host_readable(label: str, r_type_name: str, sname: str, off: int, add
     raise RelocationError(f"COPY of {size} bytes from the host definition at {addr:#x} "
                           "runs past its readable mapping (st_size is wrong)", file=label,
                           r_type_name=r_type_name, symbol=sname, offset=off)
-
-
-def _lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
-    """Fill init (DT_INIT, DT_INIT_ARRAY) and fini (DT_FINI_ARRAY reversed, DT_FINI)."""
-    image = state.image
-    dyn = image.dynamic
-    if dyn is None:
-        return
-    parsed = image.parsed
-    facts = parsed.facts if parsed is not None and parsed.complete else None
-    layout: _Lifecycle | None = facts.get("lifecycle_arrays") if facts is not None \
-        else None  # type: ignore[assignment]
-    if layout is None:
-        layout = _lifecycle_layout(image)
-        if facts is not None:
-            facts["lifecycle_arrays"] = layout
-    init_at, fini_at, ones = layout
-    base = image.base
-    init = [base + dyn.init] if dyn.init else []
-    # 0 and -1 entries are placeholders that glibc skips too; they are rare, so the
-    # arrays are filtered only when one is there (`in` scans in C).
-    if init_at is not None:
-        funcs = init_at[1](view, init_at[0] + delta)
-        init += funcs if 0 not in funcs and ones not in funcs else \
-            [f for f in funcs if f and f != ones]
-    fini: list[int] = []
-    if fini_at is not None:
-        funcs = fini_at[1](view, fini_at[0] + delta)[::-1]
-        fini = list(funcs) if 0 not in funcs and ones not in funcs else \
-            [f for f in funcs if f and f != ones]
-    if dyn.fini:
-        fini.append(base + dyn.fini)
-    state.init_funcs = init
-    state.fini_funcs = fini
-
-
-_ArrayAt = tuple[int, Callable[[memoryview, int], tuple[int, ...]]]
-_Lifecycle = tuple[_ArrayAt | None, _ArrayAt | None, int]
-
-
-def _lifecycle_layout(image: Image) -> _Lifecycle:
-    """(vaddr, unpacker of the whole array) of DT_INIT_ARRAY and DT_FINI_ARRAY (None when
-    absent) and the all-ones word, checked against the segments: link-time data,
-    computed once per file."""
-    dyn = image.dynamic
-    assert dyn is not None
-    word = image.spec.word_size
-    letter = "Q" if word == 8 else "I"
-    arrays: list[_ArrayAt | None] = []
-    for vaddr, size, what in ((dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY"),
-                              (dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")):
-        if not vaddr or not size:
-            arrays.append(None)
-            continue
-        image.view.get(vaddr, size, what)  # bounds check against the segments
-        if size % word:
-            raise RelocationError(f"{what} size {size} is not a multiple of the word "
-                                  "size", file=image.label)
-        arrays.append((vaddr, struct.Struct(f"<{size // word}{letter}").unpack_from))
-    return arrays[0], arrays[1], (1 << (8 * word)) - 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import add, and_
 from typing import Any
@@ -151,7 +151,7 @@ def compile_program(tables: list[RelocTable], classes: dict[int, RelocClass],
     return program
 
 
-def apply_program(program: Program, view: memoryview, delta: int, biases: list[int],
+def apply_program(program: Program, view: memoryview, delta: int, biases: Sequence[int],
                   word: int) -> None:
     """Write every entry of `program` into `view` (index = link-time address + delta).
 
@@ -174,7 +174,7 @@ def apply_program(program: Program, view: memoryview, delta: int, biases: list[i
     _consume(map(view.__setitem__, placed[1], map(packed.__getitem__, program._packed)))
 
 
-def _apply_numpy(program: Program, view: memoryview, delta: int, biases: list[int],
+def _apply_numpy(program: Program, view: memoryview, delta: int, biases: Sequence[int],
                  word: int) -> bool:
     np = numpy_or_none()
     arrays = program._arrays

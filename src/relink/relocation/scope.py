@@ -48,8 +48,16 @@ class Binder:
             returning the binding to use (may replace it); None for no observer.
     """
 
-    __slots__ = ("module", "scope", "unique", "interpose", "on_bind", "cache", "used",
-                 "_plan_key", "_unique_hit", "plan", "plan_bases", "_provs", "_facts")
+    # No __slots__ (a binder lives for one load): what only a replayed plan sets has a
+    # class-level default instead of a store per binder.
+    # A replayed plan (sym -> (position, value, size, type)) and, per position, the
+    # provider and the base its values are relative to (position -1: unresolved
+    # weak, -2: the module itself).
+    plan: dict[int, tuple[int, int, int, int]] | None = None
+    plan_bases: Sequence[int] = ()
+    _provs: Sequence[Any] = ()  # plan position -> provider (made when first needed)
+    _plan_key: tuple[Any, ...] | None = None
+    _unique_hit = False
 
     def __init__(self, module: ModuleState, scope: Sequence[Any], *,
                  unique: dict[str, Binding] | None = None,
@@ -66,14 +74,6 @@ class Binder:
         self.on_bind = on_bind
         self.cache: dict[int, Binding] = {}
         self.used: dict[int, Any] = {}  # id(provider) -> provider actually bound to
-        self._plan_key: tuple[Any, ...] | None = None
-        self._unique_hit = False
-        # A replayed plan (sym -> (position, value, size, type)) and, per position, the
-        # provider and the base its values are relative to (position -1: unresolved
-        # weak, -2: the module itself).
-        self.plan: dict[int, tuple[int, int, int, int]] | None = None
-        self.plan_bases: list[int] = []
-        self._provs: list[Any] = []  # plan position -> provider (made when first needed)
 
     # -- binding plans: resolutions replayed on the next load of the same files --------
 
@@ -100,20 +100,17 @@ class Binder:
             bases.append(0)
         return (tuple(parts) if parts is not None else None), bases
 
-    def _key(self) -> tuple[Any, ...] | None:
-        """What the resolutions depend on, or None when they must not be replayed."""
-        if self.interpose is not None or self.on_bind is not None:
-            return None
-        if self._facts is None:
-            self._facts = Binder.scope_facts(self.scope)
-        return self._facts[0]
-
     def prime(self) -> None:
         """Fill the cache from a plan recorded by an earlier load with the same scope."""
         parsed = self.module.image.parsed
-        if parsed is None or not parsed.complete:
+        # Resolutions through an interposer or an observer are never replayed.
+        if parsed is None or not parsed.complete or self.interpose is not None or \
+                self.on_bind is not None:
             return
-        key = self._key()
+        facts = self._facts
+        if facts is None:
+            facts = self._facts = Binder.scope_facts(self.scope)
+        key = facts[0]  # what the resolutions depend on (None: must not be replayed)
         if key is None:
             return
         self._plan_key = key
@@ -124,14 +121,16 @@ class Binder:
         # replays a relocation program binds nothing at all.
         self.plan, used_at = stored
         me = self.module
-        assert self._facts is not None  # set by _key
-        self.plan_bases = [*self._facts[1], me.image.base, 0]
-        scope = self.scope
+        self.plan_bases = [*facts[1], me.image.base, 0]
+        # The scope positions the plan binds to, ascending; map/zip keep the per-provider
+        # work out of the bytecode. The module itself is never recorded as used (a file
+        # loaded twice could put this module at a position the plan recorded for the
+        # other copy: dropped after).
+        provs = list(map(self.scope.__getitem__, used_at))
         used = self.used
-        for pos in used_at:  # the scope positions the plan binds to, ascending
-            prov = scope[pos]
-            if prov is not me:
-                used[id(prov)] = prov
+        used.update(zip(map(id, provs), provs))
+        if id(me) in used:
+            del used[id(me)]
 
     def remember(self) -> None:
         """Record this module's resolutions for the next load of the same files."""
