@@ -9,8 +9,9 @@ load to the next. The program holds those (place, slot, constant) triples for al
 module's RELA tables; it is built once per (file, plan) and applied with one struct.pack
 and one slice copy per run of consecutive places, or with numpy from
 `PROGRAM_NUMPY_THRESHOLD` entries: no symbol binding and no class dispatch per
-entry. A module with any other kind of entry (TLS, COPY, IRELATIVE, text fields, its own
-IFUNCs, REL tables) gets no program: the generic loop handles it.
+entry. Entries of any other kind (TLS, COPY, IRELATIVE, text fields, the module's own
+IFUNCs) stay with the generic loop as the program's residual tables; a module with REL
+tables (addends read from the places at load time) gets no program.
 """
 
 from __future__ import annotations
