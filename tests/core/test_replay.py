@@ -191,3 +191,25 @@ def test_tls_entries_are_left_to_the_loop_beside_a_program(tmp_path: Path) -> No
             if i:
                 programs = [p for p in _programs(m) if p is not None]
                 assert programs and any(p.rest for p in programs)  # type: ignore
+
+
+def test_a_mid_sized_program_does_not_import_numpy(tmp_path: Path) -> None:
+    """Replaying ~100 relocations must not import numpy in a process that has not:
+    the import costs ~100 ms and starts BLAS threads (which end TLS carrier reuse)."""
+    import subprocess
+    import sys
+
+    src = "\n".join(["static int cell[100];"] +
+                    [f"int *p{i} = &cell[{i}];" for i in range(100)] +
+                    ["int get(int i) { return i; }"])
+    lib = build_shared("replaymid", src, group="core")
+    code = (f"import sys, relink\n"
+            f"for _ in range(3): relink.load({str(lib)!r}).close()\n"
+            f"m = relink.load({str(lib)!r})\n"
+            f"assert any(p is not None for p in m._state.image.parsed.programs.values())\n"
+            f"print('numpy' in sys.modules)\n")
+    src_dir = Path(relink.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(src_dir), "PATH": "/usr/bin:/bin"},
+                         check=True)
+    assert out.stdout.strip() == "False"

@@ -17,6 +17,7 @@ tables (addends read from the places at load time) gets no program.
 from __future__ import annotations
 
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
@@ -25,13 +26,15 @@ from typing import Any
 
 from relink.arch import RelocClass
 from relink.elf.relocs import RelocTable
-from relink.relocation import numpy_or_none
+from relink.relocation import NUMPY_THRESHOLD, numpy_or_none
 
 __all__ = ["Program", "apply_program", "compile_program"]
 
-# From this many entries numpy wins (measured: ~5 us fixed, then almost nothing per
-# entry, against ~0.2 us per entry for the Python runs): lower than the generic loop's
-# NUMPY_THRESHOLD, which also binds symbols.
+# From this many entries numpy wins (measured: ~8 us fixed, then almost nothing per
+# entry, against ~0.25 us per entry in Python) -- once numpy is imported. Importing it
+# costs ~100 ms and starts OpenBLAS's threads (which end the TLS carrier pool's reuse,
+# runtime/tls_pool.py), so below the generic loop's NUMPY_THRESHOLD a program does not
+# import it for itself.
 PROGRAM_NUMPY_THRESHOLD = 48
 _SELF, _NOWHERE = -2, -1  # plan positions: the module itself, an unresolved weak symbol
 STT_GNU_IFUNC = 10
@@ -160,7 +163,8 @@ def apply_program(program: Program, view: memoryview, delta: int, biases: Sequen
     providers, then the module itself at -2 and 0 at -1).
     """
     n = len(program.offsets)
-    if n >= PROGRAM_NUMPY_THRESHOLD and not delta % word and numpy_or_none() is not None:
+    if n >= PROGRAM_NUMPY_THRESHOLD and not delta % word and \
+            (n >= NUMPY_THRESHOLD or "numpy" in sys.modules) and numpy_or_none() is not None:
         if _apply_numpy(program, view, delta, biases, word):
             return
     placed = program._placed
