@@ -33,9 +33,11 @@ __all__ = ["Program", "apply_program", "compile_program"]
 # From this many entries numpy wins (measured: ~8 us fixed, then almost nothing per
 # entry, against ~0.25 us per entry in Python) -- once numpy is imported. Importing it
 # costs ~100 ms and starts OpenBLAS's threads (which end the TLS carrier pool's reuse,
-# runtime/tls_pool.py), so below the generic loop's NUMPY_THRESHOLD a program does not
-# import it for itself.
+# runtime/tls_pool.py), so below the generic loop's NUMPY_THRESHOLD a program imports it
+# only once it has been replayed PROGRAM_NUMPY_AFTER times (a file reloaded that often
+# repays the import).
 PROGRAM_NUMPY_THRESHOLD = 48
+PROGRAM_NUMPY_AFTER = 32
 _SELF, _NOWHERE = -2, -1  # plan positions: the module itself, an unresolved weak symbol
 STT_GNU_IFUNC = 10
 # Runs an iterator to its end, keeping nothing (the map() loops below run in C).
@@ -53,7 +55,7 @@ class Program:
     """
 
     __slots__ = ("offsets", "slots", "consts", "types", "rest", "_slots_run", "_consts_run",
-                 "_fmt", "_runs", "_packed", "_placed", "_arrays")
+                 "_fmt", "_runs", "_packed", "_placed", "_arrays", "_uses")
 
     def __init__(self, offsets: list[int], slots: list[int], consts: list[int],
                  word: int = 8) -> None:
@@ -75,6 +77,7 @@ class Program:
         self.types: list[int] = []  # relocation types the program covers (for counts)
         self.rest: list[RelocTable] = []  # entries left to the generic loop
         self._arrays: Any = None
+        self._uses = 0  # applications so far (see apply_program)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -163,8 +166,10 @@ def apply_program(program: Program, view: memoryview, delta: int, biases: Sequen
     providers, then the module itself at -2 and 0 at -1).
     """
     n = len(program.offsets)
-    if n >= PROGRAM_NUMPY_THRESHOLD and not delta % word and \
-            (n >= NUMPY_THRESHOLD or "numpy" in sys.modules) and numpy_or_none() is not None:
+    program._uses += 1
+    if n >= PROGRAM_NUMPY_THRESHOLD and not delta % word and (
+            n >= NUMPY_THRESHOLD or program._uses > PROGRAM_NUMPY_AFTER
+            or "numpy" in sys.modules) and numpy_or_none() is not None:
         if _apply_numpy(program, view, delta, biases, word):
             return
     placed = program._placed
