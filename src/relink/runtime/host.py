@@ -162,12 +162,28 @@ class HostPolicy:
         exclude: patterns never served by the host (relink loads them), checked first.
     """
 
+    # Read-only once made: it caches its verdicts per name, and linkers that were given
+    # no policy share one default instance.
+    __slots__ = ("_family", "_serve_loaded", "_exclude", "_verdicts")
+
     def __init__(self, family: Iterable[str] = DEFAULT_HOST_FAMILY, *,
                  serve_loaded: bool = True, exclude: Iterable[str] = ()) -> None:
-        self.family = tuple(family)
-        self.serve_loaded = serve_loaded
-        self.exclude = tuple(exclude)
+        self._family = tuple(family)
+        self._serve_loaded = serve_loaded
+        self._exclude = tuple(exclude)
         self._verdicts: dict[str, int] = {}
+
+    @property
+    def family(self) -> tuple[str, ...]:
+        return self._family
+
+    @property
+    def serve_loaded(self) -> bool:
+        return self._serve_loaded
+
+    @property
+    def exclude(self) -> tuple[str, ...]:
+        return self._exclude
 
     def serves(self, name: str) -> bool:
         """Would the host serve `name`? Decided without loading anything (for tools
