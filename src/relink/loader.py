@@ -29,9 +29,6 @@ from relink.elf.view import AddressView
 from relink.errors import ArchMismatchError, ElfParseError, UnsupportedError
 from relink.memory import PROT_READ, PROT_WRITE, Mapper, Region
 from relink.segments import (
-    ZEROS,
-    contiguous_first,
-    map_file_segments,
     map_recipe,
     prot_of,
     recipe_for,
@@ -402,35 +399,39 @@ def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
 
 def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address: int | None,
                 key: tuple[object, ...] | None) -> Image:
-    recipe = parsed.recipe
-    fd = src.fd
-    if recipe is not None and fd is not None and address is None and \
-            recipe.page == mapper.page_size and recipe.mapper_type is type(mapper):
-        # Loaded before: replay its mapping calls.
-        region, view, protections = map_recipe(recipe, mapper, fd)
-        ranges, tls, relro, ehf = recipe.layout
-        base = region.start - recipe.lo
-        return Image(src, parsed.header, parsed.phdrs, parsed.loads, parsed.spec, mapper,
-                     region, base, recipe.lo, None, parsed.dynamic, parsed.symbols, tls,
-                     relro, (base + ehf.p_vaddr) if ehf is not None else None, recipe.page,
-                     protections, parsed=parsed, view_parts=(view, ranges))
-    page = mapper.page_size
-    mask = ~(page - 1)
-    loads = parsed.loads
-    lo = loads[0].p_vaddr & mask
-    hi = (loads[-1].p_vaddr + loads[-1].p_memsz + page - 1) & mask
     fixed = parsed.header.e_type == ET_EXEC
-    first = None
-    if fd is not None and not fixed and address is None and hasattr(mapper, "reserve_file"):
-        if parsed.complete and recipe_for(parsed, lo, hi - lo, page, type(mapper)) is not None:
-            return _map_parsed(src, parsed, mapper, address, key)  # by the new recipe
-        first = contiguous_first(parsed, lo, page)
-    if first is not None:
-        region = mapper.reserve_file(hi - lo, src.fd, first[0], first[1])  # type: ignore
-    else:
+    fd = src.fd
+    view: memoryview | None
+    protections: Sequence[tuple[int, int, int]]
+    if fd is not None:  # mapped from the file, by its recipe of mapping calls
+        recipe = recipe_for(parsed, mapper.page_size)
+        lo, page = recipe.lo, recipe.page
+        region, view, protections = map_recipe(recipe, mapper, fd,
+                                               lo if fixed else address, fixed)
+        layout: Any = parsed.facts.get("image_layout") if parsed.complete else None
+        if layout is not None and view is not None:
+            # Loaded before: its layout and headers were checked then.
+            ranges, tls, relro, ehf = layout
+            base = region.start - lo
+            return Image(src, parsed.header, parsed.phdrs, parsed.loads, parsed.spec, mapper,
+                         region, base, lo, None, parsed.dynamic, parsed.symbols, tls, relro,
+                         (base + ehf.p_vaddr) if ehf is not None else None, page,
+                         protections, parsed=parsed, view_parts=(view, ranges))
+    else:  # bytes: anonymous memory, copied into
+        page = mapper.page_size
+        mask = ~(page - 1)
+        loads = parsed.loads
+        lo = loads[0].p_vaddr & mask
+        hi = (loads[-1].p_vaddr + loads[-1].p_memsz + page - 1) & mask
         region = mapper.reserve(hi - lo, address=lo if fixed else address, fixed=fixed)
+        try:
+            view = region.view()
+            protections = _copy_segments(src.data, parsed.loads, region, view, lo, page)
+        except BaseException:
+            region.release()
+            raise
     try:
-        image = _populate(src, parsed, mapper, region, lo, page, first is not None)
+        image = _populate(src, parsed, mapper, region, view, lo, page, protections)
     except BaseException:
         region.release()
         raise
@@ -439,59 +440,34 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
     return image
 
 
-def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
-              lo: int, page: int, first_mapped: bool = False) -> Image:
-    eh, phdrs, loads, spec = parsed.header, parsed.phdrs, parsed.loads, parsed.spec
+def _copy_segments(data: memoryview, loads: list[ProgramHeader], region: Region,
+                   view: memoryview | None, lo: int, page: int) -> list[tuple[int, int, int]]:
+    """Map each PT_LOAD of a memory input as anonymous pages and copy its bytes in;
+    returns the protections as mapped (read-write until `Image.finish_protection`)."""
     mask = ~(page - 1)
     base = region.start - lo
     protections: list[tuple[int, int, int]] = []
-    fd = src.fd
-    data = None if fd is not None else src.data
-    view = region.view()
-    if fd is not None:
-        map_file_segments(parsed, region, view, fd, lo, page, protections, first_mapped)
-        loads = []  # done
     for ph in loads:
-        final = prot_of(ph.p_flags)
-        # Keep every page readable while loading: tables are read from the image.
-        prot = final | PROT_READ
         seg_start = (base + ph.p_vaddr) & mask
         seg_end = (base + ph.p_vaddr + ph.p_memsz + page - 1) & mask
-        file_end = base + ph.p_vaddr + ph.p_filesz
-        if fd is not None:
-            file_map_end = (file_end + page - 1) & mask
-            if ph.p_filesz:
-                region.map_file(seg_start, file_map_end - seg_start, fd, ph.p_offset & mask,
-                                prot)
-            else:
-                file_map_end = seg_start
-            if ph.p_memsz > ph.p_filesz:
-                tail = file_map_end - file_end
-                if ph.p_filesz and tail:
-                    # Zero the rest of the last file page (it holds whatever follows).
-                    page_at = file_map_end - page
-                    if not prot & PROT_WRITE:
-                        region.protect(page_at, page, prot | PROT_WRITE)
-                    if view is not None:
-                        at = file_end - region.start
-                        view[at:at + tail] = ZEROS[:tail]
-                    else:
-                        region.write(file_end, bytes(tail))
-                    if not prot & PROT_WRITE:
-                        region.protect(page_at, page, prot)
-                if seg_end > file_map_end:
-                    region.map_anon(file_map_end, seg_end - file_map_end, prot)
-            protections.append((seg_start, seg_end - seg_start, prot))
+        region.map_anon(seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE)
+        chunk = data[ph.p_offset:ph.p_offset + ph.p_filesz]
+        if view is not None:
+            at = base + ph.p_vaddr - region.start
+            view[at:at + len(chunk)] = chunk
         else:
-            assert data is not None
-            region.map_anon(seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE)
-            chunk = data[ph.p_offset:ph.p_offset + ph.p_filesz]
-            if view is not None:
-                at = base + ph.p_vaddr - region.start
-                view[at:at + len(chunk)] = chunk
-            else:
-                region.write(base + ph.p_vaddr, chunk)
-            protections.append((seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE))
+            region.write(base + ph.p_vaddr, chunk)
+        protections.append((seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE))
+    return protections
+
+
+def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
+              view: memoryview | None, lo: int, page: int,
+              protections: Sequence[tuple[int, int, int]]) -> Image:
+    """The `Image` of a freshly mapped file: its address view, dynamic section and symbol
+    table (parsed now unless cached) and special program headers, checked."""
+    eh, phdrs, spec = parsed.header, parsed.phdrs, parsed.spec
+    base = region.start - lo
     layout = parsed.facts.get("image_layout") if parsed.complete else None
     if layout is not None:
         # A file loaded before: its segment ranges and special headers were checked then.

@@ -6,8 +6,7 @@ facts, keyed by page size): the segment plan (which file pages, zero tails and a
 pages make up each segment), ld.so's reservation trick (when the segments tile the span,
 mapping the whole span from the first segment's file offset reserves it and maps that
 segment in one system call), and the *recipe*: the exact list of mapping calls, zero
-tails and protections a file loaded before needs, replayed by `map_recipe` without
-going through the plan again.
+tails and protections every file-backed load of the file makes, run by `map_recipe`.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from relink.elf.view import AddressView
 from relink.errors import ElfParseError
 from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
 
-__all__ = ["ZEROS", "Recipe", "contiguous_first", "map_file_segments", "map_recipe", "prot_of",
-           "recipe_for", "segment_plan", "special_headers"]
+__all__ = ["ZEROS", "Recipe", "map_recipe", "prot_of", "recipe_for", "segment_plan",
+           "special_headers"]
 
 PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME = 7, 0x6474E552, 0x6474E550
 PF_X, PF_W, PF_R = 1, 2, 4
@@ -65,51 +64,6 @@ def segment_plan(parsed: Any, lo: int, page: int) -> list[_SegmentStep]:
     return steps
 
 
-def contiguous_first(parsed: Any, lo: int, page: int) -> tuple[int, int] | None:
-    """(file offset, prot) of the first segment when the segments tile the span without
-    holes and the first starts it from the file: then mapping the whole span from that
-    offset is the reservation and the first segment at once. None otherwise."""
-    key = f"first_segment@{page:#x}"
-    facts = parsed.facts
-    if key in facts:
-        return facts[key]
-    steps = segment_plan(parsed, lo, page)
-    first: tuple[int, int] | None = None
-    if steps[0][0] == 0 and steps[0][1] and all(
-            b[0] == a[0] + a[8] for a, b in zip(steps, steps[1:])):
-        first = (steps[0][2], steps[0][3])
-    facts[key] = first
-    return first
-
-
-def map_file_segments(parsed: Any, region: Region, view: memoryview | None,
-                       fd: int, lo: int, page: int,
-                       protections: list[tuple[int, int, int]], first_mapped: bool) -> None:
-    """Map every PT_LOAD of a file-backed image over the reserved span (the first one's
-    file pages already are when `first_mapped`)."""
-    start = region.start
-    for seg, file_len, file_off, prot, tail_at, tail, anon_at, anon_len, total in \
-            segment_plan(parsed, lo, page):
-        if first_mapped:
-            first_mapped = False
-        elif file_len:
-            region.map_file(start + seg, file_len, fd, file_off, prot)
-        if tail:
-            # Zero the rest of the last file page (it holds whatever follows the data).
-            page_at = start + anon_at - page
-            if not prot & PROT_WRITE:
-                region.protect(page_at, page, prot | PROT_WRITE)
-            if view is not None:
-                view[tail_at:tail_at + tail] = ZEROS[:tail]
-            else:
-                region.write(start + tail_at, bytes(tail))
-            if not prot & PROT_WRITE:
-                region.protect(page_at, page, prot)
-        if anon_len:
-            region.map_anon(start + anon_at, anon_len, prot)
-        protections.append((start + seg, total, prot))
-
-
 def special_headers(phdrs: list[ProgramHeader], aview: AddressView, lo: int, span: int,
                      label: str) -> tuple[ProgramHeader | None, ...]:
     """PT_TLS, PT_GNU_RELRO and PT_GNU_EH_FRAME (or None each), checked against the span."""
@@ -134,82 +88,98 @@ def special_headers(phdrs: list[ProgramHeader], aview: AddressView, lo: int, spa
 
 
 class Recipe:
-    """The mapping calls of a file loaded before, in offsets from its span's start.
+    """A file's mapping calls, in offsets from its span's first byte (one per page size,
+    built once from the segment plan and kept as ``parsed.recipe``).
 
     Attributes:
-        span: bytes to reserve; first: (file offset, prot) mapping the whole span (the
-            reservation and the first segment at once); maps: (offset, length, file
-            offset, prot) of the other segments' file pages; tails: (offset, length,
-            page offset, prot) of the zero tails, prot None when the page is writable;
-            anons: (offset, length, prot) of anonymous pages; protections: (offset,
-            size, prot) per segment as mapped; layout: what `Image` needs besides
-            (AddressView ranges, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME).
+        page: the page size it was made for; span: bytes to reserve; lo: link-time
+            address of the span's first byte.
+        first: (file offset, prot) when the segments tile the span without holes and the
+            first one starts it from the file: then mapping the whole span from there is
+            the reservation and the first segment at once (ld.so's trick); else None.
+        maps: (offset, length, file offset, prot) of every segment's file pages;
+            maps_after_first: the same without the first segment's.
+        tails: (offset, length, page offset, prot) of the zeroed rest of a segment's last
+            file page, prot None when that page is writable anyway.
+        anons: (offset, length, prot) of anonymous (bss) pages.
+        protections: (offset, size, prot) per segment as mapped.
     """
 
-    __slots__ = ("span", "lo", "first", "maps", "tails", "anons", "protections", "layout",
-                 "page", "mapper_type")
+    __slots__ = ("page", "span", "lo", "first", "maps", "maps_after_first", "tails",
+                 "anons", "protections")
 
-    def __init__(self, page: int, mapper_type: type, span: int, lo: int,
-                 first: tuple[int, int],
+    def __init__(self, page: int, span: int, lo: int, first: tuple[int, int] | None,
                  maps: list[tuple[int, int, int, int]],
                  tails: list[tuple[int, int, int, int | None]],
                  anons: list[tuple[int, int, int]],
-                 protections: tuple[tuple[int, int, int], ...],
-                 layout: tuple[Any, ...]) -> None:
-        self.page, self.mapper_type = page, mapper_type
-        self.span, self.lo, self.first = span, lo, first
-        self.maps, self.tails, self.anons = maps, tails, anons
-        self.protections, self.layout = protections, layout
+                 protections: tuple[tuple[int, int, int], ...]) -> None:
+        self.page, self.span, self.lo, self.first = page, span, lo, first
+        self.maps, self.maps_after_first = maps, maps[1:] if first is not None else maps
+        self.tails, self.anons, self.protections = tails, anons, protections
 
 
-def recipe_for(parsed: Any, lo: int, span: int, page: int, mapper_type: type
-               ) -> Recipe | None:
-    """The file's recipe for this page size and kind of mapper (built from its plan and
-    checked layout, and kept as ``parsed.recipe``), or None when it cannot have one:
-    segments with holes or not starting the span from the file, or a layout not recorded
-    yet (the first load records it)."""
-    facts = parsed.facts
-    layout = facts.get("image_layout")
-    first = contiguous_first(parsed, lo, page)
-    if layout is None or first is None:
-        return None  # not yet (no layout) or never (no first-segment reservation)
+def recipe_for(parsed: Any, page: int) -> Recipe:
+    """The file's recipe for this page size (made from its segment plan on first use)."""
+    recipe: Recipe | None = parsed.recipe
+    if recipe is not None and recipe.page == page:
+        return recipe
+    mask = ~(page - 1)
+    loads = parsed.loads
+    lo = loads[0].p_vaddr & mask
+    span = ((loads[-1].p_vaddr + loads[-1].p_memsz + page - 1) & mask) - lo
+    steps = segment_plan(parsed, lo, page)
+    first: tuple[int, int] | None = None
+    if steps[0][0] == 0 and steps[0][1] and all(
+            b[0] == a[0] + a[8] for a, b in zip(steps, steps[1:])):
+        first = (steps[0][2], steps[0][3])
     maps: list[tuple[int, int, int, int]] = []
     tails: list[tuple[int, int, int, int | None]] = []
     anons: list[tuple[int, int, int]] = []
-    prots: list[tuple[int, int, int]] = []
-    for i, (seg, file_len, file_off, prot, tail_at, tail, anon_at, anon_len, total) in \
-            enumerate(segment_plan(parsed, lo, page)):
-        if file_len and i:
+    for seg, file_len, file_off, prot, tail_at, tail, anon_at, anon_len, _total in steps:
+        if file_len:
             maps.append((seg, file_len, file_off, prot))
         if tail:
             tails.append((tail_at, tail, anon_at - page, None if prot & PROT_WRITE else prot))
         if anon_len:
             anons.append((anon_at, anon_len, prot))
-        prots.append((seg, total, prot))
-    recipe = Recipe(page, mapper_type, span, lo, first, maps, tails, anons, tuple(prots),
-                    layout)
+    recipe = Recipe(page, span, lo, first, maps, tails, anons,
+                    tuple((step[0], step[8], step[3]) for step in steps))
     parsed.recipe = recipe
     return recipe
 
 
-def map_recipe(recipe: Recipe, mapper: Mapper, fd: int
-               ) -> tuple[Region, memoryview, tuple[tuple[int, int, int], ...]]:
-    """Map a file by its recipe: (region, its view, protections as mapped, in offsets
-    from the region's start). Nothing stays mapped if a call fails."""
-    region = mapper.reserve_file(recipe.span, fd, *recipe.first)  # type: ignore[attr-defined]
+def map_recipe(recipe: Recipe, mapper: Mapper, fd: int, address: int | None = None,
+               fixed: bool = False
+               ) -> tuple[Region, memoryview | None, tuple[tuple[int, int, int], ...]]:
+    """Map a file-backed image by its recipe: (region, its view or None, protections as
+    mapped, in offsets from the region's start). `address` / `fixed` are `reserve`'s
+    (a hint, or ET_EXEC's exact place). Nothing stays mapped if a call fails."""
+    reserve_file = getattr(mapper, "reserve_file", None)
+    if recipe.first is not None and reserve_file is not None and address is None \
+            and not fixed:
+        region = reserve_file(recipe.span, fd, *recipe.first)
+        maps = recipe.maps_after_first
+    else:
+        region = mapper.reserve(recipe.span, address=address, fixed=fixed)
+        maps = recipe.maps
     try:
         start = region.start
         map_files = getattr(region, "map_files", None)  # HostRegion's: one loop
         if map_files is not None:
-            map_files(fd, recipe.maps)
+            map_files(fd, maps)
         else:
-            for at, length, offset, prot in recipe.maps:
+            for at, length, offset, prot in maps:
                 region.map_file(start + at, length, fd, offset, prot)
         view = region.view()
         for at, length, page_at, keep in recipe.tails:
-            if keep is not None:  # a read-only page: writable just for the zeroing
+            # Zero the rest of the last file page (it holds whatever follows the data);
+            # a read-only page is made writable just for that.
+            if keep is not None:
                 region.protect(start + page_at, at + length - page_at, keep | PROT_WRITE)
-            view[at:at + length] = ZEROS[:length]
+            if view is not None:
+                view[at:at + length] = ZEROS[:length]
+            else:
+                region.write(start + at, bytes(length))
             if keep is not None:
                 region.protect(start + page_at, at + length - page_at, keep)
         for at, length, prot in recipe.anons:
