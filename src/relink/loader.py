@@ -272,24 +272,14 @@ class Image:
         """Give every segment exactly its p_flags protection (idempotent)."""
         if self._segments_final:
             return
-        for ph, loaded_prot in zip(self.loads, self.protections):
-            final = prot_of(ph.p_flags)
-            start, size, prot = loaded_prot
-            if prot != final and size:
-                self.region.protect(start, size, final)
+        for addr, size, prot in self._segment_fixes():
+            self.region.protect(addr, size, prot)
         self._segments_final = True
 
     def protect_relro(self) -> None:
         """Make PT_GNU_RELRO read-only (after relocation and IFUNC resolution)."""
-        if self.relro is not None and self.relro.p_memsz:
-            mask = ~(self.page_size - 1)
-            start = (self.base + self.relro.p_vaddr) & mask
-            end = (self.base + self.relro.p_vaddr + self.relro.p_memsz) & mask
-            if start < self.region.start or end > self.region.start + self.region.size:
-                raise ElfParseError("PT_GNU_RELRO lies outside the module's mapping",
-                                    file=self.label, what="PT_GNU_RELRO")
-            for lo, hi in _subtract_pages(start, end, self.keep_writable, self.page_size):
-                self.region.protect(lo, hi - lo, PROT_READ)
+        for addr, size, prot in self._relro_pages():
+            self.region.protect(addr, size, prot)
 
     def finish_protection(self) -> None:
         """Apply each segment's exact p_flags, then make PT_GNU_RELRO read-only."""
@@ -300,36 +290,41 @@ class Image:
             return
         # The same mprotect calls for every load of the file, in offsets from the
         # region's start: computed once, replayed after.
+        region = self.region
+        start = region.start
         key = f"protection@{self.page_size:#x}"
         steps = parsed.facts.get(key)
         if steps is None:
-            steps = self._protection_steps()
+            steps = [(addr - start, size, prot)
+                     for addr, size, prot in (*self._segment_fixes(), *self._relro_pages())]
             if parsed.complete:
                 parsed.facts[key] = steps
-        region = self.region
-        start = region.start
         protect = region.protect
         for off, size, prot in steps:  # type: ignore[attr-defined]
             protect(start + off, size, prot)
         self._segments_final = True
 
-    def _protection_steps(self) -> list[tuple[int, int, int]]:
-        """(offset from the region's start, size, prot) of `finish_protection`'s calls."""
-        start = self.region.start
-        steps = [(at - start, size, final)
-                 for ph, (at, size, prot) in zip(self.loads, self.protections)
-                 if size and prot != (final := prot_of(ph.p_flags))]
+    def _segment_fixes(self) -> list[tuple[int, int, int]]:
+        """(address, size, prot) of each segment mapped with other than its p_flags."""
+        return [(addr, size, final)
+                for ph, (addr, size, prot) in zip(self.loads, self.protections)
+                if size and prot != (final := prot_of(ph.p_flags))]
+
+    def _relro_pages(self) -> list[tuple[int, int, int]]:
+        """(address, size, PROT_READ) of PT_GNU_RELRO's whole pages, less the pages
+        `keep_writable` holds (lazy PLT slots)."""
         relro = self.relro
-        if relro is not None and relro.p_memsz:
-            mask = ~(self.page_size - 1)
-            lo = (self.base + relro.p_vaddr) & mask
-            hi = (self.base + relro.p_vaddr + relro.p_memsz) & mask
-            if lo < start or hi > start + self.region.size:
-                raise ElfParseError("PT_GNU_RELRO lies outside the module's mapping",
-                                    file=self.label, what="PT_GNU_RELRO")
-            if hi > lo:
-                steps.append((lo - start, hi - lo, PROT_READ))
-        return steps
+        if relro is None or not relro.p_memsz:
+            return []
+        mask = ~(self.page_size - 1)
+        start = (self.base + relro.p_vaddr) & mask
+        end = (self.base + relro.p_vaddr + relro.p_memsz) & mask
+        region = self.region
+        if start < region.start or end > region.start + region.size:
+            raise ElfParseError("PT_GNU_RELRO lies outside the module's mapping",
+                                file=self.label, what="PT_GNU_RELRO")
+        return [(lo, hi - lo, PROT_READ)
+                for lo, hi in _subtract_pages(start, end, self.keep_writable, self.page_size)]
 
     def release(self) -> None:
         self.region.release()
