@@ -22,6 +22,7 @@ four stages; `Linker.prepare` returns a `PreparedLoad` to drive them one by one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +212,8 @@ class Linker:
         self.observers = list(observers)
         self.process_scope = mapper.native if process_scope is None else process_scope
         self.lazy = lazy
+        # Root path -> the decisions of its last plain load (relink.linker.warm).
+        self._templates: dict[str, Any] = {}
 
     def prepare(self, ctx: LinkContext, source: Any, **options: Any) -> PreparedLoad:
         """Stage 1: resolve and map (see `load` for the options). Nothing is committed."""
@@ -245,9 +248,24 @@ class Linker:
         with ctx.op():
             load = PreparedLoad(self, ctx, key=key, name=name, caller=caller, scope=scope,
                                 interpose=interpose, observers=observers)
+            path = template_root(load, source)
+            template = self._templates.get(path) if path is not None else None
             try:  # the four stages; any failure rolls all of them back
-                load._prepare(source)
-                load.relocate()
+                if template is not None:  # stages 1-2 from the last load of this root
+                    warm = _warm()
+                    try:
+                        replayed = warm.replay(load, template)
+                    except warm.Stale:
+                        load.rollback()
+                        load = PreparedLoad(self, ctx, key=key, name=name, caller=caller,
+                                            scope=scope, interpose=interpose,
+                                            observers=observers)
+                        replayed = False
+                    if not replayed:
+                        template = None
+                if template is None:
+                    load._prepare(source)
+                    load.relocate()
                 root = load._publish()  # inside this op: no nested one
                 if init:
                     load.initialize()
@@ -260,7 +278,49 @@ class Linker:
             for e in load.new:  # mapped and relocated: the files' fds are not needed
                 if e.owned:  # a `ModuleState` the load mapped (prepare.GraphBuilder)
                     e.module.image.source.detach_fd()
+            if path is not None and template is None and init and load.replayed:
+                warm = _warm()
+                made = warm.record(load, path)
+                if made is not None:
+                    templates = self._templates
+                    if len(templates) >= warm.MAX_TEMPLATES:
+                        templates.clear()
+                    templates[path] = made
             return root
+
+
+def template_root(load: PreparedLoad, source: Any) -> str | None:
+    """The root path when this load may be recorded or replayed from a load template
+    (relink.linker.warm), else None: a plain load of an absolute path into an empty
+    context by a native linker without custom resolvers, observers or lazy binding."""
+    if type(source) is not str:
+        if not isinstance(source, os.PathLike):
+            return None
+        source = os.fspath(source)
+        if type(source) is not str:
+            return None
+    linker = load.linker
+    ctx = load.ctx
+    if (source[:1] != "/" or load.key is not None or load.name is not None
+            or load.caller is not None or load.extra or load.interpose_map is not None
+            or load.observers or linker.resolvers or linker.lazy
+            or not linker.mapper.native or ctx._order or ctx.globals or ctx.unique):
+        return None
+    return source
+
+
+def _warm() -> Any:
+    """relink.linker.warm, imported by the first load that can use or make a template."""
+    from relink.linker import warm
+
+    return warm
+
+
+def scope_tail(linker: Linker) -> list[Any]:
+    """What every scope of a load ends with: the process (``dlsym(RTLD_DEFAULT)``), or a
+    foreign backend's runtime providers."""
+    return [PROCESS] if linker.process_scope and linker.mapper.native else \
+        list(getattr(linker.mapper, "providers", ()))
 
 
 class PreparedLoad(GraphBuilder):
@@ -297,6 +357,8 @@ class PreparedLoad(GraphBuilder):
         self._init_order: list[Entry] | None = None  # fixed once prepared
         self._init_new: list[Entry] = []      # the entries of `new` in it, same order
         self.staged: dict[int, Entry] = {}    # id(module) -> entry of `new`
+        self.resolutions: list[Any] = []      # (needed, owner, chain, Found) per search
+        self.replayed: dict[int, Any] = {}    # entry id -> program that relocated it all
 
     def _provider(self, p: Any) -> Any:
         if isinstance(p, Module):
@@ -365,8 +427,7 @@ class PreparedLoad(GraphBuilder):
                                    reason="stage")
         self.stage = "relocating"
         group = self._group()
-        tail = [PROCESS] if self.linker.process_scope and self.linker.mapper.native else \
-            list(getattr(self.linker.mapper, "providers", ()))
+        tail = scope_tail(self.linker)
         observers = self.observers
         if observers:  # relink.observer is imported by the first load that has observers
             from relink.observer import LinkerRelocationEvent, RelocatedEvent, implemented
@@ -403,8 +464,10 @@ class PreparedLoad(GraphBuilder):
                 relocate_module(st, binder, tls=linker.tls, fallback=hooks.fallback,
                                 **_extra_args(linker.lazy, hooks.pre))
             else:
-                relocate_module(st, binder, tls=linker.tls, fallback=linker.fallback,
-                                lazy=linker.lazy)
+                rp = relocate_module(st, binder, tls=linker.tls, fallback=linker.fallback,
+                                     lazy=linker.lazy)
+                if rp.replayed is not None:
+                    self.replayed[e.id] = rp.replayed
             st.scope = scope
             st.state = State.RELOCATED
             if relocated_hooks:

@@ -73,6 +73,7 @@ class GraphBuilder:
     new: list[Entry]
     staged: dict[int, Entry]
     touched: dict[int, Entry]
+    resolutions: list[tuple[str, Entry, tuple[Any, ...], Found]]
     names: dict[str, Entry]
     idents: dict[Any, Entry]
     spec: Any
@@ -178,9 +179,12 @@ class GraphBuilder:
     def _dependency(self, needed: str, owner: Entry) -> Entry:
         found = self._custom(needed, owner, is_root=False) if self.linker.resolvers else None
         if found is None:
-            found = default_resolve(needed, owner.search, owner.chain(),
+            chain = owner.chain()
+            found = default_resolve(needed, owner.search, chain,
                                     search=self.linker.search, host=self.linker.host,
                                     acceptor=self._acceptor())
+            # The decision, for a load template (relink.linker.warm) to check again.
+            self.resolutions.append((needed, owner, tuple(chain), found))
         return self._materialize(found, needed, owner)
 
     def _materialize(self, found: Found, needed: str, owner: Entry | None, *,

@@ -75,7 +75,13 @@ class TlsHooks:
 
 
 class RelocationPlan:
-    """Counts of what one module's relocation did, for `relink info` and tests."""
+    """Counts of what one module's relocation did, for `relink info` and tests.
+
+    `replayed` is the relocation program that did all of it (relr aside), when one did:
+    the linker's load template (relink.linker.warm) replays that program alone.
+    """
+
+    replayed: Program | None = None
 
     def __init__(self) -> None:
         self._named: dict[str, int] = {}
@@ -199,6 +205,8 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
             apply_program(program, view, delta, binder.plan_bases, word)
             plan.add_types(spec, program.types)
             tables = program.rest  # what the program cannot express: the loop
+            if not tables and not textrel and mirror is None and not tls_owner:
+                plan.replayed = program
         for table in tables:
             if pre is not None:
                 table = _pre_pass(state, table, pre, view, delta)
@@ -229,6 +237,29 @@ def relocate_module(state: ModuleState, binder: Binder, *, tls: TlsHooks | None 
     if tls_owner:
         tls.relocated(state)  # type: ignore[union-attr]
     return plan
+
+
+def replay_module(state: ModuleState, program: Program, biases: list[int]) -> None:
+    """Relocate `state` by `program` alone: what `relocate_module` did for the same file
+    and the same scope files when the program left nothing to the generic loop (its
+    ``replayed``), without the binder. `biases` as the binder's ``plan_bases``.
+
+    Caller must ensure: `program` is that program (relink.linker.warm checks the files'
+    identities and parsed metadata), the image is mapped writable where it writes.
+    """
+    image = state.image
+    parsed = image.parsed
+    cached = parsed.tables if parsed is not None else None
+    relr = cached[1] if cached is not None else image.relocation_tables()[1]
+    region = image.region
+    view = region.view()
+    assert view is not None  # host memory (a template is made only for native loads)
+    delta = image.base - region.start
+    word = image.spec.word_size
+    if relr:
+        _apply_relr(view, relr, delta, image.base, word)
+    apply_program(program, view, delta, biases, word)
+    lifecycle_lists(state, view, delta)
 
 
 def _check_targets(image: Image, tables: list[RelocTable], relr: list[int],

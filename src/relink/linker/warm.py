@@ -1,0 +1,259 @@
+"""Load templates: a repeated load replayed from the decisions of the previous one.
+
+Linker layer, between `Linker.load` and the stages of `PreparedLoad`. Loading the same
+root again (a plugin reloaded, a test harness loading a fresh copy per test) makes the
+same decisions every time: the same dependency resolutions, the same load group and
+scope, the same binding plans and relocation programs, the same initialization order.
+Every layer below already caches what it can per file (parsed metadata, mapping recipes,
+relocation programs), but each one still computes the key of its cache on every load.
+A `Template` records the whole load's outcome once, and the next load of the same root
+checks only what those decisions depend on:
+
+* each dependency name is resolved again by `default_resolve` - the host policy's
+  verdict and the search (remembered resolutions are re-checked by it: a library
+  appearing in an earlier directory wins) - and must give the same file or host
+  library;
+* each file must have the recorded identity (device, inode) and stamp (size, mtime_ns,
+  ctime_ns), and map to the very `ParsedMetadata` object the template's relocation
+  programs were compiled from.
+
+Then the modules are mapped, relocated by their programs alone (`replay_module`),
+protected, published and initialized by the usual code, without a binder, scope facts,
+version check or graph walk. Anything different makes the load take the normal stages
+(which record a new template); a failure rolls back like any load.
+
+Only plain loads are recorded or replayed: an absolute path into an empty context, a
+native linker without custom resolvers, observers or lazy binding, no per-load key,
+scope, interposition or observers, and modules whose relocations a program covered
+entirely (no TLS block, COPY, IRELATIVE or own IFUNC, no DT_TEXTREL) - see
+`relink.linker.linker.template_root` and `record`. This module is imported by the first
+load that can be recorded (the second plain load of a root), not by a process that
+loads each root once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from relink.linker.context import Entry
+from relink.loader import map_image
+from relink.relocation.dynamic import replay_module
+from relink.state import ModuleState, State
+
+if TYPE_CHECKING:
+    from relink.elf.source import ElfSource
+    from relink.linker.linker import PreparedLoad
+    from relink.relocation.replay import Program
+
+__all__ = ["MAX_TEMPLATES", "Stale", "Template", "record", "replay"]
+
+MAX_TEMPLATES = 64  # per linker; a full table is cleared (roots loaded once pay nothing)
+
+
+class Stale(Exception):
+    """A template's check failed after modules were mapped: roll back, load normally."""
+
+
+class _Module:
+    """One entry of a recorded load (a file the load mapped, or a host library)."""
+
+    __slots__ = ("key", "aliases", "how", "loader", "nodelete", "search", "deps",
+                 "bound", "keep", "path", "identity", "stamp", "parsed", "program", "host")
+
+    def __init__(self, e: Entry, index: dict[int, int], program: Program | None) -> None:
+        self.key = e.key
+        self.aliases = e.aliases  # after publish: every name the load gave it
+        self.how = e.how
+        self.loader = index[e.loader.id] if e.loader is not None else -1
+        self.nodelete = e.nodelete
+        self.search = e.search
+        self.deps = tuple(index[d.id] for d in e.deps)
+        self.bound = tuple(index[i] for i in e.bound)
+        self.keep = e.keep
+        self.program = program
+        st = e.module
+        if e.owned:
+            src = st.image.source
+            self.path: str | None = src.path
+            self.identity = src.identity
+            self.stamp = src.stamp
+            self.parsed = st.image.parsed
+            self.host = None
+        else:
+            self.path = self.identity = self.stamp = self.parsed = None
+            self.host = st
+
+
+class Template:
+    """The decisions of one load of `root` (see the module docstring)."""
+
+    __slots__ = ("root", "modules", "edges", "order")
+
+    def __init__(self, root: str, modules: tuple[_Module, ...],
+                 edges: tuple[tuple[str, int, Any, tuple[Any, ...], int], ...],
+                 order: tuple[int, ...]) -> None:
+        self.root = root
+        self.modules = modules  # in the load's breadth-first order (`PreparedLoad.new`)
+        # (needed, owner index, owner search info, its loader chain, target index), in
+        # the order the load resolved them (an owner always before its edges).
+        self.edges = edges
+        self.order = order  # relocation and initialization order (dependencies first)
+
+
+def record(load: PreparedLoad, root: str) -> Template | None:
+    """A template of a load that just completed (stages relocated and published), or
+    None when something in it must be decided again by every load."""
+    if load.unique or load.touched or load.root is not load.new[0] or load.root.how != "root":
+        return None
+    by_entry = load.replayed
+    order = load._init_order
+    if order is None:
+        return None
+    index = {e.id: i for i, e in enumerate(load.new)}
+    modules: list[_Module] = []
+    for e in load.new:
+        if e.owned:
+            st = e.module
+            program = by_entry.get(e.id)
+            image = st.image
+            if (program is None or image.tls is not None or image.parsed is None
+                    or not image.parsed.complete or image.source.identity.kind != "file"
+                    or st.state != State.INITIALIZED):
+                return None
+        elif type(e.module).__name__ != "HostLibrary" or e.how != "host-provided":
+            return None
+        else:
+            program = None
+        modules.append(_Module(e, index, program))
+    edges = []
+    for needed, owner, chain, found in load.resolutions:
+        target = load.names.get(needed)
+        if target is None or found.kind not in ("path", "host"):
+            return None
+        edges.append((needed, index[owner.id], owner.search, chain, index[target.id]))
+    return Template(root, tuple(modules), tuple(edges), tuple(index[e.id] for e in order))
+
+
+def replay(load: PreparedLoad, t: Template) -> bool:
+    """Stages 1 and 2 of `load` from template `t`: True when done (stage "relocated"),
+    False when a check failed before anything was mapped (nothing left behind).
+
+    Raises:
+        Stale: a check failed after mapping began (the caller rolls `load` back).
+    """
+    from relink.elf.source import open_source
+    from relink.linker.resolvers import default_resolve
+
+    mods = t.modules
+    sources: list[ElfSource | None] = [None] * len(mods)
+    linker = load.linker
+    try:
+        root = open_source(t.root)
+        sources[0] = root
+        m = mods[0]
+        if root.identity != m.identity or root.stamp != m.stamp:
+            return _abandon(load, sources)
+        for needed, _owner, search, chain, target in t.edges:
+            found = default_resolve(needed, search, chain, search=linker.search,
+                                    host=linker.host, acceptor=load._acceptor())
+            m = mods[target]
+            if m.host is not None:
+                if found.kind != "host" or found.value is not m.host:
+                    return _abandon(load, sources, found.source)
+                continue
+            src = found.source
+            if found.kind != "path" or found.value != m.path or src is None \
+                    or src.identity != m.identity or src.stamp != m.stamp:
+                return _abandon(load, sources, src)
+            if sources[target] is None:
+                sources[target] = src
+            else:  # another name for a file this load has (matched by identity)
+                src.close()
+    except BaseException:
+        _abandon(load, sources)
+        raise
+    if load.acceptor is not None:
+        load.acceptor.close()
+    _build(load, t, sources)
+    _relocate(load, t)
+    return True
+
+
+def _abandon(load: PreparedLoad, sources: list[ElfSource | None],
+             extra: ElfSource | None = None) -> bool:
+    for src in sources:
+        if src is not None:
+            src.close()
+    if extra is not None:
+        extra.close()
+    if load.acceptor is not None:
+        load.acceptor.close()
+        load.acceptor = None
+    return False
+
+
+def _build(load: PreparedLoad, t: Template, sources: list[ElfSource | None]) -> None:
+    """Map the files and make the entries, as `_prepare` would have."""
+    linker = load.linker
+    entries: list[Entry] = []
+    new, staged, idents = load.new, load.staged, load.idents
+    load.stage = "preparing"
+    try:
+        for i, m in enumerate(t.modules):
+            loader = entries[m.loader] if m.loader >= 0 else None
+            if m.host is not None:
+                e = Entry(m.host, m.key, owned=False, how=m.how, loader=loader,
+                          nodelete=False)
+            else:
+                src = sources[i]
+                assert src is not None
+                image = map_image(src, mapper=linker.mapper, expect=load.spec)
+                sources[i] = None  # the image's now (its fd is detached after the load)
+                e = Entry(ModuleState(image, linker.executor), m.key, owned=True,
+                          how=m.how, loader=loader, nodelete=m.nodelete, search=m.search)
+                idents[src.identity] = e
+            e.aliases = m.aliases
+            entries.append(e)
+            new.append(e)
+            staged[id(e.module)] = e
+            if m.host is None and e.module.image.parsed is not m.parsed:
+                raise Stale(m.key)  # re-parsed meanwhile: its programs may not apply
+    finally:
+        for src in sources:
+            if src is not None:
+                src.close()
+    for e, m in zip(entries, t.modules):
+        if m.deps:
+            e.deps = [entries[i] for i in m.deps]
+    load.root = entries[0]
+    load.stage = "prepared"
+
+
+def _relocate(load: PreparedLoad, t: Template) -> None:
+    """Stage 2 by the recorded programs: scope, biases, protection, frames, bindings."""
+    from relink.linker.linker import _register_frames, scope_tail
+
+    new = load.new
+    load.stage = "relocating"
+    scope = [*(e.module for e in new), *scope_tail(load.linker)]
+    bases = [p.image.base if isinstance(p, ModuleState) else 0 for p in scope]
+    register_frames = _register_frames()
+    mods = t.modules
+    for i in t.order:
+        e = new[i]
+        m = mods[i]
+        st = e.module
+        program = m.program
+        assert program is not None
+        replay_module(st, program, [*bases, st.image.base, 0])
+        st.scope = scope
+        st.state = State.RELOCATED
+        st.image.finish_protection()
+        register_frames(st)
+        if m.bound:
+            e.bound = {new[j].id: new[j] for j in m.bound}
+        if m.keep:
+            e.keep = m.keep
+    order = [new[i] for i in t.order]
+    load._init_order = load._init_new = order
+    load.stage = "relocated"
