@@ -358,7 +358,9 @@ class PreparedLoad(GraphBuilder):
         self._init_new: list[Entry] = []      # the entries of `new` in it, same order
         self.staged: dict[int, Entry] = {}    # id(module) -> entry of `new`
         self.resolutions: list[Any] = []      # (needed, owner, chain, Found) per search
-        self.replayed: dict[int, Any] = {}    # entry id -> program that relocated it all
+        # entry id -> the program that relocated it all (None: the generic loop did some),
+        # for every module whose binding plan was replayed
+        self.replayed: dict[int, Any] = {}
 
     def _provider(self, p: Any) -> Any:
         if isinstance(p, Module):
@@ -466,7 +468,7 @@ class PreparedLoad(GraphBuilder):
             else:
                 rp = relocate_module(st, binder, tls=linker.tls, fallback=linker.fallback,
                                      lazy=linker.lazy)
-                if rp.replayed is not None:
+                if binder.plan is not None:  # a reload: what a load template can reuse
                     self.replayed[e.id] = rp.replayed
             st.scope = scope
             st.state = State.RELOCATED

@@ -17,15 +17,16 @@ checks only what those decisions depend on:
   ctime_ns), and map to the very `ParsedMetadata` object the template's relocation
   programs were compiled from.
 
-Then the modules are mapped, relocated by their programs alone (`replay_module`),
-protected, published and initialized by the usual code, without a binder, scope facts,
-version check or graph walk. Anything different makes the load take the normal stages
+Then the modules are mapped, relocated by their programs alone (`replay_module`) -
+or, for a module whose relocations a program cannot express (TLS, COPY, IRELATIVE, own
+IFUNC), by the generic loop with a binder replaying its binding plan -, protected,
+published and initialized by the usual code, without graph walk, version checks or
+resolution bookkeeping. Anything different makes the load take the normal stages
 (which record a new template); a failure rolls back like any load.
 
 Only plain loads are recorded or replayed: an absolute path into an empty context, a
 native linker without custom resolvers, observers or lazy binding, no per-load key,
-scope, interposition or observers, and modules whose relocations a program covered
-entirely (no TLS block, COPY, IRELATIVE or own IFUNC, no DT_TEXTREL) - see
+scope, interposition or observers, no GNU_UNIQUE binding - see
 `relink.linker.linker.template_root` and `record`. This module is imported by the first
 load that can be recorded (the second plain load of a root), not by a process that
 loads each root once.
@@ -37,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from relink.linker.context import Entry
 from relink.loader import map_image
-from relink.relocation.dynamic import replay_module
+from relink.relocation.dynamic import relocate_module, replay_module
+from relink.relocation.scope import Binder
 from relink.state import ModuleState, State
 
 if TYPE_CHECKING:
@@ -114,10 +116,10 @@ def record(load: PreparedLoad, root: str) -> Template | None:
     for e in load.new:
         if e.owned:
             st = e.module
-            program = by_entry.get(e.id)
+            program = by_entry.get(e.id)  # None: relocated by the generic loop
             image = st.image
-            if (program is None or image.tls is not None or image.parsed is None
-                    or not image.parsed.complete or image.source.identity.kind != "file"
+            if (e.id not in by_entry or image.parsed is None or not image.parsed.complete
+                    or image.source.identity.kind != "file"
                     or st.state != State.INITIALIZED):
                 return None
         elif type(e.module).__name__ != "HostLibrary" or e.how != "host-provided":
@@ -238,14 +240,21 @@ def _relocate(load: PreparedLoad, t: Template) -> None:
     scope = [*(e.module for e in new), *scope_tail(load.linker)]
     bases = [p.image.base if isinstance(p, ModuleState) else 0 for p in scope]
     register_frames = _register_frames()
+    linker = load.linker
+    facts = None
     mods = t.modules
     for i in t.order:
         e = new[i]
         m = mods[i]
         st = e.module
         program = m.program
-        assert program is not None
-        replay_module(st, program, [*bases, st.image.base, 0])
+        if program is not None:
+            replay_module(st, program, [*bases, st.image.base, 0])
+        else:  # TLS, COPY, IFUNC...: the generic loop, the binder replaying its plan
+            if facts is None:
+                facts = Binder.scope_facts(scope)
+            relocate_module(st, Binder(st, scope, unique=load.unique, scope_facts=facts),
+                            tls=linker.tls, fallback=linker.fallback)
         st.scope = scope
         st.state = State.RELOCATED
         st.image.finish_protection()
