@@ -256,7 +256,12 @@ class Module:
         """
         owner = self._owner
         if owner is not None:
-            owner.release(self)
+            # A context's lease can skip listing the names of what it unloaded.
+            quiet = getattr(owner, "release_quietly", None)
+            if quiet is not None:
+                quiet()
+            else:
+                owner.release(self)
         self._functions = None
 
     def initialize(self) -> None:

@@ -22,7 +22,10 @@ It does not keep modules alive by itself.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import itertools
+import sys
 import threading
 import weakref
 from _thread import get_ident
@@ -136,6 +139,49 @@ class Entry:
         return f"<Entry {self.key} ({self.name})>"
 
 
+class _FacadeRef(weakref.ref):
+    """The weak reference through which a root facade's death releases its lease.
+
+    What ``weakref.finalize`` did, without its per-object Python bookkeeping (an `_Info`
+    record, an index, a registry keyed by the finalizer: ~70 interpreter opcodes and a
+    few hundred bytes per load, issue 8): the reference is kept alive by `_facades` (a
+    reference the collector finds only inside the garbage it collects would not call
+    back), and `_release_at_exit` releases what is still held when the interpreter exits,
+    newest first, as ``weakref.finalize``'s exit hook did."""
+
+    __slots__ = ("lease",)
+    lease: Lease
+
+
+_facades: dict[int, _FacadeRef] = {}  # id(ref) -> ref, for every lease not yet released
+_exit_state = [False, False]  # [exit hook registered, interpreter exiting]
+
+
+def _facade_collected(ref: _FacadeRef) -> None:
+    """Weak-reference callback: the root facade died with its lease still held."""
+    if _facades.pop(id(ref), None) is not None and not _exit_state[1]:
+        ref.lease._collected()
+
+
+def _release_at_exit() -> None:
+    """Release every lease whose facade is still alive, newest first (the garbage
+    collector is off meanwhile, as in ``weakref.finalize``'s exit hook); no facade
+    death releases anything afterwards."""
+    reenable = gc.isenabled()
+    gc.disable()
+    try:
+        while _facades:
+            ref = _facades.pop(next(reversed(_facades)))
+            try:
+                ref.lease._collected()
+            except Exception:
+                sys.excepthook(*sys.exc_info())
+    finally:
+        _exit_state[1] = True
+        if reenable:
+            gc.enable()
+
+
 class Lease:
     """A reference on a module of a context; `Module.close()` of a load's root lands here.
 
@@ -151,7 +197,7 @@ class Lease:
         self.entry = entry
         self.released = False
         self.pending_init: Sequence[Entry] = ()  # replaced, never mutated
-        self.finalizer: weakref.finalize | None = None  # releases it if the facade dies
+        self.finalizer: _FacadeRef | None = None  # releases it if the facade dies
 
     def _dependency_views(self, facade: Module) -> list[Module]:
         """`facade.dependencies` of the root facade, built on first access: facades of
@@ -168,11 +214,17 @@ class Lease:
         return [views[d.id] for d in self.entry.deps]
 
     def release(self, module: Any = None) -> list[str]:
-        """Drop the lease; unload what became unreachable. Idempotent."""
-        finalizer = self.finalizer
-        if finalizer is not None:
+        """Drop the lease; unload what became unreachable. Idempotent. Returns the names
+        of the modules unloaded, in unload order."""
+        return [e.name for e in reversed(self.release_quietly())]
+
+    def release_quietly(self) -> list[Entry]:
+        """`release` for `Module.close`, which discards the names: the entries unloaded,
+        dependencies first."""
+        ref = self.finalizer
+        if ref is not None:
             self.finalizer = None
-            finalizer.detach()  # released now: nothing left to do when the facade dies
+            _facades.pop(id(ref), None)  # released now: nothing to do when the facade dies
         return self.ctx._release(self)
 
     def _collected(self) -> None:
@@ -400,7 +452,12 @@ class LinkContext:
         facade = Module(e.module, lease)
         facade._keep.append(self)
         facade._deps_of = lease._dependency_views
-        lease.finalizer = weakref.finalize(facade, lease._collected)
+        ref = lease.finalizer = _FacadeRef(facade, _facade_collected)
+        ref.lease = lease
+        _facades[id(ref)] = ref
+        if not _exit_state[0]:  # registered with the first lease, as weakref.finalize's
+            _exit_state[0] = True
+            atexit.register(_release_at_exit)
         return facade
 
     @staticmethod
@@ -460,9 +517,11 @@ class LinkContext:
         if not isinstance(lease, Lease) or lease.ctx is not self:
             raise LinkContextError(f"{module!r} holds no lease of {self.name}",
                                    reason="context-mismatch")
-        return self._release(lease)
+        return lease.release()
 
-    def _release(self, lease: Lease) -> list[str]:
+    def _release(self, lease: Lease) -> list[Entry]:
+        """Drop `lease` (once) and unload what became unreachable; returns the entries
+        unloaded, dependencies first."""
         with self.op():
             if lease.released:
                 return []
@@ -485,15 +544,16 @@ class LinkContext:
             stack.extend(e.bound.values())
         return seen
 
-    def _collect(self) -> list[str]:
+    def _collect(self) -> list[Entry]:
+        """Unload every entry no root reaches; returns them, dependencies first."""
         live = self._reachable()
         # Nothing reachable (no lease, pin or NODELETE left): everything goes.
         dead = [e for e in self._order if e.id not in live] if live else list(self._order)
         if not dead:
-            return []
+            return dead
         self._detach(dead)
         self._unload(dead)
-        return [e.name for e in reversed(dead)]
+        return dead
 
     def _detach(self, dead: list[Entry]) -> None:
         if len(dead) == len(self._order):  # everything goes (a plain load's close)
@@ -528,17 +588,17 @@ class LinkContext:
     @staticmethod
     def _unload(dead: list[Entry]) -> None:
         """Finalize dependents first, then release every mapping (dead is deps-first)."""
-        mapped = [e for e in reversed(dead) if e.owned and isinstance(e.module, ModuleState)]
-        for e in mapped:
+        mapped = [m for e in reversed(dead) if e.owned and isinstance(m := e.module, ModuleState)]
+        for st in mapped:
             try:
-                e.module.finalize()
+                st.finalize()
             except Exception:
-                log.exception("finalizing %s failed", e.name)
-        for e in mapped:
+                log.exception("finalizing %s failed", st.name)
+        for st in mapped:
             try:
-                e.module.release()
+                st.release()
             except RelinkError:
-                log.exception("releasing %s failed", e.name)
+                log.exception("releasing %s failed", st.name)
         for e in dead:
             e.deps = ()
             e.bound = _NO_BOUND

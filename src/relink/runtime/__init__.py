@@ -13,7 +13,7 @@ import os
 import weakref
 from typing import Any
 
-__all__ = ["live_states", "track"]
+__all__ = ["live_states", "track", "untrack"]
 
 _gdb: dict[str, str] = {}  # "dir" -> manifest directory, when enabled
 _seq = itertools.count(1)  # registration numbers (next() is atomic under the GIL)
@@ -45,15 +45,29 @@ def _collected(ref: _Tracked) -> None:
 _live: dict[int, _Tracked] = {}  # id(state) -> its reference, in registration order
 
 
-def track(state: Any) -> None:
-    """Register a freshly created module state (called by ModuleState / ObjectState)."""
+def track(state: Any, hook: bool = True) -> None:
+    """Register a freshly created module state (called by ModuleState / ObjectState).
+
+    With `hook`, the state leaves the registry through a release hook that runs last
+    (first in ``state.extras``); without it, its release calls `untrack` itself (one
+    bound method and one list insertion less per load: ModuleState).
+    """
     # No lock: a GC finalizer (relink leases release contexts) must never find this
     # held; dict updates are atomic under the GIL.
     ref = _Tracked(state, _collected)
     ref.key = key = id(state)
     ref.seq = next(_seq)
     _live[key] = ref
-    state.extras.insert(0, ref.untrack)  # runs last, after the other releases
+    if hook:
+        state.extras.insert(0, ref.untrack)  # runs last, after the other releases
+    if _gdb:
+        _manifest_changed()
+
+
+def untrack(state: Any) -> None:
+    """`state` leaves the registry (its release). While a state is alive, the entry
+    under its ``id`` can only be its own."""
+    _live.pop(id(state), None)
     if _gdb:
         _manifest_changed()
 
