@@ -64,6 +64,11 @@ class State:
     CLOSED = "closed"
 
 
+# The states the lifecycle methods test and set, as module constants: one global load
+# each instead of a global and an attribute (they run once per module and load).
+_RELOCATED, _INITIALIZING = State.RELOCATED, State.INITIALIZING
+_INITIALIZED = State.INITIALIZED
+_FAILED, _FINALIZED, _CLOSED = State.FAILED, State.FINALIZED, State.CLOSED
 # The state tests of the lifecycle methods (module constants: no tuple built per call).
 _INIT_DONE = (State.INITIALIZED, State.INITIALIZING)  # initialize(): nothing to do
 _INIT_REFUSED = (State.FAILED, State.FINALIZED, State.CLOSED)  # initialize(): an error
@@ -187,15 +192,33 @@ class ModuleState:
         if stype == STT_GNU_IFUNC:
             return self.resolve_ifunc(addr)
         if stype == 6:  # STT_TLS
-            tls = getattr(self, "tls_runtime", None)
-            if tls is None:
-                from relink.errors import TlsError
-
-                raise TlsError(f"'{name}' is a thread-local variable: use "
-                               "Module.tls_address() (needs the TLS runtime)",
-                               file=self.image.label)
-            return int(tls.symbol_address(self, name, version))
+            return self._tls_symbol(name, version)
         return addr
+
+    def cached_symbol(self, name: str) -> int | None:
+        """``symbol(name)``, remembered in `symcache` when `cacheable` (misses too):
+        `Module.symbol`'s miss path, with one lookup instead of two."""
+        found = self.lookup(name, None)
+        if found is None:
+            self.symcache[name] = None
+            return None
+        addr, _size, stype = found
+        if stype == STT_GNU_IFUNC:
+            addr = self.resolve_ifunc(addr)
+        elif stype == 6:  # STT_TLS: a per-thread address, never cached
+            return self._tls_symbol(name, None)
+        self.symcache[name] = addr
+        return addr
+
+    def _tls_symbol(self, name: str, version: str | None) -> int:
+        tls = getattr(self, "tls_runtime", None)
+        if tls is None:
+            from relink.errors import TlsError
+
+            raise TlsError(f"'{name}' is a thread-local variable: use "
+                           "Module.tls_address() (needs the TLS runtime)",
+                           file=self.image.label)
+        return int(tls.symbol_address(self, name, version))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -203,14 +226,16 @@ class ModuleState:
         """Run DT_INIT then DT_INIT_ARRAY (once; a re-entrant call sees it as done)."""
         with self.lock:
             state = self.state
-            if state in _INIT_DONE:
-                return
-            if state in _INIT_REFUSED:
-                raise InitializerError(f"cannot initialize a module in state {state}",
-                                       file=self.image.label)
-            self.state = State.INITIALIZING
+            if state is not _RELOCATED:  # the usual state (the linker's) needs no test
+                if state in _INIT_DONE:
+                    return
+                if state in _INIT_REFUSED:
+                    raise InitializerError(f"cannot initialize a module in state {state}",
+                                           file=self.image.label)
+            self.state = _INITIALIZING
+            funcs = self.init_funcs
             try:
-                if self.init_funcs:
+                if funcs:
                     executor = self.executor
                     if executor is None:
                         raise InitializerError(
@@ -218,19 +243,19 @@ class ModuleState:
                             "(no executor); use an emulator backend or defer_init",
                             file=self.image.label)
                     call_init = executor.call_init
-                    for func in self.init_funcs:
+                    for func in funcs:
                         call_init(func, argc, argv, envp)
             except BaseException:
-                self.state = State.FAILED
+                self.state = _FAILED
                 raise
-            self.state = State.INITIALIZED
+            self.state = _INITIALIZED
 
     def finalize(self) -> None:
         """Run DT_FINI_ARRAY in reverse then DT_FINI (only if initialized or failed)."""
         with self.lock:
             if self.state not in _FINALIZABLE:
                 return
-            self.state = State.FINALIZED
+            self.state = _FINALIZED
             # run_finalizers, inline (once per module and close)
             executor = self.executor
             if executor is None:
@@ -245,9 +270,9 @@ class ModuleState:
     def release(self) -> None:
         """Release every resource: subsystem extras (reverse order), then the mapping."""
         with self.lock:
-            if self.state == State.CLOSED:
+            if self.state == _CLOSED:
                 return
-            self.state = State.CLOSED
+            self.state = _CLOSED
             self.symcache.clear()
             # The scope lists this very module: drop the references so the state (and
             # its image) is freed by reference counting, not left to the cycle collector.

@@ -69,16 +69,20 @@ def test_lifecycle_lists_placeholders_and_no_init() -> None:
 
 
 def test_collected_facade_releases_its_lease(leaf: Path) -> None:
-    before = len(ctxmod._facades)
+    def held(ref: Any) -> bool:
+        return any(r is ref for r in ctxmod._facades.values())
+
     ctx = relink.LinkContext()
     m = ctx.load(leaf)
-    assert len(ctxmod._facades) == before + 1 and len(ctx) >= 1
+    ref = m._owner.finalizer
+    assert ref is not None and held(ref) and len(ctx) >= 1
     del m
     gc.collect()
-    assert len(ctx) == 0 and len(ctxmod._facades) == before
+    assert len(ctx) == 0 and not held(ref)
     m = ctx.load(leaf)
+    ref = m._owner.finalizer
     m.close()  # a closed lease leaves no reference behind
-    assert len(ctxmod._facades) == before and len(ctx) == 0
+    assert not held(ref) and m._owner.finalizer is None and len(ctx) == 0
 
 
 def test_held_facades_are_released_at_exit(leaf: Path) -> None:

@@ -30,6 +30,7 @@ import threading
 import weakref
 from _thread import get_ident
 from collections.abc import Iterator, Mapping, Sequence
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = ["Entry", "Lease", "LinkContext", "LinkContextError"]
 log = lazy_logger(__name__)
 _ids = itertools.count(1)
 _NO_BOUND: Mapping[int, Entry] = MappingProxyType({})  # `Entry.bound` of most entries
+_MODULE_OF = attrgetter("module")
 
 
 class LinkContextError(LinkerError):
@@ -395,9 +397,10 @@ class LinkContext:
         file identity of each entry the context maps (owned), which a later load uses to
         recognize another path or a hard link to the same file."""
         self._order += entries
-        by_module, by_key = self._by_module, self._by_key
+        by_key = self._by_key
+        # id(e.module) -> e for each entry, in C (no bytecode per entry)
+        self._by_module.update(zip(map(id, map(_MODULE_OF, entries)), entries))
         for e in entries:
-            by_module[id(e.module)] = e
             by_key.setdefault(e.key, e)
             for key in e.aliases:
                 by_key.setdefault(key, e)
