@@ -26,9 +26,8 @@ import atexit
 import gc
 import itertools
 import sys
-import threading
 import weakref
-from _thread import get_ident
+from _thread import RLock as _RLock  # threading.RLock() is a Python call returning it
 from collections.abc import Iterator, Mapping, Sequence
 from operator import attrgetter
 from types import MappingProxyType
@@ -234,7 +233,9 @@ class Lease:
         an operation of this very context (same thread): then the release waits until
         that operation ends, so it never sees the context half-changed."""
         ctx = self.ctx
-        if ctx._busy and ctx._owner_tid == get_ident():
+        # Inside an operation of this thread: some operation is under way and this
+        # thread holds the lock, so that operation is this thread's.
+        if ctx._busy and ctx.lock._is_owned():  # type: ignore[attr-defined]  # C RLock
             ctx._pending.append(self)
             return
         # Never block in a finalizer: the collector may run while this thread holds another
@@ -267,13 +268,10 @@ class _Op:
         ctx = self.ctx
         ctx.lock.acquire()
         ctx._busy += 1
-        ctx._owner_tid = get_ident()
 
     def __exit__(self, *exc: object) -> None:
         ctx = self.ctx
         ctx._busy -= 1
-        if not ctx._busy:
-            ctx._owner_tid = 0
         ctx.lock.release()
         while ctx._pending and not ctx._busy:
             ctx._release(ctx._pending.pop(0))
@@ -293,7 +291,7 @@ class LinkContext:
     """
 
     # Slots: every plain `relink.load` makes a context of its own (issue 8, T8).
-    __slots__ = ("id", "name", "linker", "lock", "closed", "_busy", "_owner_tid", "_pending",
+    __slots__ = ("id", "name", "linker", "lock", "closed", "_busy", "_pending",
                  "globals", "unique", "_by_key", "_by_identity", "_by_module", "_order",
                  "__weakref__")
 
@@ -301,10 +299,9 @@ class LinkContext:
         self.id = next(_ids)
         self.name = name or f"context-{self.id}"
         self.linker = linker
-        self.lock = threading.RLock()
+        self.lock = _RLock()
         self.closed = False
-        self._busy = 0
-        self._owner_tid = 0
+        self._busy = 0  # operations under way (they hold `lock`: one thread's)
         self._pending: list[Lease] = []  # leases collected during an operation
         self.globals: list[Entry] = []
         self.unique: dict[str, Any] = {}
