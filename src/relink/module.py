@@ -140,10 +140,9 @@ class Module:
                 pass
         cache = self._symcache
         self._check_open()
-        addr: int | None = self._state.symbol(name, version)
-        if version is None and cache is not None and self._state.cacheable(name):
-            cache[name] = addr
-        return addr
+        if version is None and cache is not None:  # a ModuleState: it fills the cache
+            return self._state.cached_symbol(name)
+        return self._state.symbol(name, version)
 
     def __contains__(self, name: str) -> bool:
         return self.symbol(name) is not None
@@ -256,7 +255,12 @@ class Module:
         """
         owner = self._owner
         if owner is not None:
-            owner.release(self)
+            # A context's lease can skip listing the names of what it unloaded.
+            quiet = getattr(owner, "release_quietly", None)
+            if quiet is not None:
+                quiet()
+            else:
+                owner.release(self)
         self._functions = None
 
     def initialize(self) -> None:

@@ -22,6 +22,7 @@ from relink.elf.symbols import SHN_ABS, STT_GNU_IFUNC
 from relink.errors import InitializerError, RelocationError
 from relink.loader import Image
 from relink.runtime import track as _debug_track
+from relink.runtime import untrack as _debug_untrack
 from relink.runtime.executor import Executor
 
 __all__ = ["ModuleState", "Provider", "State", "lifecycle_lists", "run_finalizers",
@@ -63,6 +64,11 @@ class State:
     CLOSED = "closed"
 
 
+# The states the lifecycle methods test and set, as module constants: one global load
+# each instead of a global and an attribute (they run once per module and load).
+_RELOCATED, _INITIALIZING = State.RELOCATED, State.INITIALIZING
+_INITIALIZED = State.INITIALIZED
+_FAILED, _FINALIZED, _CLOSED = State.FAILED, State.FINALIZED, State.CLOSED
 # The state tests of the lifecycle methods (module constants: no tuple built per call).
 _INIT_DONE = (State.INITIALIZED, State.INITIALIZING)  # initialize(): nothing to do
 _INIT_REFUSED = (State.FAILED, State.FINALIZED, State.CLOSED)  # initialize(): an error
@@ -118,7 +124,7 @@ class ModuleState:
         self.tls_runtime: Any = None  # set by relink.runtime.tls for modules with PT_TLS
         self.tls_record: Any = None  # relink.runtime.tls's per-module record
         self.lazy: Any = None  # relink.runtime.lazy's PLT state, for lazily bound modules
-        _debug_track(self)  # relink.loaded_modules() / gdb see it until released
+        _debug_track(self, False)  # relink.loaded_modules() / gdb see it until released
 
     @property
     def base(self) -> int:
@@ -186,15 +192,33 @@ class ModuleState:
         if stype == STT_GNU_IFUNC:
             return self.resolve_ifunc(addr)
         if stype == 6:  # STT_TLS
-            tls = getattr(self, "tls_runtime", None)
-            if tls is None:
-                from relink.errors import TlsError
-
-                raise TlsError(f"'{name}' is a thread-local variable: use "
-                               "Module.tls_address() (needs the TLS runtime)",
-                               file=self.image.label)
-            return int(tls.symbol_address(self, name, version))
+            return self._tls_symbol(name, version)
         return addr
+
+    def cached_symbol(self, name: str) -> int | None:
+        """``symbol(name)``, remembered in `symcache` when `cacheable` (misses too):
+        `Module.symbol`'s miss path, with one lookup instead of two."""
+        found = self.lookup(name, None)
+        if found is None:
+            self.symcache[name] = None
+            return None
+        addr, _size, stype = found
+        if stype == STT_GNU_IFUNC:
+            addr = self.resolve_ifunc(addr)
+        elif stype == 6:  # STT_TLS: a per-thread address, never cached
+            return self._tls_symbol(name, None)
+        self.symcache[name] = addr
+        return addr
+
+    def _tls_symbol(self, name: str, version: str | None) -> int:
+        tls = getattr(self, "tls_runtime", None)
+        if tls is None:
+            from relink.errors import TlsError
+
+            raise TlsError(f"'{name}' is a thread-local variable: use "
+                           "Module.tls_address() (needs the TLS runtime)",
+                           file=self.image.label)
+        return int(tls.symbol_address(self, name, version))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -202,14 +226,16 @@ class ModuleState:
         """Run DT_INIT then DT_INIT_ARRAY (once; a re-entrant call sees it as done)."""
         with self.lock:
             state = self.state
-            if state in _INIT_DONE:
-                return
-            if state in _INIT_REFUSED:
-                raise InitializerError(f"cannot initialize a module in state {state}",
-                                       file=self.image.label)
-            self.state = State.INITIALIZING
+            if state is not _RELOCATED:  # the usual state (the linker's) needs no test
+                if state in _INIT_DONE:
+                    return
+                if state in _INIT_REFUSED:
+                    raise InitializerError(f"cannot initialize a module in state {state}",
+                                           file=self.image.label)
+            self.state = _INITIALIZING
+            funcs = self.init_funcs
             try:
-                if self.init_funcs:
+                if funcs:
                     executor = self.executor
                     if executor is None:
                         raise InitializerError(
@@ -217,33 +243,49 @@ class ModuleState:
                             "(no executor); use an emulator backend or defer_init",
                             file=self.image.label)
                     call_init = executor.call_init
-                    for func in self.init_funcs:
+                    for func in funcs:
                         call_init(func, argc, argv, envp)
             except BaseException:
-                self.state = State.FAILED
+                self.state = _FAILED
                 raise
-            self.state = State.INITIALIZED
+            self.state = _INITIALIZED
 
     def finalize(self) -> None:
         """Run DT_FINI_ARRAY in reverse then DT_FINI (only if initialized or failed)."""
         with self.lock:
             if self.state not in _FINALIZABLE:
                 return
-            self.state = State.FINALIZED
-            run_finalizers(self.executor, self.fini_funcs, self.name)
+            self.state = _FINALIZED
+            # run_finalizers, inline (once per module and close)
+            executor = self.executor
+            if executor is None:
+                return
+            call_fini = executor.call_fini
+            for func in self.fini_funcs:
+                try:
+                    call_fini(func)
+                except Exception:  # pragma: no cover - ctypes does not raise here
+                    log.exception("finalizer %#x of %s failed", func, self.name)
 
     def release(self) -> None:
         """Release every resource: subsystem extras (reverse order), then the mapping."""
         with self.lock:
-            if self.state == State.CLOSED:
+            if self.state == _CLOSED:
                 return
-            self.state = State.CLOSED
+            self.state = _CLOSED
             self.symcache.clear()
             # The scope lists this very module: drop the references so the state (and
             # its image) is freed by reference counting, not left to the cycle collector.
             self.scope = []
             self.deps = []
-            run_release_hooks(self.extras, self.name)
+            extras = self.extras
+            while extras:  # run_release_hooks, inline: last added first
+                hook = extras.pop()
+                try:
+                    hook()
+                except Exception:
+                    log.exception("releasing a resource of %s failed", self.name)
+            _debug_untrack(self)  # after the other releases (the registry lists it till then)
             image = self.image
             image.release()
             source = image.source
@@ -257,55 +299,63 @@ class ModuleState:
 # -- init / fini lists ------------------------------------------------------------------
 # Read from the relocated DT_INIT_ARRAY / DT_FINI_ARRAY by relocate_module. Where the
 # arrays are is link-time data, checked against the segments once per file and cached
-# with the parsed metadata; each load only unpacks them.
+# with the parsed metadata (a `_Lifecycle`); each load only unpacks them - with one
+# unpack when both arrays share a segment, as the linker lays them out (.init_array is
+# followed by .fini_array).
 
 def lifecycle_lists(state: ModuleState, view: memoryview, delta: int) -> None:
     """Fill init (DT_INIT, DT_INIT_ARRAY) and fini (DT_FINI_ARRAY reversed, DT_FINI)."""
     image = state.image
     parsed = image.parsed
-    facts = parsed.facts if parsed is not None and parsed.complete else None
-    layout: _Lifecycle | None = facts.get("lifecycle") if facts is not None \
-        else None  # type: ignore[assignment]
+    layout: _Lifecycle | None = parsed.facts.get("lifecycle") \
+        if parsed is not None and parsed.complete else None  # type: ignore[assignment]
     if layout is None:
         if image.dynamic is None:
             return
         layout = _lifecycle_layout(image)
-        if facts is not None:
-            facts["lifecycle"] = layout
-    init_rel, init_at, fini_at, fini_rel, ones = layout
-    base = image.base
-    # 0 and -1 entries are placeholders that glibc skips too; they are rare, so the
-    # arrays are filtered only when one is there (`in` scans in C).
-    if init_at is None:
-        state.init_funcs = [base + init_rel] if init_rel else []
+        if parsed is not None and parsed.complete:
+            parsed.facts["lifecycle"] = layout
+    init_rel, fini_rel, start, unpack, init_part, fini_part, ones = layout
+    if unpack is None:
+        init: tuple[int, ...] = ()
+        fini: tuple[int, ...] = ()
     else:
-        funcs = init_at[1](view, init_at[0] + delta)
-        if 0 in funcs or ones in funcs:
-            funcs = tuple(f for f in funcs if f and f != ones)
-        state.init_funcs = [base + init_rel, *funcs] if init_rel else list(funcs)
-    if fini_at is None:
-        state.fini_funcs = [base + fini_rel] if fini_rel else []
-    else:
-        funcs = fini_at[1](view, fini_at[0] + delta)[::-1]
-        if 0 in funcs or ones in funcs:
-            funcs = tuple(f for f in funcs if f and f != ones)
-        state.fini_funcs = [*funcs, base + fini_rel] if fini_rel else list(funcs)
+        words = unpack(view, start + delta)
+        init, fini = words[init_part], words[fini_part]
+        # 0 and -1 entries are placeholders that glibc skips too; they are rare, so the
+        # arrays are filtered only when one is there (`in` scans in C; a hit in the
+        # words between the two arrays only costs the filtering).
+        if 0 in words or ones in words:
+            init = tuple(f for f in init if f and f != ones)
+            fini = tuple(f for f in fini if f and f != ones)
+    if init_rel:
+        state.init_funcs = [image.base + init_rel, *init]
+    elif init:
+        state.init_funcs = list(init)
+    if fini_rel:
+        state.fini_funcs = [*fini, image.base + fini_rel]
+    elif fini:
+        state.fini_funcs = list(fini)
 
 
-_ArrayAt = tuple[int, Callable[[memoryview, int], tuple[int, ...]]]
-# (DT_INIT, DT_INIT_ARRAY, DT_FINI_ARRAY, DT_FINI, the all-ones word); 0: no DT_INIT/FINI
-_Lifecycle = tuple[int, _ArrayAt | None, _ArrayAt | None, int, int]
+# (DT_INIT, DT_FINI: 0 when absent; the vaddr and whole-range unpacker of the words that
+# hold the arrays, or None without arrays; the slices of DT_INIT_ARRAY and of
+# DT_FINI_ARRAY, reversed, in those words; the all-ones word)
+_Lifecycle = tuple[int, int, int, Callable[[memoryview, int], tuple[int, ...]] | None,
+                   slice, slice, int]
+_NOTHING = slice(0, 0)
+_JOIN_GAP = 64  # bytes between the two arrays read along rather than by a second unpack
 
 
 def _lifecycle_layout(image: Image) -> _Lifecycle:
-    """DT_INIT, (vaddr, unpacker of the whole array) of DT_INIT_ARRAY and DT_FINI_ARRAY
-    (None when absent, else checked against the segments), DT_FINI and the all-ones
-    word: link-time data, computed once per file."""
+    """`_Lifecycle` of a file: link-time data, computed once per file (the arrays'
+    sizes and their bounds against the segments are checked here)."""
     dyn = image.dynamic
     assert dyn is not None
     word = image.spec.word_size
     letter = "Q" if word == 8 else "I"
-    arrays: list[_ArrayAt | None] = []
+    ones = (1 << (8 * word)) - 1
+    arrays: list[tuple[int, int] | None] = []
     for vaddr, size, what in ((dyn.init_array, dyn.init_arraysz, "DT_INIT_ARRAY"),
                               (dyn.fini_array, dyn.fini_arraysz, "DT_FINI_ARRAY")):
         if not vaddr or not size:
@@ -315,5 +365,63 @@ def _lifecycle_layout(image: Image) -> _Lifecycle:
         if size % word:
             raise RelocationError(f"{what} size {size} is not a multiple of the word "
                                   "size", file=image.label)
-        arrays.append((vaddr, struct.Struct(f"<{size // word}{letter}").unpack_from))
-    return dyn.init, arrays[0], arrays[1], dyn.fini, (1 << (8 * word)) - 1
+        arrays.append((vaddr, size))
+    ini, fin = arrays
+    if ini is None and fin is None:
+        return dyn.init, dyn.fini, 0, None, _NOTHING, _NOTHING, ones
+    if ini is not None and fin is not None:
+        lo, hi = min(ini[0], fin[0]), max(ini[0] + ini[1], fin[0] + fin[1])
+        gap = hi - lo - ini[1] - fin[1]
+        # One read over both only inside one segment (the view also spans the gaps
+        # between segments, which may not be mapped readable), nearly adjacent and
+        # word-aligned relative to each other.
+        if 0 <= gap <= _JOIN_GAP and (fin[0] - ini[0]) % word == 0 \
+                and image.view.contains(lo, hi - lo) \
+                and _segment_of(image, ini[0]) == _segment_of(image, fin[0]):
+            a = (ini[0] - lo) // word
+            c = (fin[0] - lo) // word
+            n_fin = fin[1] // word
+            unpack = struct.Struct(f"<{(hi - lo) // word}{letter}").unpack_from
+            return (dyn.init, dyn.fini, lo, unpack, slice(a, a + ini[1] // word),
+                    _reversed(c, c + n_fin), ones)
+    # One array, or two that are apart: each read on its own (rare).
+    n_ini = ini[1] // word if ini else 0
+    n_fin = fin[1] // word if fin else 0
+    first = ini or fin
+    assert first is not None
+    return (dyn.init, dyn.fini, first[0], _Apart(ini, fin, f"<{{}}{letter}"),
+            slice(0, n_ini), _reversed(n_ini, n_ini + n_fin) if n_fin else _NOTHING, ones)
+
+
+class _Apart:
+    """The words of two arrays that are not read in one unpack, concatenated (init
+    first); called with the view index of the first present array."""
+
+    __slots__ = ("parts", "origin")
+
+    def __init__(self, ini: tuple[int, int] | None, fin: tuple[int, int] | None,
+                 fmt: str) -> None:
+        word = 8 if fmt.endswith("Q") else 4
+        self.parts = [(vaddr, struct.Struct(fmt.format(size // word)).unpack_from)
+                      for vaddr, size in (a for a in (ini, fin) if a is not None)]
+        self.origin = self.parts[0][0]
+
+    def __call__(self, view: memoryview, at: int) -> tuple[int, ...]:
+        delta = at - self.origin
+        out: tuple[int, ...] = ()
+        for vaddr, unpack in self.parts:
+            out += unpack(view, vaddr + delta)
+        return out
+
+
+def _reversed(start: int, stop: int) -> slice:
+    """The slice of ``words[start:stop]`` in reverse order."""
+    return slice(stop - 1, start - 1 if start else None, -1)
+
+
+def _segment_of(image: Image, vaddr: int) -> int:
+    """Index of the PT_LOAD segment holding `vaddr` (-1: none)."""
+    for i, ph in enumerate(image.loads):
+        if ph.p_vaddr <= vaddr < ph.p_vaddr + ph.p_memsz:
+            return i
+    return -1

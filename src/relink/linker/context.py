@@ -22,11 +22,14 @@ It does not keep modules alive by itself.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import itertools
-import threading
+import sys
 import weakref
-from _thread import get_ident
+from _thread import RLock as _RLock  # threading.RLock() is a Python call returning it
 from collections.abc import Iterator, Mapping, Sequence
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -41,6 +44,7 @@ __all__ = ["Entry", "Lease", "LinkContext", "LinkContextError"]
 log = lazy_logger(__name__)
 _ids = itertools.count(1)
 _NO_BOUND: Mapping[int, Entry] = MappingProxyType({})  # `Entry.bound` of most entries
+_MODULE_OF = attrgetter("module")
 
 
 class LinkContextError(LinkerError):
@@ -136,6 +140,49 @@ class Entry:
         return f"<Entry {self.key} ({self.name})>"
 
 
+class _FacadeRef(weakref.ref):
+    """The weak reference through which a root facade's death releases its lease.
+
+    What ``weakref.finalize`` did, without its per-object Python bookkeeping (an `_Info`
+    record, an index, a registry keyed by the finalizer: ~70 interpreter opcodes and a
+    few hundred bytes per load, issue 8): the reference is kept alive by `_facades` (a
+    reference the collector finds only inside the garbage it collects would not call
+    back), and `_release_at_exit` releases what is still held when the interpreter exits,
+    newest first, as ``weakref.finalize``'s exit hook did."""
+
+    __slots__ = ("lease",)
+    lease: Lease
+
+
+_facades: dict[int, _FacadeRef] = {}  # id(ref) -> ref, for every lease not yet released
+_exit_state = [False, False]  # [exit hook registered, interpreter exiting]
+
+
+def _facade_collected(ref: _FacadeRef) -> None:
+    """Weak-reference callback: the root facade died with its lease still held."""
+    if _facades.pop(id(ref), None) is not None and not _exit_state[1]:
+        ref.lease._collected()
+
+
+def _release_at_exit() -> None:
+    """Release every lease whose facade is still alive, newest first (the garbage
+    collector is off meanwhile, as in ``weakref.finalize``'s exit hook); no facade
+    death releases anything afterwards."""
+    reenable = gc.isenabled()
+    gc.disable()
+    try:
+        while _facades:
+            ref = _facades.pop(next(reversed(_facades)))
+            try:
+                ref.lease._collected()
+            except Exception:
+                sys.excepthook(*sys.exc_info())
+    finally:
+        _exit_state[1] = True
+        if reenable:
+            gc.enable()
+
+
 class Lease:
     """A reference on a module of a context; `Module.close()` of a load's root lands here.
 
@@ -151,7 +198,7 @@ class Lease:
         self.entry = entry
         self.released = False
         self.pending_init: Sequence[Entry] = ()  # replaced, never mutated
-        self.finalizer: weakref.finalize | None = None  # releases it if the facade dies
+        self.finalizer: _FacadeRef | None = None  # releases it if the facade dies
 
     def _dependency_views(self, facade: Module) -> list[Module]:
         """`facade.dependencies` of the root facade, built on first access: facades of
@@ -168,11 +215,17 @@ class Lease:
         return [views[d.id] for d in self.entry.deps]
 
     def release(self, module: Any = None) -> list[str]:
-        """Drop the lease; unload what became unreachable. Idempotent."""
-        finalizer = self.finalizer
-        if finalizer is not None:
+        """Drop the lease; unload what became unreachable. Idempotent. Returns the names
+        of the modules unloaded, in unload order."""
+        return [e.name for e in reversed(self.release_quietly())]
+
+    def release_quietly(self) -> list[Entry]:
+        """`release` for `Module.close`, which discards the names: the entries unloaded,
+        dependencies first."""
+        ref = self.finalizer
+        if ref is not None:
             self.finalizer = None
-            finalizer.detach()  # released now: nothing left to do when the facade dies
+            _facades.pop(id(ref), None)  # released now: nothing to do when the facade dies
         return self.ctx._release(self)
 
     def _collected(self) -> None:
@@ -180,7 +233,9 @@ class Lease:
         an operation of this very context (same thread): then the release waits until
         that operation ends, so it never sees the context half-changed."""
         ctx = self.ctx
-        if ctx._busy and ctx._owner_tid == get_ident():
+        # Inside an operation of this thread: some operation is under way and this
+        # thread holds the lock, so that operation is this thread's.
+        if ctx._busy and ctx.lock._is_owned():  # type: ignore[attr-defined]  # C RLock
             ctx._pending.append(self)
             return
         # Never block in a finalizer: the collector may run while this thread holds another
@@ -213,13 +268,10 @@ class _Op:
         ctx = self.ctx
         ctx.lock.acquire()
         ctx._busy += 1
-        ctx._owner_tid = get_ident()
 
     def __exit__(self, *exc: object) -> None:
         ctx = self.ctx
         ctx._busy -= 1
-        if not ctx._busy:
-            ctx._owner_tid = 0
         ctx.lock.release()
         while ctx._pending and not ctx._busy:
             ctx._release(ctx._pending.pop(0))
@@ -239,7 +291,7 @@ class LinkContext:
     """
 
     # Slots: every plain `relink.load` makes a context of its own (issue 8, T8).
-    __slots__ = ("id", "name", "linker", "lock", "closed", "_busy", "_owner_tid", "_pending",
+    __slots__ = ("id", "name", "linker", "lock", "closed", "_busy", "_pending",
                  "globals", "unique", "_by_key", "_by_identity", "_by_module", "_order",
                  "__weakref__")
 
@@ -247,10 +299,9 @@ class LinkContext:
         self.id = next(_ids)
         self.name = name or f"context-{self.id}"
         self.linker = linker
-        self.lock = threading.RLock()
+        self.lock = _RLock()
         self.closed = False
-        self._busy = 0
-        self._owner_tid = 0
+        self._busy = 0  # operations under way (they hold `lock`: one thread's)
         self._pending: list[Lease] = []  # leases collected during an operation
         self.globals: list[Entry] = []
         self.unique: dict[str, Any] = {}
@@ -343,9 +394,10 @@ class LinkContext:
         file identity of each entry the context maps (owned), which a later load uses to
         recognize another path or a hard link to the same file."""
         self._order += entries
-        by_module, by_key = self._by_module, self._by_key
+        by_key = self._by_key
+        # id(e.module) -> e for each entry, in C (no bytecode per entry)
+        self._by_module.update(zip(map(id, map(_MODULE_OF, entries)), entries))
         for e in entries:
-            by_module[id(e.module)] = e
             by_key.setdefault(e.key, e)
             for key in e.aliases:
                 by_key.setdefault(key, e)
@@ -400,7 +452,12 @@ class LinkContext:
         facade = Module(e.module, lease)
         facade._keep.append(self)
         facade._deps_of = lease._dependency_views
-        lease.finalizer = weakref.finalize(facade, lease._collected)
+        ref = lease.finalizer = _FacadeRef(facade, _facade_collected)
+        ref.lease = lease
+        _facades[id(ref)] = ref
+        if not _exit_state[0]:  # registered with the first lease, as weakref.finalize's
+            _exit_state[0] = True
+            atexit.register(_release_at_exit)
         return facade
 
     @staticmethod
@@ -460,9 +517,11 @@ class LinkContext:
         if not isinstance(lease, Lease) or lease.ctx is not self:
             raise LinkContextError(f"{module!r} holds no lease of {self.name}",
                                    reason="context-mismatch")
-        return self._release(lease)
+        return lease.release()
 
-    def _release(self, lease: Lease) -> list[str]:
+    def _release(self, lease: Lease) -> list[Entry]:
+        """Drop `lease` (once) and unload what became unreachable; returns the entries
+        unloaded, dependencies first."""
         with self.op():
             if lease.released:
                 return []
@@ -485,15 +544,16 @@ class LinkContext:
             stack.extend(e.bound.values())
         return seen
 
-    def _collect(self) -> list[str]:
+    def _collect(self) -> list[Entry]:
+        """Unload every entry no root reaches; returns them, dependencies first."""
         live = self._reachable()
         # Nothing reachable (no lease, pin or NODELETE left): everything goes.
         dead = [e for e in self._order if e.id not in live] if live else list(self._order)
         if not dead:
-            return []
+            return dead
         self._detach(dead)
         self._unload(dead)
-        return [e.name for e in reversed(dead)]
+        return dead
 
     def _detach(self, dead: list[Entry]) -> None:
         if len(dead) == len(self._order):  # everything goes (a plain load's close)
@@ -528,17 +588,17 @@ class LinkContext:
     @staticmethod
     def _unload(dead: list[Entry]) -> None:
         """Finalize dependents first, then release every mapping (dead is deps-first)."""
-        mapped = [e for e in reversed(dead) if e.owned and isinstance(e.module, ModuleState)]
-        for e in mapped:
+        mapped = [m for e in reversed(dead) if e.owned and isinstance(m := e.module, ModuleState)]
+        for st in mapped:
             try:
-                e.module.finalize()
+                st.finalize()
             except Exception:
-                log.exception("finalizing %s failed", e.name)
-        for e in mapped:
+                log.exception("finalizing %s failed", st.name)
+        for st in mapped:
             try:
-                e.module.release()
+                st.release()
             except RelinkError:
-                log.exception("releasing %s failed", e.name)
+                log.exception("releasing %s failed", st.name)
         for e in dead:
             e.deps = ()
             e.bound = _NO_BOUND

@@ -13,47 +13,60 @@ import os
 import weakref
 from typing import Any
 
-__all__ = ["live_states", "track"]
+__all__ = ["live_states", "track", "untrack"]
 
 _gdb: dict[str, str] = {}  # "dir" -> manifest directory, when enabled
 _seq = itertools.count(1)  # registration numbers (next() is atomic under the GIL)
+_ref = weakref.ref
+
+# The registry: a weak reference to each registered state -> its registration number
+# (listing order, and a name no other state ever gets). Keyed by the reference itself:
+# its hash is the state's, computed at registration (so the collected state's callback
+# still finds it), and a new reference to a live state compares equal to it, so a
+# release finds its entry without the state keeping its reference. One plain weak
+# reference per loaded module.
+_live: dict[weakref.ref[Any], int] = {}
 
 
-class _Tracked(weakref.ref):
-    """The registry's weak reference to a module state, with what listing it needs:
-    `key` (its ``id``, the registry key) and `seq` (registration number: listing order,
-    and a name no other state ever gets). One small object per loaded module."""
+def _collected(ref: weakref.ref[Any]) -> None:
+    """Weak-reference callback: a state collected without being released."""
+    _live.pop(ref, None)
 
-    __slots__ = ("key", "seq")
-    key: int
-    seq: int
 
-    def untrack(self) -> None:
-        """The state's release hook: it leaves the registry."""
-        if _live.get(self.key) is self:
-            del _live[self.key]
+class _Untrack:
+    """Release hook that takes a state out of the registry (`track` with `hook`)."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: weakref.ref[Any]) -> None:
+        self.ref = ref
+
+    def __call__(self) -> None:
+        _live.pop(self.ref, None)
         if _gdb:
             _manifest_changed()
 
 
-def _collected(ref: _Tracked) -> None:
-    """Weak-reference callback: a state collected without being released."""
-    if _live.get(ref.key) is ref:
-        del _live[ref.key]
+def track(state: Any, hook: bool = True) -> None:
+    """Register a freshly created module state (called by ModuleState / ObjectState).
 
-
-_live: dict[int, _Tracked] = {}  # id(state) -> its reference, in registration order
-
-
-def track(state: Any) -> None:
-    """Register a freshly created module state (called by ModuleState / ObjectState)."""
+    With `hook`, the state leaves the registry through a release hook that runs last
+    (first in ``state.extras``); without it, its release calls `untrack` itself (one
+    object and one list insertion less per load: ModuleState).
+    """
     # No lock: a GC finalizer (relink leases release contexts) must never find this
     # held; dict updates are atomic under the GIL.
-    ref = _Tracked(state, _collected)
-    ref.key = key = id(state)
-    ref.seq = next(_seq)
-    _live[key] = ref
-    state.extras.insert(0, ref.untrack)  # runs last, after the other releases
+    ref = _ref(state, _collected)
+    _live[ref] = next(_seq)
+    if hook:
+        state.extras.insert(0, _Untrack(ref))  # runs last, after the other releases
+    if _gdb:
+        _manifest_changed()
+
+
+def untrack(state: Any) -> None:
+    """`state` leaves the registry (its release)."""
+    _live.pop(_ref(state), None)
     if _gdb:
         _manifest_changed()
 
@@ -61,8 +74,8 @@ def track(state: Any) -> None:
 def live_states() -> list[tuple[int, Any]]:
     """(registration number, state) of every registered state still alive, in
     registration order."""
-    refs = sorted(list(_live.values()), key=lambda r: r.seq)
-    return [(r.seq, s) for r in refs if (s := r()) is not None]
+    refs = sorted(list(_live.items()), key=lambda item: item[1])
+    return [(seq, s) for r, seq in refs if (s := r()) is not None]
 
 
 def _manifest_changed() -> None:

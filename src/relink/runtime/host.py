@@ -209,16 +209,17 @@ class HostPolicy:
             else:
                 verdict = 2 if self.serve_loaded else 0
             self._verdicts[name] = verdict
+        if not verdict:
+            return None
+        lib = _libraries.get(name)  # what host_library would return first
+        if lib is not None:
+            return lib
         if verdict == 1:
             return host_library(name, load=True)
-        if verdict == 2:
-            lib = _libraries.get(name)
-            if lib is not None:
-                return lib
-            # Ask the host only about names it has loaded: a dlopen(RTLD_NOLOAD) miss
-            # searches the file system (~35 us); the snapshot costs ~1 us when unchanged.
-            if host_has_loaded(name.rsplit("/", 1)[-1]):
-                return host_library(name, load=False)
+        # Ask the host only about names it has loaded: a dlopen(RTLD_NOLOAD) miss
+        # searches the file system (~35 us); the snapshot costs ~1 us when unchanged.
+        if host_has_loaded(name.rsplit("/", 1)[-1]):
+            return host_library(name, load=False)
         return None
 
     @classmethod
@@ -343,8 +344,16 @@ def host_has_loaded(base: str) -> bool:
     """Whether the host has an object whose file name (last path component) is `base`:
     one substring search, no per-object work."""
     blob = _names_blob()
-    raw = base.encode("utf-8", "surrogateescape")
-    return b"/" + raw + b"\0" in blob or b"\0" + raw + b"\0" in blob
+    patterns = _patterns.get(base)
+    if patterns is None:  # the same few DT_NEEDED names are asked about on every load
+        if len(_patterns) >= 1024:
+            _patterns.clear()
+        raw = base.encode("utf-8", "surrogateescape")
+        patterns = _patterns[base] = (b"/" + raw + b"\0", b"\0" + raw + b"\0")
+    return patterns[0] in blob or patterns[1] in blob
+
+
+_patterns: dict[str, tuple[bytes, bytes]] = {}  # base name -> what to search the blob for
 
 
 def loaded_names() -> frozenset[str]:

@@ -162,15 +162,15 @@ def register_frames(state: Any) -> bool:
     offset = facts.get("eh_frame_offset", _UNKNOWN) if facts is not None else _UNKNOWN
     if offset is None:
         return False
-    if offset is not _UNKNOWN:
-        start: int = image.base + offset
-    else:
+    if offset is _UNKNOWN:
         found = _locate(state)
         if facts is not None:
             facts["eh_frame_offset"] = None if found is None else found - image.base
         if found is None:
             return False
-        start = found
+        start: int = found
+    else:
+        start = image.base + offset
     (_functions or _libgcc())[0](start)  # libgcc locks its own object list
     _registered[start] = image.source  # its label, made when someone lists them
     state.extras.append(_Deregister(start))
@@ -187,8 +187,9 @@ class _Deregister:
         self.start = start
 
     def __call__(self) -> None:
-        if _registered.pop(self.start, None) is not None:
-            (_functions or _libgcc())[1](self.start)
+        start = self.start
+        if _registered.pop(start, None) is not None:
+            _functions[1](start)  # made by the registration (`_libgcc`)
 
 
 def registered_frames() -> dict[int, str]:
