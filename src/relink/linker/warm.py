@@ -89,7 +89,8 @@ class _Module:
 class Template:
     """The decisions of one load of `root` (see the module docstring)."""
 
-    __slots__ = ("root", "modules", "edges", "order")
+    __slots__ = ("root", "modules", "edges", "order", "_root_check", "_checks", "_builds",
+                 "_relocs")
 
     def __init__(self, root: str, modules: tuple[_Module, ...],
                  edges: tuple[tuple[str, int, Any, tuple[Any, ...], int], ...],
@@ -100,6 +101,17 @@ class Template:
         # the order the load resolved them (an owner always before its edges).
         self.edges = edges
         self.order = order  # relocation and initialization order (dependencies first)
+        # The same facts as flat tuples, in the order `replay` reads them (unpacking a
+        # tuple costs one instruction, reading an attribute one per field).
+        self._root_check = (modules[0].identity, modules[0].stamp)
+        self._checks = tuple((needed, search, chain, target, modules[target].host,
+                              modules[target].path,
+                              (modules[target].identity, modules[target].stamp))
+                             for needed, _, search, chain, target in edges)
+        self._builds = tuple((m.host, m.key, m.aliases, m.how, m.loader, m.nodelete,
+                              m.search, m.parsed) for m in modules)
+        self._relocs = tuple((i, modules[i].program, modules[i].deps, modules[i].bound,
+                              modules[i].keep) for i in order)
 
 
 def record(load: PreparedLoad, root: str) -> Template | None:
@@ -146,26 +158,24 @@ def replay(load: PreparedLoad, t: Template) -> bool:
     from relink.elf.source import open_source
     from relink.linker.resolvers import default_resolve
 
-    mods = t.modules
-    sources: list[ElfSource | None] = [None] * len(mods)
+    sources: list[ElfSource | None] = [None] * len(t.modules)
     linker = load.linker
+    search_config, host = linker.search, linker.host
     try:
-        root = open_source(t.root)
-        sources[0] = root
-        m = mods[0]
-        if root.identity != m.identity or root.stamp != m.stamp:
+        root = sources[0] = open_source(t.root)
+        if (root.identity, root.stamp) != t._root_check:
             return _abandon(load, sources)
-        for needed, _owner, search, chain, target in t.edges:
-            found = default_resolve(needed, search, chain, search=linker.search,
-                                    host=linker.host, acceptor=load._acceptor())
-            m = mods[target]
-            if m.host is not None:
-                if found.kind != "host" or found.value is not m.host:
+        acceptor = load._acceptor()
+        for needed, search, chain, target, lib, path, check in t._checks:
+            found = default_resolve(needed, search, chain, search=search_config, host=host,
+                                    acceptor=acceptor)
+            if lib is not None:
+                if found.value is not lib:  # (a path or missing Found has another value)
                     return _abandon(load, sources, found.source)
                 continue
             src = found.source
-            if found.kind != "path" or found.value != m.path or src is None \
-                    or src.identity != m.identity or src.stamp != m.stamp:
+            if found.kind != "path" or found.value != path or src is None \
+                    or (src.identity, src.stamp) != check:
                 return _abandon(load, sources, src)
             if sources[target] is None:
                 sources[target] = src
@@ -174,8 +184,9 @@ def replay(load: PreparedLoad, t: Template) -> bool:
     except BaseException:
         _abandon(load, sources)
         raise
-    if load.acceptor is not None:
-        load.acceptor.close()
+    acceptor = load.acceptor
+    if acceptor is not None:
+        acceptor.close()
     _build(load, t, sources)
     _relocate(load, t)
     return True
@@ -196,37 +207,38 @@ def _abandon(load: PreparedLoad, sources: list[ElfSource | None],
 
 def _build(load: PreparedLoad, t: Template, sources: list[ElfSource | None]) -> None:
     """Map the files and make the entries, as `_prepare` would have."""
-    linker = load.linker
+    mapper, executor = load.linker.mapper, load.linker.executor
+    spec = load.spec
     entries: list[Entry] = []
     new, staged, idents = load.new, load.staged, load.idents
     load.stage = "preparing"
     try:
-        for i, m in enumerate(t.modules):
-            loader = entries[m.loader] if m.loader >= 0 else None
-            if m.host is not None:
-                e = Entry(m.host, m.key, owned=False, how=m.how, loader=loader,
-                          nodelete=False)
+        for i, (lib, key, aliases, how, loader, nodelete, search, parsed) in \
+                enumerate(t._builds):
+            if lib is not None:
+                e = Entry(lib, key, owned=False, how=how,
+                          loader=entries[loader] if loader >= 0 else None, nodelete=False)
             else:
                 src = sources[i]
                 assert src is not None
-                image = map_image(src, mapper=linker.mapper, expect=load.spec)
+                image = map_image(src, mapper=mapper, expect=spec)
                 sources[i] = None  # the image's now (its fd is detached after the load)
-                e = Entry(ModuleState(image, linker.executor), m.key, owned=True,
-                          how=m.how, loader=loader, nodelete=m.nodelete, search=m.search)
+                e = Entry(ModuleState(image, executor), key, owned=True, how=how,
+                          loader=entries[loader] if loader >= 0 else None,
+                          nodelete=nodelete, search=search)
                 idents[src.identity] = e
-            e.aliases = m.aliases
+                if image.parsed is not parsed:
+                    new.append(e)  # rolled back with the others
+                    staged[id(e.module)] = e
+                    raise Stale(key)  # re-parsed meanwhile: its programs may not apply
+            e.aliases = aliases
             entries.append(e)
             new.append(e)
             staged[id(e.module)] = e
-            if m.host is None and e.module.image.parsed is not m.parsed:
-                raise Stale(m.key)  # re-parsed meanwhile: its programs may not apply
     finally:
         for src in sources:
             if src is not None:
                 src.close()
-    for e, m in zip(entries, t.modules):
-        if m.deps:
-            e.deps = [entries[i] for i in m.deps]
     load.root = entries[0]
     load.stage = "prepared"
 
@@ -242,12 +254,14 @@ def _relocate(load: PreparedLoad, t: Template) -> None:
     register_frames = _register_frames()
     linker = load.linker
     facts = None
-    mods = t.modules
-    for i in t.order:
+    relocated = State.RELOCATED
+    order = []
+    for i, program, deps, bound, keep in t._relocs:
         e = new[i]
-        m = mods[i]
+        order.append(e)
         st = e.module
-        program = m.program
+        if deps:
+            e.deps = list(map(new.__getitem__, deps))
         if program is not None:
             replay_module(st, program, [*bases, st.image.base, 0])
         else:  # TLS, COPY, IFUNC...: the generic loop, the binder replaying its plan
@@ -256,13 +270,12 @@ def _relocate(load: PreparedLoad, t: Template) -> None:
             relocate_module(st, Binder(st, scope, unique=load.unique, scope_facts=facts),
                             tls=linker.tls, fallback=linker.fallback)
         st.scope = scope
-        st.state = State.RELOCATED
+        st.state = relocated
         st.image.finish_protection()
         register_frames(st)
-        if m.bound:
-            e.bound = {new[j].id: new[j] for j in m.bound}
-        if m.keep:
-            e.keep = m.keep
-    order = [new[i] for i in t.order]
+        if bound:
+            e.bound = {new[j].id: new[j] for j in bound}
+        if keep:
+            e.keep = keep
     load._init_order = load._init_new = order
     load.stage = "relocated"
