@@ -184,9 +184,7 @@ def replay(load: PreparedLoad, t: Template) -> bool:
     except BaseException:
         _abandon(load, sources)
         raise
-    acceptor = load.acceptor
-    if acceptor is not None:
-        acceptor.close()
+    acceptor.close()  # (as `_prepare` ends: nothing opened stays open)
     _build(load, t, sources)
     _relocate(load, t)
     return True
