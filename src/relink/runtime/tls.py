@@ -250,7 +250,8 @@ class NativeTls(TlsHooks):
 
         align = max(tls.p_align, 1)
         poolable = _dynamic_only(state.image)
-        lent = tls_pool.take(image, tls.p_memsz, align, tls.p_vaddr) if poolable else None
+        lent = tls_pool.take(image, tls.p_memsz, align, tls.p_vaddr, final=not pending) \
+            if poolable else None
         new = Carrier(state.image.label, image, tls.p_memsz, align, tls.p_vaddr,
                       reuse=lent)
         with _install:
