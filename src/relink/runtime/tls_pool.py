@@ -45,12 +45,13 @@ import atexit
 import ctypes
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from relink.runtime import libc as c
 
 if TYPE_CHECKING:
     from relink.runtime.tls_carrier import CarrierObject
+    from relink.runtime.tls_threads import ThreadWalker
 
 __all__ = ["POOL_MAX", "give", "pooled", "refresh", "single_threaded", "take", "trim"]
 
@@ -103,11 +104,15 @@ def take(image: bytes, memsz: int, align: int, vaddr_mod: int, *,
     with other threads alive such a block is not lent, since the walk that would have
     to rewrite their copies again might be refused.
     """
-    if not _pool or not (single_threaded() or _walker_available()):
+    if not _pool:
         return None
-    fits = sorted((obj for obj in tuple(_pool)
-                   if _fits(obj, len(image), memsz, align, vaddr_mod)),
-                  key=lambda obj: obj.memsz)
+    walker = None if single_threaded() else _walker()
+    if walker is False:
+        return None
+    filesz = len(image)
+    fits = [obj for obj in tuple(_pool) if _fits(obj, filesz, memsz, align, vaddr_mod)]
+    if len(fits) > 1:
+        fits.sort(key=_memsz)
     for obj in fits:
         try:
             _pool.remove(obj)
@@ -122,6 +127,10 @@ def take(image: bytes, memsz: int, align: int, vaddr_mod: int, *,
     return None
 
 
+def _memsz(obj: CarrierObject) -> int:
+    return obj.memsz
+
+
 def _refresh_copies(obj: CarrierObject, final: bool = True) -> bool:
     """Make every thread's existing copy of `obj`'s block its image + zeroed tbss; False
     when that cannot be done safely (then the object must not be lent)."""
@@ -133,12 +142,8 @@ def _refresh_copies(obj: CarrierObject, final: bool = True) -> bool:
             if obj.memsz > n:
                 ctypes.memset(block + n, 0, obj.memsz - n)
         return True
-    if not final:
-        return False
-    from relink.runtime import tls_threads
-
-    walker = tls_threads.walker()
-    return walker is not None and walker.reinit(obj)
+    walker = _walker()
+    return final and walker is not False and walker.reinit(obj)
 
 
 def refresh(obj: CarrierObject) -> bool:
@@ -156,7 +161,7 @@ def give(obj: CarrierObject) -> None:
     """
     if (_exiting or obj.static_offset is not None or not obj.obj.handle
             or len(_pool) >= POOL_MAX
-            or (threading.active_count() != 1 and not _walker_available())):
+            or (threading.active_count() != 1 and _walker() is False)):
         obj.close()
         return
     if not _registered:
@@ -165,10 +170,17 @@ def give(obj: CarrierObject) -> None:
     _pool.append(obj)
 
 
-def _walker_available() -> bool:
-    from relink.runtime import tls_threads
+_walkers: list[ThreadWalker | Literal[False]] = []
 
-    return tls_threads.walker() is not None
+
+def _walker() -> ThreadWalker | Literal[False]:
+    """`tls_threads.walker()`, False when unavailable (asked once; tls_threads may still
+    disable the walker it returned, which then refuses every walk)."""
+    if not _walkers:
+        from relink.runtime import tls_threads
+
+        _walkers.append(tls_threads.walker() or False)
+    return _walkers[0]
 
 
 def trim(keep: int = 0) -> int:

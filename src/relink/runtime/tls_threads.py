@@ -250,6 +250,8 @@ def _slotinfo(rtld: int, slotinfo_off: int, modid: int) -> int:
 class ThreadWalker:
     """The located glibc structures and the machine code that walks them."""
 
+    broken = False  # set when a walk found the lists inconsistent: it refuses from then on
+
     def __init__(self) -> None:
         if os.uname().machine not in ("x86_64", "amd64") or ctypes.sizeof(ctypes.c_void_p) != 8:
             raise Unavailable("not x86_64")
@@ -376,6 +378,8 @@ class ThreadWalker:
     def reinit(self, obj: CarrierObject) -> bool:
         """Overwrite every thread's copy of `obj`'s block with its image (tdata, zeroed
         tbss); False when a thread may hold a copy that cannot be written safely."""
+        if self.broken:
+            return False
         gen = obj.slot_gen
         if gen is None:
             gen = obj.slot_gen = slot_generation(obj.modid, obj.obj.link_map())
@@ -384,6 +388,7 @@ class ThreadWalker:
         status, _threads, _blocks = self._call(obj.modid, gen, obj.image_addr, obj.filesz,
                                                obj.memsz, True)
         if status == BROKEN:
+            self.broken = True
             _disable("a walk did not find the calling thread (or found a broken list)")
         return status == LENDABLE
 
