@@ -77,7 +77,7 @@ def _stubs() -> TlsdescStubs:
 class HostTlsBlock:
     """A TLS block the host's dynamic linker owns (glibc, or a dlopened library)."""
 
-    __slots__ = ("name", "modid", "start", "size", "tp_offset")
+    __slots__ = ("name", "modid", "start", "size", "tp_offset", "slot")
 
     def __init__(self, name: str, modid: int, start: int, size: int,
                  tp_offset: int | None) -> None:
@@ -86,6 +86,7 @@ class HostTlsBlock:
         self.start = start  # the calling thread's block
         self.size = size
         self.tp_offset = tp_offset  # set when the block is in static TLS
+        self.slot: tuple[int, int] | None = None  # glibc's (generation, link_map) of modid
 
 
 _static_size: list[int | None] = []
@@ -113,7 +114,10 @@ class _HostBlocks(threading.local):
     (``dlpi_tls_data``), and only once that thread allocated it; blocks move only when
     objects are loaded or unloaded (glibc's ``dlpi_adds`` / ``dlpi_subs``, the host
     generation) or the thread exits. So the list is kept per thread and per generation,
-    and walked again on a miss (a block allocated since).
+    and walked again on a miss (a block allocated since). After a load or unload, a
+    cached block is still answered if glibc's slot for its module id holds the same
+    (generation, link_map) as at the walk (`tls_threads.slot_entry`): then the same
+    object still has the id and this thread's block for it has not moved.
     """
 
     generation: tuple[int, int] | None = None
@@ -125,6 +129,8 @@ _host_blocks = _HostBlocks()
 
 def _walk_host_blocks() -> tuple[HostTlsBlock, ...]:
     """Every TLS block the calling thread has allocated, from ``dl_iterate_phdr``."""
+    from relink.runtime.tls_threads import slot_entry
+
     found: list[HostTlsBlock] = []
 
     def visit(info_p: Any, _size: int, _data: Any) -> int:
@@ -135,8 +141,13 @@ def _walk_host_blocks() -> tuple[HostTlsBlock, ...]:
             ph = _PHDR.unpack(ctypes.string_at(info.dlpi_phdr + i * _PHDR.size, _PHDR.size))
             if ph[0] == PT_TLS:
                 name = (info.dlpi_name or b"").decode(errors="replace") or "<main>"
-                found.append(HostTlsBlock(name, int(info.dlpi_tls_modid),
-                                          int(info.dlpi_tls_data), ph[6], None))
+                block = HostTlsBlock(name, int(info.dlpi_tls_modid),
+                                     int(info.dlpi_tls_data), ph[6], None)
+                # Read while glibc holds its list lock: the object is listed, so its id
+                # is its own (or, while it is being closed, cleared: map NULL).
+                slot = slot_entry(block.modid)
+                block.slot = slot if slot is not None and slot[1] else None
+                found.append(block)
                 break
         return 0
 
@@ -164,19 +175,28 @@ def _lookup(blocks: tuple[HostTlsBlock, ...], addr: int) -> HostTlsBlock | None:
     return None
 
 
+def _slot_entry(modid: int) -> tuple[int, int] | None:
+    from relink.runtime.tls_threads import slot_entry
+
+    return slot_entry(modid)
+
+
 def host_tls_block(addr: int) -> HostTlsBlock | None:
     """The host-owned TLS block holding the calling thread's address `addr`, or None.
 
     Cached per thread and per host load generation (see `_HostBlocks`): a load that
-    binds several host TLS symbols walks the host's objects once, not per symbol.
+    binds several host TLS symbols walks the host's objects once, not per symbol, and
+    after the host loaded or unloaded something a cached block whose module id is
+    unchanged is answered without a walk.
     """
     from relink.runtime.host import _generation
 
     cache = _host_blocks
     gen = _generation()  # read before the walk: a load during it forces another
-    if cache.generation == gen:
+    if cache.generation is not None:
         hit = _lookup(cache.blocks, addr)
-        if hit is not None:
+        if hit is not None and (cache.generation == gen or (
+                hit.slot is not None and _slot_entry(hit.modid) == hit.slot)):
             return hit
     blocks = _walk_host_blocks()
     cache.generation, cache.blocks = gen, blocks

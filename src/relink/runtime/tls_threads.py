@@ -75,8 +75,8 @@ from relink.runtime import libc as c
 if TYPE_CHECKING:
     from relink.runtime.tls_carrier import CarrierObject
 
-__all__ = ["FLAGS", "SOURCE", "ThreadWalker", "slot_generation", "unavailable_reason",
-           "walker"]
+__all__ = ["FLAGS", "SOURCE", "ThreadWalker", "slot_entry", "slot_generation",
+           "unavailable_reason", "walker"]
 
 SOURCE = r"""
 typedef unsigned long u64;
@@ -234,6 +234,55 @@ def _symbol(name: str) -> int:
     return int(addr)
 
 
+def _find_slot_table() -> tuple[int, int]:
+    """(``&_rtld_global``, offset of ``_dl_tls_dtv_slotinfo_list`` in it), from the
+    descriptors, after checking the slotinfo structures' layout."""
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        raise Unavailable("not a 64-bit process")
+    for field in ("len", "next"):
+        if _descriptor(f"dtv_slotinfo_list_{field}", 64)[2] != (0 if field == "len" else 8):
+            raise Unavailable("unexpected struct dtv_slotinfo_list layout")
+    if (_descriptor("dtv_slotinfo_list_slotinfo", 128)[2] != 16
+            or _descriptor("dtv_slotinfo_gen", 64)[2] != 0
+            or _descriptor("dtv_slotinfo_map", 64)[2] != 8):
+        raise Unavailable("unexpected struct dtv_slotinfo layout")
+    _descriptor("__nptl_rtld_global", 64)
+    rtld = _u64(_symbol("__nptl_rtld_global"))
+    return rtld, _descriptor("rtld_global__dl_tls_dtv_slotinfo_list", 64)[2]
+
+
+_slot_tables: list[tuple[int, int] | None] = []
+
+
+def _slot_table() -> tuple[int, int]:
+    if not _slot_tables:
+        try:
+            _slot_tables.append(_find_slot_table())
+        except Unavailable:
+            _slot_tables.append(None)
+            raise
+    table = _slot_tables[0]
+    if table is None:
+        raise Unavailable("glibc's TLS slot table was not found")
+    return table
+
+
+def slot_entry(modid: int) -> tuple[int, int] | None:
+    """(generation, link_map) glibc records for module id `modid`, None where unknown.
+
+    The generation changes whenever the id is given to another object (elf/dl-open.c,
+    elf/dl-close.c), so an unchanged pair means the same object still has the id and
+    every thread's block for it is still where it was. Needs only the descriptors (not
+    the walker); a read without lock, sound for an object that stays loaded.
+    """
+    try:
+        rtld, off = _slot_table()
+    except Unavailable:
+        return None
+    slot = _slotinfo(rtld, off, modid)
+    return (_u64(slot), _u64(slot + 8)) if slot else None
+
+
 def _slotinfo(rtld: int, slotinfo_off: int, modid: int) -> int:
     """Address of ``dtv_slotinfo`` entry `modid` ({gen, map}), 0 past the list's end."""
     node = _u64(rtld + slotinfo_off)
@@ -270,17 +319,8 @@ class ThreadWalker:
         self.entry = _descriptor("dtv_dtv", 128)[0] // 8
         self.val_off = _descriptor("dtv_t_pointer_val", 64)[2]
         self.counter_off = _descriptor("dtv_t_counter", 64)[2]
-        for field in ("len", "next"):
-            if _descriptor(f"dtv_slotinfo_list_{field}", 64)[2] != (0 if field == "len" else 8):
-                raise Unavailable("unexpected struct dtv_slotinfo_list layout")
-        if (_descriptor("dtv_slotinfo_list_slotinfo", 128)[2] != 16
-                or _descriptor("dtv_slotinfo_gen", 64)[2] != 0
-                or _descriptor("dtv_slotinfo_map", 64)[2] != 8):
-            raise Unavailable("unexpected struct dtv_slotinfo layout")
         # struct rtld_global
-        _descriptor("__nptl_rtld_global", 64)
-        self.rtld = _u64(_symbol("__nptl_rtld_global"))
-        self.slotinfo_off = _descriptor("rtld_global__dl_tls_dtv_slotinfo_list", 64)[2]
+        self.rtld, self.slotinfo_off = _slot_table()
         used = _descriptor("rtld_global__dl_stack_used", 128)[2]
         user = _descriptor("rtld_global__dl_stack_user", 128)[2]
         if used != self.slotinfo_off + 56 or user != used + 16:
@@ -396,13 +436,8 @@ class ThreadWalker:
 def slot_generation(modid: int, link_map: int) -> int | None:
     """The generation glibc recorded for `modid` (stable while its object stays loaded),
     None if the slot does not hold `link_map` (then nothing about it is trusted)."""
-    w = walker()
-    if w is None:
-        return None
-    slot = _slotinfo(w.rtld, w.slotinfo_off, modid)
-    if not slot or _u64(slot + 8) != link_map:
-        return None
-    return _u64(slot)
+    entry = slot_entry(modid) if walker() is not None else None
+    return entry[0] if entry is not None and entry[1] == link_map else None
 
 
 _walker: list[ThreadWalker | None] = []
