@@ -104,11 +104,8 @@ def take(image: bytes, memsz: int, align: int, vaddr_mod: int, *,
     with other threads alive such a block is not lent, since the walk that would have
     to rewrite their copies again might be refused.
     """
-    if not _pool:
-        return None
-    walker = None if single_threaded() else _walker()
-    if walker is False:
-        return None
+    if not _pool or (not single_threaded() and _walker() is False):
+        return None  # (other threads, and no way to reach their copies)
     filesz = len(image)
     fits = [obj for obj in tuple(_pool) if _fits(obj, filesz, memsz, align, vaddr_mod)]
     if len(fits) > 1:

@@ -1,6 +1,6 @@
 """Every thread's copy of a TLS block, found through glibc's own thread list.
 
-Runtime layer, native x86_64 + glibc 2.35 or later (used by `relink.runtime.tls_pool`).
+Runtime layer, native x86_64 + glibc 2.35 to 2.42 (used by `relink.runtime.tls_pool`).
 A pooled TLS carrier may be lent to a new module only if no thread keeps a copy of the
 block written by the carrier's earlier module: glibc allocates a dynamic block per
 thread on that thread's first ``__tls_get_addr`` and keeps it while the object stays
@@ -49,11 +49,16 @@ runs no Python (a thread blocked in ``pthread_create`` may hold the GIL):
   ``_dl_update_slotinfo``, which ``__tls_get_addr`` enters only when the DTV's
   generation differs from it; the DTV's generation is written last. So the DTV of a
   thread whose generation equals the global one is stable during the walk, and its
-  block is written. A thread behind (it may be reallocating its DTV right now) is only
-  read: if its DTV is older than the carrier (``dtv[0] < slot generation``) it never
-  allocated the carrier's block; if it has the block the carrier is not lent (a
-  retry reads the DTV pointer again when it moved; realloc copies the entries first,
-  and free() only writes the entry before ``dtv[0]``).
+  block is written. The calling thread's own copy is written too (nothing runs in it).
+* A thread behind (it may be reallocating its DTV right now) is only read, never
+  written: if its DTV is older than the carrier (``dtv[0] < slot generation``) it never
+  allocated the carrier's block; if it has the block, the carrier is not lent. A read
+  racing with that thread's realloc reads the old array: realloc copies the entries
+  before freeing it, free() overwrites only its first 16 bytes (the length, which then
+  reads as a huge value), and the DTV pointer is read again afterwards (a moved DTV is
+  read anew). Only another thread's malloc reusing or re-binning the freed array
+  within those few instructions could hide a copy -- stale values in that thread,
+  never a wrong write.
 * Nobody allocates the carrier's block during the walk: the module that used it is
   closed (its code must not run) and the next one's code runs only after its load.
 * A thread created later allocates its copy from the image, replaced before the walk.
