@@ -1,10 +1,11 @@
 """Pooled TLS carriers (runtime/tls_pool.py): a closed module's carrier lent to the next.
 
-A carrier is lent only while the process has a single thread, after its image and the
-calling thread's copy of the block are re-initialised; so every thread must see the
-new module's initial image (tdata values, zeroed tbss), never values a thread wrote
-through the earlier module. The single-thread scenarios run in a fresh interpreter
-(pool_child.py), the rest here.
+A carrier is lent after its image and every thread's existing copy of the block are
+re-initialised (the calling thread's alone in a single-threaded process, every thread's
+through runtime/tls_threads.py otherwise); so every thread must see the new module's
+initial image (tdata values, zeroed tbss), never values a thread wrote through the
+earlier module. Scenarios that depend on the process's threads or on the pool's state
+run in a fresh interpreter (pool_child.py), the rest here.
 """
 
 from __future__ import annotations
@@ -49,8 +50,32 @@ def test_lent_carrier_shows_every_thread_the_initial_image() -> None:
     child("reuse", private(), other)
 
 
-def test_live_thread_means_no_lending() -> None:
-    child("live", private())
+def native_thread_lib() -> Path:
+    return build_shared("nativethread", {"nativethread.c": src("nativethread.c")},
+                        group="tls", cflags=["-O2", "-pthread"], ldflags=["-pthread"])
+
+
+def test_lent_with_other_threads_alive_every_thread_sees_the_initial_image() -> None:
+    other = private("2", "-DPRIV_INIT=6", '-DPRIV_MSG="other"')
+    child("threads", private(), other, native_thread_lib())
+
+
+def test_copy_of_a_thread_behind_glibcs_generation_blocks_lending() -> None:
+    other = private("2", "-DPRIV_INIT=6", '-DPRIV_MSG="other"')
+    child("held", private(), other)
+
+
+def test_lending_while_threads_come_and_go_and_objects_load() -> None:
+    other = private("2", "-DPRIV_INIT=6", '-DPRIV_MSG="other"')
+    child("stress", private(), other, native_thread_lib())
+
+
+def test_without_the_walker_a_live_thread_means_no_lending() -> None:
+    child("live_fallback", private())
+
+
+def test_image_patched_after_lending_reaches_other_threads_copies() -> None:
+    child("patch_threads")
 
 
 def test_pool_is_bounded_and_trimmed() -> None:

@@ -74,6 +74,8 @@ _FUNCTIONS: dict[str, tuple[str, list[Any] | None, Any]] = {
     # __cxa_finalize(dso_handle): runs the C++ static destructors a relocatable-object
     # unit registered with __cxa_atexit (relink.object defines __dso_handle for each unit).
     "cxa_finalize": ("__cxa_finalize", [_vp], None),
+    # dladdr1(addr, Dl_info *, void **extra, RTLD_DL_SYMENT): extra = the ElfW(Sym) *
+    "dladdr1": ("dladdr1", [_vp, _vp, _vp, _int], _int),
 }
 
 
@@ -168,6 +170,8 @@ _MADE: dict[str, Callable[[], Any]] = {
     # glibc's _dl_get_tls_static_info(size_t *size, size_t *align) (GLIBC_PRIVATE)
     "TLS_STATIC_INFO": lambda: ctypes.CFUNCTYPE(None, ctypes.POINTER(_sz),
                                                 ctypes.POINTER(_sz)),
+    # relink.runtime.tls_threads' machine code: status = walk(argument block)
+    "TLS_WALK": lambda: ctypes.CFUNCTYPE(_u64, _vp),
     # -- lazy binding and executables (relink.runtime.lazy / exec / exec_code)
     "LAZY_RESOLVER": lambda: ctypes.CFUNCTYPE(_u64, _u64, _u64),
     "XGETBV": lambda: ctypes.CFUNCTYPE(_u64),
@@ -179,9 +183,9 @@ _MADE: dict[str, Callable[[], Any]] = {
 
 __all__ += ["CALL_MAIN", "CPUID", "DL_ITERATE_PHDR_CALLBACK", "DlPhdrInfo", "FORK_ENTER",
             "LAZY_RESOLVER", "MAIN", "REGISTER_FRAME", "RTLD_DI_LINKMAP", "RTLD_DI_TLS_DATA",
-            "RTLD_DI_TLS_MODID", "TLS_GET_ADDR", "TLS_STATIC_INFO", "TlsIndex", "XGETBV",
-            "abort", "cxa_finalize", "dl_iterate_phdr", "fflush", "getauxval",
-            "pthread_self", "syscall"]
+            "RTLD_DI_TLS_MODID", "TLS_GET_ADDR", "TLS_STATIC_INFO", "TLS_WALK", "TlsIndex",
+            "XGETBV", "abort", "cxa_finalize", "dl_iterate_phdr", "dladdr1", "fflush",
+            "getauxval", "pthread_self", "syscall"]
 
 
 def _get(name: str) -> Any:
@@ -214,6 +218,7 @@ if TYPE_CHECKING:  # what __getattr__ provides, for type checkers
     abort: Any
     syscall: Any
     cxa_finalize: Any
+    dladdr1: Any
     DlPhdrInfo: Any
     TlsIndex: Any
     DL_ITERATE_PHDR_CALLBACK: Any
@@ -222,6 +227,7 @@ if TYPE_CHECKING:  # what __getattr__ provides, for type checkers
     CPUID: Any
     REGISTER_FRAME: Any
     TLS_STATIC_INFO: Any
+    TLS_WALK: Any
     LAZY_RESOLVER: Any
     XGETBV: Any
     FORK_ENTER: Any

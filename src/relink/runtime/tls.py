@@ -77,7 +77,7 @@ def _stubs() -> TlsdescStubs:
 class HostTlsBlock:
     """A TLS block the host's dynamic linker owns (glibc, or a dlopened library)."""
 
-    __slots__ = ("name", "modid", "start", "size", "tp_offset")
+    __slots__ = ("name", "modid", "start", "size", "tp_offset", "slot")
 
     def __init__(self, name: str, modid: int, start: int, size: int,
                  tp_offset: int | None) -> None:
@@ -86,21 +86,51 @@ class HostTlsBlock:
         self.start = start  # the calling thread's block
         self.size = size
         self.tp_offset = tp_offset  # set when the block is in static TLS
+        self.slot: tuple[int, int] | None = None  # glibc's (generation, link_map) of modid
+
+
+_static_size: list[int | None] = []
 
 
 def _static_tls_size() -> int | None:
-    """glibc's static TLS area size (``_dl_get_tls_static_info``), None if unknown."""
-    addr = c.dlsym(c.RTLD_DEFAULT, b"_dl_get_tls_static_info")
-    if not addr:
-        return None
-    fn = c.TLS_STATIC_INFO(addr)
-    size, align = ctypes.c_size_t(), ctypes.c_size_t()
-    fn(ctypes.byref(size), ctypes.byref(align))
-    return size.value
+    """glibc's static TLS area size (``_dl_get_tls_static_info``), None if unknown; fixed
+    at startup, so asked once."""
+    if not _static_size:
+        addr = c.dlsym(c.RTLD_DEFAULT, b"_dl_get_tls_static_info")
+        size: int | None = None
+        if addr:
+            fn = c.TLS_STATIC_INFO(addr)
+            raw, align = ctypes.c_size_t(), ctypes.c_size_t()
+            fn(ctypes.byref(raw), ctypes.byref(align))
+            size = raw.value
+        _static_size.append(size)
+    return _static_size[0]
 
 
-def host_tls_block(addr: int) -> HostTlsBlock | None:
-    """The host-owned TLS block holding the calling thread's address `addr`, or None."""
+class _HostBlocks(threading.local):
+    """The calling thread's host TLS blocks as of one host load generation.
+
+    ``dl_iterate_phdr`` reports each object's block *of the calling thread*
+    (``dlpi_tls_data``), and only once that thread allocated it; blocks move only when
+    objects are loaded or unloaded (glibc's ``dlpi_adds`` / ``dlpi_subs``, the host
+    generation) or the thread exits. So the list is kept per thread and per generation,
+    and walked again on a miss (a block allocated since). After a load or unload, a
+    cached block is still answered if glibc's slot for its module id holds the same
+    (generation, link_map) as at the walk (`tls_threads.slot_entry`): then the same
+    object still has the id and this thread's block for it has not moved.
+    """
+
+    generation: tuple[int, int] | None = None
+    blocks: tuple[HostTlsBlock, ...] = ()
+
+
+_host_blocks = _HostBlocks()
+
+
+def _walk_host_blocks() -> tuple[HostTlsBlock, ...]:
+    """Every TLS block the calling thread has allocated, from ``dl_iterate_phdr``."""
+    from relink.runtime.tls_threads import slot_entry
+
     found: list[HostTlsBlock] = []
 
     def visit(info_p: Any, _size: int, _data: Any) -> int:
@@ -110,12 +140,15 @@ def host_tls_block(addr: int) -> HostTlsBlock | None:
         for i in range(info.dlpi_phnum):
             ph = _PHDR.unpack(ctypes.string_at(info.dlpi_phdr + i * _PHDR.size, _PHDR.size))
             if ph[0] == PT_TLS:
-                start = int(info.dlpi_tls_data)
-                if start <= addr < start + max(ph[6], 1):
-                    name = (info.dlpi_name or b"").decode(errors="replace") or "<main>"
-                    found.append(HostTlsBlock(name, int(info.dlpi_tls_modid), start, ph[6],
-                                              None))
-                    return 1
+                name = (info.dlpi_name or b"").decode(errors="replace") or "<main>"
+                block = HostTlsBlock(name, int(info.dlpi_tls_modid),
+                                     int(info.dlpi_tls_data), ph[6], None)
+                # Read while glibc holds its list lock: the object is listed, so its id
+                # is its own (or, while it is being closed, cleared: map NULL).
+                slot = slot_entry(block.modid)
+                block.slot = slot if slot is not None and slot[1] else None
+                found.append(block)
+                break
         return 0
 
     # No garbage collection inside the callback: a finalizer that unloads a module
@@ -127,14 +160,47 @@ def host_tls_block(addr: int) -> HostTlsBlock | None:
     finally:
         if was_enabled:
             gc.enable()
-    if not found:
-        return None
-    block = found[0]
     tp = int(c.pthread_self() or 0)
     static = _static_tls_size()
-    if static is not None and tp - static <= block.start < tp:
-        block.tp_offset = block.start - tp
-    return block
+    for block in found:
+        if static is not None and tp - static <= block.start < tp:
+            block.tp_offset = block.start - tp
+    return tuple(found)
+
+
+def _lookup(blocks: tuple[HostTlsBlock, ...], addr: int) -> HostTlsBlock | None:
+    for block in blocks:
+        if block.start <= addr < block.start + max(block.size, 1):
+            return block
+    return None
+
+
+def _slot_entry(modid: int) -> tuple[int, int] | None:
+    from relink.runtime.tls_threads import slot_entry
+
+    return slot_entry(modid)
+
+
+def host_tls_block(addr: int) -> HostTlsBlock | None:
+    """The host-owned TLS block holding the calling thread's address `addr`, or None.
+
+    Cached per thread and per host load generation (see `_HostBlocks`): a load that
+    binds several host TLS symbols walks the host's objects once, not per symbol, and
+    after the host loaded or unloaded something a cached block whose module id is
+    unchanged is answered without a walk.
+    """
+    from relink.runtime.host import _generation
+
+    cache = _host_blocks
+    gen = _generation()  # read before the walk: a load during it forces another
+    if cache.generation is not None:
+        hit = _lookup(cache.blocks, addr)
+        if hit is not None and (cache.generation == gen or (
+                hit.slot is not None and _slot_entry(hit.modid) == hit.slot)):
+            return hit
+    blocks = _walk_host_blocks()
+    cache.generation, cache.blocks = gen, blocks
+    return _lookup(blocks, addr)
 
 
 def _is_program(state: ModuleState) -> bool:
@@ -250,7 +316,8 @@ class NativeTls(TlsHooks):
 
         align = max(tls.p_align, 1)
         poolable = _dynamic_only(state.image)
-        lent = tls_pool.take(image, tls.p_memsz, align, tls.p_vaddr) if poolable else None
+        lent = tls_pool.take(image, tls.p_memsz, align, tls.p_vaddr, final=not pending) \
+            if poolable else None
         new = Carrier(state.image.label, image, tls.p_memsz, align, tls.p_vaddr,
                       reuse=lent)
         with _install:

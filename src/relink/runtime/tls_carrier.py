@@ -197,12 +197,16 @@ class _MemfdObject:
         self.fd = fd
         self.handle = handle
 
-    def link_map_addr(self) -> int:
-        """``l_addr`` of the object (the first field of glibc's public struct link_map)."""
+    def link_map(self) -> int:
+        """The object's ``struct link_map`` (glibc's, as dlinfo(RTLD_DI_LINKMAP) gives it)."""
         lm = ctypes.c_void_p()
         if c.dlinfo(self.handle, c.RTLD_DI_LINKMAP, ctypes.byref(lm)) != 0 or not lm.value:
             raise _dl_failure(self.path, "dlinfo(RTLD_DI_LINKMAP)")
-        return ctypes.c_size_t.from_address(lm.value).value
+        return lm.value
+
+    def link_map_addr(self) -> int:
+        """``l_addr`` of the object (the first field of glibc's public struct link_map)."""
+        return ctypes.c_size_t.from_address(self.link_map()).value
 
     def close(self) -> None:
         if self.handle:
@@ -241,10 +245,12 @@ class CarrierObject:
         memsz / align / vaddr_mod: the block's size, alignment and first-byte offset.
         static_offset: thread-pointer offset once the block is in static TLS, else None.
         forced_dynamic: True once a dynamic address was asked for (see `Carrier`).
+        slot_gen: glibc's generation of the module id (read by `tls_threads` when the
+            pool first needs it; it does not change while the object is loaded).
     """
 
     __slots__ = ("obj", "modid", "image_addr", "filesz", "memsz", "align", "vaddr_mod",
-                 "static_offset", "forced_dynamic")
+                 "static_offset", "forced_dynamic", "slot_gen")
 
     def __init__(self, label: str, image: bytes, memsz: int, align: int,
                  vaddr_mod: int) -> None:
@@ -266,6 +272,7 @@ class CarrierObject:
         self.vaddr_mod = vaddr_mod
         self.static_offset: int | None = None
         self.forced_dynamic = False
+        self.slot_gen: int | None = None
 
     def thread_block(self) -> int:
         """The calling thread's block, or 0 when this thread has not allocated it.
@@ -350,17 +357,20 @@ class Carrier:
     def patch_image(self, data: bytes) -> None:
         """Replace the initialization image (only sound before any thread used the block).
 
-        A reused object's block may already be allocated in the calling thread (it was
-        re-initialised with the earlier image when it was lent): that copy is rewritten.
+        A reused object's block may already be allocated in threads (their copies were
+        re-initialised with the earlier image when it was lent): those copies are
+        rewritten by `tls_pool.refresh`, and if that is refused this is an error rather
+        than stale data (`tls_pool.take` lends a block whose image may still change only
+        to a single-threaded process, where the rewrite cannot be refused).
         """
         obj = self._check()
         if len(data) != self.image_size:
             raise TlsError("internal error: TLS image size changed", file=self.label)
         ctypes.memmove(self.image_addr, data, len(data))
-        if self.reused:
-            block = obj.thread_block()
-            if block:
-                ctypes.memmove(block, data, len(data))
+        if self.reused and not tls_pool.refresh(obj):
+            raise TlsError("internal error: a lent TLS block's image changed after lending "
+                           "and another thread's copy could not be rewritten",
+                           file=self.label)
 
     def promote(self) -> int:
         """Move the block to static TLS (once) and return its thread-pointer offset."""

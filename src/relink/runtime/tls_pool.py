@@ -18,14 +18,16 @@ loaded decides when that holds:
   once (at promotion, or at thread creation). Static blocks are never pooled here: the
   surplus is small and only a ``dlclose`` of the last-allocated block gives space back.
 
-So an object is lent only when the calling thread is the process's only thread
-(glibc's ``__nptl_nthreads``, else ``/proc/self/task``). The image inside the object is
-first replaced by the new module's (zero-padded); then the thread count is checked; then
-the calling thread's copy, if ``dlinfo(RTLD_DI_TLS_DATA)`` says it has one, is
-overwritten with the new image and zeroed tbss. No other thread exists to hold a stale
-copy, and any thread created later allocates its copy from the new image. With more
-than one thread, loads get a fresh carrier (and, with other Python threads running,
-closes ``dlclose`` theirs), exactly as without the pool.
+So an object is lent only when every thread's copy can be made fresh. The image inside
+the object is replaced by the new module's (zero-padded) first: a thread that allocates
+its copy from then on copies it. Then either the calling thread is the process's only
+thread (glibc's ``__nptl_nthreads``, else ``/proc/self/task``) and its own copy, if
+``dlinfo(RTLD_DI_TLS_DATA)`` says it has one, is overwritten with the new image and zeroed
+tbss; or `relink.runtime.tls_threads` walks glibc's list of threads under glibc's locks
+and does the same for every thread's copy, refusing when a thread that may be resizing
+its DTV at that moment holds one (see there for why this is safe). Without the walker
+(another libc, an unverified glibc version, a failed check) other threads mean a fresh
+carrier, as without the pool, and other Python threads mean closing instead of pooling.
 
 A lent object may already be "forced dynamic" in glibc (its earlier module's code
 used ``__tls_get_addr``), so glibc could no longer move it to static TLS. `NativeTls`
@@ -43,14 +45,15 @@ import atexit
 import ctypes
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from relink.runtime import libc as c
 
 if TYPE_CHECKING:
     from relink.runtime.tls_carrier import CarrierObject
+    from relink.runtime.tls_threads import ThreadWalker
 
-__all__ = ["POOL_MAX", "give", "pooled", "single_threaded", "take", "trim"]
+__all__ = ["POOL_MAX", "give", "pooled", "refresh", "single_threaded", "take", "trim"]
 
 POOL_MAX = 8
 _WASTE = 256  # a lent block may exceed the request by this much (or by 2x)
@@ -92,52 +95,89 @@ def _fits(obj: CarrierObject, filesz: int, memsz: int, align: int, vaddr_mod: in
             and (obj.vaddr_mod - vaddr_mod) % align == 0)
 
 
-def take(image: bytes, memsz: int, align: int, vaddr_mod: int) -> CarrierObject | None:
+def take(image: bytes, memsz: int, align: int, vaddr_mod: int, *,
+         final: bool = True) -> CarrierObject | None:
     """A pooled object re-initialised for a block (`image`, `memsz`, `align`), or None.
 
     Caller must ensure: the module never needs its block in static TLS (see module doc).
+    `final` False says the image may still change (`refresh` then rewrites the copies):
+    with other threads alive such a block is not lent, since the walk that would have
+    to rewrite their copies again might be refused.
     """
-    if not _pool:
-        return None
-    best: CarrierObject | None = None
-    for obj in tuple(_pool):
-        if _fits(obj, len(image), memsz, align, vaddr_mod) and (best is None
-                                                                or obj.memsz < best.memsz):
-            best = obj
-    if best is None:
-        return None
-    try:
-        _pool.remove(best)
-    except ValueError:  # another thread took it meanwhile
-        return None
-    # Order matters: the image first (threads created from now on copy it), then the
-    # proof that no other thread holds a copy, then the calling thread's own copy.
-    best.set_image(image)
-    if not single_threaded():
-        _pool.append(best)
-        return None
-    block = best.thread_block()
-    if block:
-        ctypes.memmove(block, image, len(image))
-        if best.memsz > len(image):
-            ctypes.memset(block + len(image), 0, best.memsz - len(image))
-    return best
+    if not _pool or (not single_threaded() and _walker() is False):
+        return None  # (other threads, and no way to reach their copies)
+    filesz = len(image)
+    fits = [obj for obj in tuple(_pool) if _fits(obj, filesz, memsz, align, vaddr_mod)]
+    if len(fits) > 1:
+        fits.sort(key=_memsz)
+    for obj in fits:
+        try:
+            _pool.remove(obj)
+        except ValueError:  # another thread took it meanwhile
+            continue
+        # Order matters: the image first (threads that allocate a copy from now on copy
+        # it), then every existing copy.
+        obj.set_image(image)
+        if _refresh_copies(obj, final):
+            return obj
+        _pool.append(obj)  # a thread holds a copy we may not write: try the next one
+    return None
+
+
+def _memsz(obj: CarrierObject) -> int:
+    return obj.memsz
+
+
+def _refresh_copies(obj: CarrierObject, final: bool = True) -> bool:
+    """Make every thread's existing copy of `obj`'s block its image + zeroed tbss; False
+    when that cannot be done safely (then the object must not be lent)."""
+    if single_threaded():
+        block = obj.thread_block()
+        if block:
+            n = obj.filesz
+            ctypes.memmove(block, obj.image_addr, n)
+            if obj.memsz > n:
+                ctypes.memset(block + n, 0, obj.memsz - n)
+        return True
+    walker = _walker()
+    return final and walker is not False and walker.reinit(obj)
+
+
+def refresh(obj: CarrierObject) -> bool:
+    """After a lent object's image changed: rewrite every thread's copy (as `take`
+    does); False if some copy could not be rewritten."""
+    return _refresh_copies(obj)
 
 
 def give(obj: CarrierObject) -> None:
     """Keep a released dynamic object for a later module, or close it.
 
-    A process running other Python threads closes it as before (those threads would
-    make `take` refuse it anyway); native threads are only seen by `take`.
+    Pooling is always sound (`take` decides at lending time); without the thread walker
+    a process running other Python threads closes it as before, since `take` would
+    refuse it anyway.
     """
     if (_exiting or obj.static_offset is not None or not obj.obj.handle
-            or len(_pool) >= POOL_MAX or threading.active_count() != 1):
+            or len(_pool) >= POOL_MAX
+            or (threading.active_count() != 1 and _walker() is False)):
         obj.close()
         return
     if not _registered:
         _registered.append(True)
         atexit.register(_at_exit)
     _pool.append(obj)
+
+
+_walkers: list[ThreadWalker | Literal[False]] = []
+
+
+def _walker() -> ThreadWalker | Literal[False]:
+    """`tls_threads.walker()`, False when unavailable (asked once; tls_threads may still
+    disable the walker it returned, which then refuses every walk)."""
+    if not _walkers:
+        from relink.runtime import tls_threads
+
+        _walkers.append(tls_threads.walker() or False)
+    return _walkers[0]
 
 
 def trim(keep: int = 0) -> int:
