@@ -119,7 +119,7 @@ class Entry:
                 facade = mod
             else:
                 facade = Module(mod)
-                facade._deps_of = self._dependency_views
+                facade._deps_of = self
             self.facade = facade
         return facade
 
@@ -140,28 +140,14 @@ class Entry:
         return f"<Entry {self.key} ({self.name})>"
 
 
-class _FacadeRef(weakref.ref):
-    """The weak reference through which a root facade's death releases its lease.
-
-    What ``weakref.finalize`` did, without its per-object Python bookkeeping (an `_Info`
-    record, an index, a registry keyed by the finalizer: ~70 interpreter opcodes and a
-    few hundred bytes per load, issue 8): the reference is kept alive by `_facades` (a
-    reference the collector finds only inside the garbage it collects would not call
-    back), and `_release_at_exit` releases what is still held when the interpreter exits,
-    newest first, as ``weakref.finalize``'s exit hook did."""
-
-    __slots__ = ("lease",)
-    lease: Lease
-
-
-_facades: dict[int, _FacadeRef] = {}  # id(ref) -> ref, for every lease not yet released
+_facades: dict[Lease, Lease] = {}  # every lease not yet released (insertion order)
 _exit_state = [False, False]  # [exit hook registered, interpreter exiting]
 
 
-def _facade_collected(ref: _FacadeRef) -> None:
+def _facade_collected(lease: Lease) -> None:
     """Weak-reference callback: the root facade died with its lease still held."""
-    if _facades.pop(id(ref), None) is not None and not _exit_state[1]:
-        ref.lease._collected()
+    if _facades.pop(lease, None) is not None and not _exit_state[1]:
+        lease._collected()
 
 
 def _release_at_exit() -> None:
@@ -172,9 +158,9 @@ def _release_at_exit() -> None:
     gc.disable()
     try:
         while _facades:
-            ref = _facades.pop(next(reversed(_facades)))
+            lease = _facades.pop(next(reversed(_facades)))
             try:
-                ref.lease._collected()
+                lease._collected()
             except Exception:
                 sys.excepthook(*sys.exc_info())
     finally:
@@ -183,22 +169,42 @@ def _release_at_exit() -> None:
             gc.enable()
 
 
-class Lease:
+class Lease(weakref.ref):
     """A reference on a module of a context; `Module.close()` of a load's root lands here.
+
+    The lease is also the weak reference through which the death of its root facade
+    releases it (what ``weakref.finalize`` did, without its per-object Python
+    bookkeeping: an `_Info` record, an index, a registry keyed by the finalizer, ~70
+    interpreter opcodes and a few hundred bytes per load; and one object instead of a
+    lease plus a reference to the facade: issue 8, T8). While it is held, `_facades`
+    keeps it alive (a reference the collector finds only inside the garbage it collects
+    would not call back); `_release_at_exit` releases what is still held when the
+    interpreter exits, newest first, as ``weakref.finalize``'s exit hook did. Compared
+    and hashed by identity, not as a reference to the facade.
 
     Attributes:
         entry: the leased entry.
         pending_init: entries of the load still to initialize (``init=False``).
     """
 
-    __slots__ = ("ctx", "entry", "released", "pending_init", "finalizer")
+    __slots__ = ("ctx", "entry", "released", "pending_init")
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
-    def __init__(self, ctx: LinkContext, entry: Entry) -> None:
+    def __new__(cls, facade: Module, ctx: LinkContext, entry: Entry) -> Lease:
+        return super().__new__(cls, facade, _facade_collected)
+
+    def __init__(self, facade: Module, ctx: LinkContext, entry: Entry) -> None:
+        # (weakref.ref's own __init__ only checks its arguments: __new__ made the reference)
         self.ctx = ctx
         self.entry = entry
         self.released = False
         self.pending_init: Sequence[Entry] = ()  # replaced, never mutated
-        self.finalizer: _FacadeRef | None = None  # releases it if the facade dies
+
+    @property
+    def finalizer(self) -> Lease | None:
+        """This lease while the death of its facade would release it, else None."""
+        return self if self in _facades else None
 
     def _dependency_views(self, facade: Module) -> list[Module]:
         """`facade.dependencies` of the root facade, built on first access: facades of
@@ -222,10 +228,7 @@ class Lease:
     def release_quietly(self) -> list[Entry]:
         """`release` for `Module.close`, which discards the names: the entries unloaded,
         dependencies first."""
-        ref = self.finalizer
-        if ref is not None:
-            self.finalizer = None
-            _facades.pop(id(ref), None)  # released now: nothing to do when the facade dies
+        _facades.pop(self, None)  # released now: nothing to do when the facade dies
         return self.ctx._release(self)
 
     def _collected(self) -> None:
@@ -447,14 +450,11 @@ class LinkContext:
             return self._lease(e)
 
     def _lease(self, e: Entry) -> Module:
-        lease = Lease(self, e)
+        facade = Module(e.module)
+        # The facade keeps the context alive through its lease (`lease.ctx`).
+        lease = facade._owner = facade._deps_of = Lease(facade, self, e)
         e.leases += 1
-        facade = Module(e.module, lease)
-        facade._keep.append(self)
-        facade._deps_of = lease._dependency_views
-        ref = lease.finalizer = _FacadeRef(facade, _facade_collected)
-        ref.lease = lease
-        _facades[id(ref)] = ref
+        _facades[lease] = lease
         if not _exit_state[0]:  # registered with the first lease, as weakref.finalize's
             _exit_state[0] = True
             atexit.register(_release_at_exit)
