@@ -44,14 +44,10 @@ class Module:
 
     # One facade per load and per dependency view, kept while the module is loaded: the
     # containers are made on first use (issue 8, T8: a plain load never needs them).
-    __slots__ = ("_state", "_owner", "_functions", "_kept", "_symcache", "_deps", "_deps_of",
-                 "__weakref__")
+    __slots__ = ("_state", "_owner", "_functions", "_kept", "_deps", "_deps_of", "__weakref__")
 
     def __init__(self, state: Any, owner: Any = None) -> None:
         self._state = state
-        # Shared with the state, which empties it when the module is released; None for
-        # providers whose answers may change (synthetic modules) or need no cache.
-        self._symcache: dict[str, int | None] | None = getattr(state, "symcache", None)
         self._owner = owner
         self._functions: dict[tuple[Any, ...], Any] | None = None  # made by `function`
         self._kept: list[Any] | None = None  # `_keep`, made by its first use
@@ -152,15 +148,19 @@ class Module:
         Like dlsym/dlvsym: IFUNCs are resolved; the module's own exports only.
         """
         if version is None:
+            # The state's cache (a ModuleState's; made by its first miss, dropped by its
+            # release): read through the state, so every facade of it sees the one cache.
             try:
-                return self._symcache[name]  # type: ignore[index]  # hit (misses too)
-            except (KeyError, TypeError):  # not asked yet, or no cache (None)
+                return self._state.symcache[name]  # a hit (misses too)
+            except (KeyError, TypeError, AttributeError):  # not asked yet, none (yet)
                 pass
-        cache = self._symcache
         self._check_open()
-        if version is None and cache is not None:  # a ModuleState: it fills the cache
-            return self._state.cached_symbol(name)
-        return self._state.symbol(name, version)
+        state = self._state
+        if version is None:
+            cached = getattr(state, "cached_symbol", None)
+            if cached is not None:  # a ModuleState: it fills the cache
+                return cached(name)
+        return state.symbol(name, version)
 
     def __contains__(self, name: str) -> bool:
         return self.symbol(name) is not None

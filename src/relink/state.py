@@ -138,7 +138,9 @@ class ModuleState:
         self.frames = 0
         self.lock = _RLock()
         self._ifunc: dict[int, int] | None = None  # made by the first IFUNC resolution
-        self.symcache: dict[str, int | None] = {}  # Module.symbol's cache, misses too
+        # Module.symbol's cache, misses too; made by the first miss (`cached_symbol`):
+        # modules that are never asked for a symbol by name keep no dict (issue 8, T8).
+        self.symcache: dict[str, int | None] | None = None
         self.tls_runtime: Any = None  # set by relink.runtime.tls for modules with PT_TLS
         self.tls_record: Any = None  # relink.runtime.tls's per-module record
         self.lazy: Any = None  # relink.runtime.lazy's PLT state, for lazily bound modules
@@ -225,16 +227,19 @@ class ModuleState:
     def cached_symbol(self, name: str) -> int | None:
         """``symbol(name)``, remembered in `symcache` when `cacheable` (misses too):
         `Module.symbol`'s miss path, with one lookup instead of two."""
+        cache = self.symcache
+        if cache is None:  # two threads may both make one: a lost entry is looked up again
+            cache = self.symcache = {}
         found = self.lookup(name, None)
         if found is None:
-            self.symcache[name] = None
+            cache[name] = None
             return None
         addr, _size, stype = found
         if stype == STT_GNU_IFUNC:
             addr = self.resolve_ifunc(addr)
         elif stype == 6:  # STT_TLS: a per-thread address, never cached
             return self._tls_symbol(name, None)
-        self.symcache[name] = addr
+        cache[name] = addr
         return addr
 
     def _tls_symbol(self, name: str, version: str | None) -> int:
@@ -300,7 +305,7 @@ class ModuleState:
             if self.state == _CLOSED:
                 return
             self.state = _CLOSED
-            self.symcache.clear()
+            self.symcache = None
             # The scope lists this very module: drop the references so the state (and
             # its image) is freed by reference counting, not left to the cycle collector.
             self.scope = []
