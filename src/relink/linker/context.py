@@ -79,9 +79,11 @@ class Entry:
     modules no foreign provider to keep), so an entry starts with shared empty ones.
     """
 
+    # Slots, no __weakref__ (nothing refers to an entry weakly): every load keeps one per
+    # module of its graph, host libraries included (issue 8, T8).
     __slots__ = ("id", "module", "key", "aliases", "deps", "bound", "keep",
                  "leases", "pinned", "nodelete", "owned", "search", "loader", "how",
-                 "alive", "facade", "__weakref__")
+                 "alive", "facade")
 
     def __init__(self, module: Any, key: str, *, owned: bool, how: str = "",
                  search: ModuleSearchInfo | None = None, loader: Entry | None = None,
@@ -306,7 +308,8 @@ class LinkContext:
         self.closed = False
         self._busy = 0  # operations under way (they hold `lock`: one thread's)
         self._pending: list[Lease] = []  # leases collected during an operation
-        self.globals: list[Entry] = []
+        # Replaced, never mutated: most contexts (every plain load's) never promote one.
+        self.globals: tuple[Entry, ...] = ()
         self.unique: dict[str, Any] = {}
         self._by_key: dict[str, Entry] = {}
         self._by_identity: dict[Any, Entry] = {}
@@ -496,13 +499,13 @@ class LinkContext:
             e = self.entry_of(module)
             for x in (e, *e.deps):
                 if x not in self.globals:
-                    self.globals.append(x)
+                    self.globals += (x,)
 
     def demote_global(self, module: Any) -> None:
         """Remove the module from the global scope (already-bound references stay)."""
         with self.op():
             e = self.entry_of(module)
-            self.globals = [g for g in self.globals if g is not e]
+            self.globals = tuple(g for g in self.globals if g is not e)
 
     def global_scope(self) -> list[Any]:
         """The providers of the global scope, in order."""
@@ -557,7 +560,7 @@ class LinkContext:
 
     def _detach(self, dead: list[Entry]) -> None:
         if len(dead) == len(self._order):  # everything goes (a plain load's close)
-            self._order, self.globals = [], []
+            self._order, self.globals = [], ()
             self._by_key.clear()
             self._by_identity.clear()
             self._by_module.clear()
@@ -570,7 +573,8 @@ class LinkContext:
             return
         ids = {e.id for e in dead}
         self._order = [e for e in self._order if e.id not in ids]
-        self.globals = [g for g in self.globals if g.id not in ids]
+        if self.globals:
+            self.globals = tuple(g for g in self.globals if g.id not in ids)
         for table in (self._by_key, self._by_identity):
             for k in [k for k, v in table.items() if v.id in ids]:
                 del table[k]
