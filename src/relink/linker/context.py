@@ -312,8 +312,13 @@ class LinkContext:
         self.globals: tuple[Entry, ...] = ()
         self.unique: dict[str, Any] = {}
         self._by_key: dict[str, Entry] = {}
-        self._by_identity: dict[Any, Entry] = {}
-        self._by_module: dict[int, Entry] = {}
+        # File identity -> entry (`_by_identity`) and id(module) -> entry (`_by_module`) in
+        # one dict under both names: identities are tuples, the others ints, so the keys
+        # never collide, and a plain load's context keeps one small dict instead of two
+        # (~220 bytes per load; issue 8, T8).
+        index: dict[Any, Entry] = {}
+        self._by_identity: dict[Any, Entry] = index
+        self._by_module: dict[int, Entry] = index
         self._order: list[Entry] = []  # publication order: dependencies first
 
     def op(self) -> _Op:
@@ -400,20 +405,20 @@ class LinkContext:
         file identity of each entry the context maps (owned), which a later load uses to
         recognize another path or a hard link to the same file."""
         self._order += entries
-        by_key = self._by_key
+        if identities:  # (before the module ids: the dict is shared, see __init__)
+            by_identity = self._by_identity
+            if not by_identity:  # nothing to keep: first come, as setdefault
+                by_identity.update(identities)
+            else:
+                for ident, e in identities.items():
+                    by_identity.setdefault(ident, e)
         # id(e.module) -> e for each entry, in C (no bytecode per entry)
         self._by_module.update(zip(map(id, map(_MODULE_OF, entries)), entries))
+        by_key = self._by_key
         for e in entries:
             by_key.setdefault(e.key, e)
             for key in e.aliases:
                 by_key.setdefault(key, e)
-        if identities:
-            by_identity = self._by_identity
-            if not by_identity:  # nothing to keep: first come, as setdefault
-                by_identity.update(identities)
-                return
-            for ident, e in identities.items():
-                by_identity.setdefault(ident, e)
 
     def add_alias(self, module: Any, key: str) -> None:
         """Make `key` resolve to `module` (a key naming another module is an error)."""
@@ -562,8 +567,7 @@ class LinkContext:
         if len(dead) == len(self._order):  # everything goes (a plain load's close)
             self._order, self.globals = [], ()
             self._by_key.clear()
-            self._by_identity.clear()
-            self._by_module.clear()
+            self._by_identity.clear()  # (and `_by_module`: the same dict)
             for e in dead:
                 e.alive = False
             if self.unique:
@@ -575,11 +579,11 @@ class LinkContext:
         self._order = [e for e in self._order if e.id not in ids]
         if self.globals:
             self.globals = tuple(g for g in self.globals if g.id not in ids)
+        # (`_by_identity` is also `_by_module`: the module ids of `dead` go with it)
         for table in (self._by_key, self._by_identity):
             for k in [k for k, v in table.items() if v.id in ids]:
                 del table[k]
         for e in dead:
-            self._by_module.pop(id(e.module), None)
             e.alive = False
         gone = {id(e.module) for e in dead}
         for name in [n for n, b in self.unique.items() if id(b[3]) in gone]:
