@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from relink.errors import RelinkError, SymbolNotFoundError
 from relink.linker import callbacks as _callbacks
@@ -22,6 +22,12 @@ __all__ = ["Module", "SyntheticModule"]
 
 C = TypeVar("C")
 STT_FUNC, STT_OBJECT, STT_NOTYPE = 2, 1, 0
+
+
+class _DependencyMaker(Protocol):
+    """What builds a facade's `Module.dependencies` on first access (a lease, an entry)."""
+
+    def _dependency_views(self, facade: Module) -> list[Module]: ...
 
 
 class Module:
@@ -36,20 +42,28 @@ class Module:
         dependencies: the modules providing `needed`, in order (host ones included).
     """
 
-    __slots__ = ("_state", "_owner", "_functions", "_keep", "_symcache", "_deps", "_deps_of",
-                 "__weakref__")
+    # One facade per load and per dependency view, kept while the module is loaded: the
+    # containers are made on first use (issue 8, T8: a plain load never needs them).
+    __slots__ = ("_state", "_owner", "_functions", "_kept", "_deps", "_deps_of", "__weakref__")
 
     def __init__(self, state: Any, owner: Any = None) -> None:
         self._state = state
-        # Shared with the state, which empties it when the module is released; None for
-        # providers whose answers may change (synthetic modules) or need no cache.
-        self._symcache: dict[str, int | None] | None = getattr(state, "symcache", None)
         self._owner = owner
         self._functions: dict[tuple[Any, ...], Any] | None = None  # made by `function`
-        self._keep: list[Any] = []  # objects that must live as long as this facade
-        # Built on first access (most loads never look): `_deps_of(self)` makes the list.
+        self._kept: list[Any] | None = None  # `_keep`, made by its first use
+        # Built on first access (most loads never look): `_deps_of._dependency_views(self)`
+        # makes the list. The maker object (a lease or an entry) rather than its bound
+        # method: a reference instead of a 64-byte method object per load.
         self._deps: list[Module] | None = None
-        self._deps_of: Callable[[Module], list[Module]] | None = None
+        self._deps_of: _DependencyMaker | None = None
+
+    @property
+    def _keep(self) -> list[Any]:
+        """Objects that must live as long as this facade (made on first use)."""
+        kept = self._kept
+        if kept is None:
+            kept = self._kept = []
+        return kept
 
     # -- identity -----------------------------------------------------------------
 
@@ -59,7 +73,7 @@ class Module:
         deps = self._deps
         if deps is None:
             make, self._deps_of = self._deps_of, None
-            deps = self._deps = make(self) if make is not None else []
+            deps = self._deps = make._dependency_views(self) if make is not None else []
         return deps
 
     @dependencies.setter
@@ -134,15 +148,19 @@ class Module:
         Like dlsym/dlvsym: IFUNCs are resolved; the module's own exports only.
         """
         if version is None:
+            # The state's cache (a ModuleState's; made by its first miss, dropped by its
+            # release): read through the state, so every facade of it sees the one cache.
             try:
-                return self._symcache[name]  # type: ignore[index]  # hit (misses too)
-            except (KeyError, TypeError):  # not asked yet, or no cache (None)
+                return self._state.symcache[name]  # a hit (misses too)
+            except (KeyError, TypeError, AttributeError):  # not asked yet, none (yet)
                 pass
-        cache = self._symcache
         self._check_open()
-        if version is None and cache is not None:  # a ModuleState: it fills the cache
-            return self._state.cached_symbol(name)
-        return self._state.symbol(name, version)
+        state = self._state
+        if version is None:
+            cached = getattr(state, "cached_symbol", None)
+            if cached is not None:  # a ModuleState: it fills the cache
+                return cached(name)
+        return state.symbol(name, version)
 
     def __contains__(self, name: str) -> bool:
         return self.symbol(name) is not None

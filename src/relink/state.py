@@ -31,6 +31,18 @@ __all__ = ["ModuleState", "Provider", "State", "lifecycle_lists", "run_finalizer
 log = lazy_logger(__name__)
 
 
+_DEREGISTER: list[Callable[[int], None]] = []  # [unwind.deregister_frames], once imported
+
+
+def _deregister_frames() -> list[Callable[[int], None]]:
+    """[relink.runtime.unwind.deregister_frames], imported by the first release that has
+    frames (their registration imported the module)."""
+    from relink.runtime.unwind import deregister_frames
+
+    _DEREGISTER.append(deregister_frames)
+    return _DEREGISTER
+
+
 def run_finalizers(executor: Executor | None, funcs: list[int], name: str) -> None:
     """Call each finalizer in order; one that fails is logged, the rest still run."""
     if executor is None:
@@ -96,12 +108,17 @@ class ModuleState:
         state: a `State` value.
         init_funcs / fini_funcs: runtime addresses, in the order they will be called.
         extras: per-subsystem resources (TLS blocks, trampolines…) with release hooks.
+        frames: runtime address of the ``.eh_frame`` registered with the host unwinder
+            (relink.runtime.unwind), deregistered by `release`; 0 when none is.
     """
 
     # Slots: one state per loaded module, kept as long as it is loaded (issue 8, T8).
+    # The release hooks list is made by the first hook (`extras`): most modules have none
+    # but their ``.eh_frame`` registration, which is a plain address (`frames`) rather
+    # than a hook object in a list (~130 bytes per load less).
     __slots__ = ("image", "executor", "name", "soname", "identity", "deps", "scope", "state",
-                 "init_funcs", "fini_funcs", "extras", "lock", "_ifunc", "symcache",
-                 "tls_runtime", "tls_record", "lazy", "__weakref__")
+                 "init_funcs", "fini_funcs", "_extras", "frames", "lock", "_ifunc",
+                 "symcache", "tls_runtime", "tls_record", "lazy", "__weakref__")
 
     is_host = False
 
@@ -117,14 +134,26 @@ class ModuleState:
         self.state = State.MAPPED
         self.init_funcs: list[int] = []
         self.fini_funcs: list[int] = []
-        self.extras: list[Callable[[], None]] = []
+        self._extras: list[Callable[[], None]] | None = None  # made by `extras`
+        self.frames = 0
         self.lock = _RLock()
         self._ifunc: dict[int, int] | None = None  # made by the first IFUNC resolution
-        self.symcache: dict[str, int | None] = {}  # Module.symbol's cache, misses too
+        # Module.symbol's cache, misses too; made by the first miss (`cached_symbol`):
+        # modules that are never asked for a symbol by name keep no dict (issue 8, T8).
+        self.symcache: dict[str, int | None] | None = None
         self.tls_runtime: Any = None  # set by relink.runtime.tls for modules with PT_TLS
         self.tls_record: Any = None  # relink.runtime.tls's per-module record
         self.lazy: Any = None  # relink.runtime.lazy's PLT state, for lazily bound modules
         _debug_track(self, False)  # relink.loaded_modules() / gdb see it until released
+
+    @property
+    def extras(self) -> list[Callable[[], None]]:
+        """Release hooks of per-subsystem resources, run last added first by `release`
+        (the list is made by the first use)."""
+        extras = self._extras
+        if extras is None:
+            extras = self._extras = []
+        return extras
 
     @property
     def base(self) -> int:
@@ -198,16 +227,19 @@ class ModuleState:
     def cached_symbol(self, name: str) -> int | None:
         """``symbol(name)``, remembered in `symcache` when `cacheable` (misses too):
         `Module.symbol`'s miss path, with one lookup instead of two."""
+        cache = self.symcache
+        if cache is None:  # two threads may both make one: a lost entry is looked up again
+            cache = self.symcache = {}
         found = self.lookup(name, None)
         if found is None:
-            self.symcache[name] = None
+            cache[name] = None
             return None
         addr, _size, stype = found
         if stype == STT_GNU_IFUNC:
             addr = self.resolve_ifunc(addr)
         elif stype == 6:  # STT_TLS: a per-thread address, never cached
             return self._tls_symbol(name, None)
-        self.symcache[name] = addr
+        cache[name] = addr
         return addr
 
     def _tls_symbol(self, name: str, version: str | None) -> int:
@@ -273,12 +305,19 @@ class ModuleState:
             if self.state == _CLOSED:
                 return
             self.state = _CLOSED
-            self.symcache.clear()
+            self.symcache = None
             # The scope lists this very module: drop the references so the state (and
             # its image) is freed by reference counting, not left to the cycle collector.
             self.scope = []
             self.deps = []
-            extras = self.extras
+            frames = self.frames
+            if frames:  # registered last by the load: deregistered first
+                self.frames = 0
+                try:
+                    (_DEREGISTER or _deregister_frames())[0](frames)
+                except Exception:  # pragma: no cover - ctypes does not raise here
+                    log.exception("deregistering the .eh_frame of %s failed", self.name)
+            extras = self._extras
             while extras:  # run_release_hooks, inline: last added first
                 hook = extras.pop()
                 try:

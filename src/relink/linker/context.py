@@ -79,9 +79,11 @@ class Entry:
     modules no foreign provider to keep), so an entry starts with shared empty ones.
     """
 
+    # Slots, no __weakref__ (nothing refers to an entry weakly): every load keeps one per
+    # module of its graph, host libraries included (issue 8, T8).
     __slots__ = ("id", "module", "key", "aliases", "deps", "bound", "keep",
                  "leases", "pinned", "nodelete", "owned", "search", "loader", "how",
-                 "alive", "facade", "__weakref__")
+                 "alive", "facade")
 
     def __init__(self, module: Any, key: str, *, owned: bool, how: str = "",
                  search: ModuleSearchInfo | None = None, loader: Entry | None = None,
@@ -119,7 +121,7 @@ class Entry:
                 facade = mod
             else:
                 facade = Module(mod)
-                facade._deps_of = self._dependency_views
+                facade._deps_of = self
             self.facade = facade
         return facade
 
@@ -140,28 +142,14 @@ class Entry:
         return f"<Entry {self.key} ({self.name})>"
 
 
-class _FacadeRef(weakref.ref):
-    """The weak reference through which a root facade's death releases its lease.
-
-    What ``weakref.finalize`` did, without its per-object Python bookkeeping (an `_Info`
-    record, an index, a registry keyed by the finalizer: ~70 interpreter opcodes and a
-    few hundred bytes per load, issue 8): the reference is kept alive by `_facades` (a
-    reference the collector finds only inside the garbage it collects would not call
-    back), and `_release_at_exit` releases what is still held when the interpreter exits,
-    newest first, as ``weakref.finalize``'s exit hook did."""
-
-    __slots__ = ("lease",)
-    lease: Lease
-
-
-_facades: dict[int, _FacadeRef] = {}  # id(ref) -> ref, for every lease not yet released
+_facades: dict[Lease, Lease] = {}  # every lease not yet released (insertion order)
 _exit_state = [False, False]  # [exit hook registered, interpreter exiting]
 
 
-def _facade_collected(ref: _FacadeRef) -> None:
+def _facade_collected(lease: Lease) -> None:
     """Weak-reference callback: the root facade died with its lease still held."""
-    if _facades.pop(id(ref), None) is not None and not _exit_state[1]:
-        ref.lease._collected()
+    if _facades.pop(lease, None) is not None and not _exit_state[1]:
+        lease._collected()
 
 
 def _release_at_exit() -> None:
@@ -172,9 +160,9 @@ def _release_at_exit() -> None:
     gc.disable()
     try:
         while _facades:
-            ref = _facades.pop(next(reversed(_facades)))
+            lease = _facades.pop(next(reversed(_facades)))
             try:
-                ref.lease._collected()
+                lease._collected()
             except Exception:
                 sys.excepthook(*sys.exc_info())
     finally:
@@ -183,22 +171,42 @@ def _release_at_exit() -> None:
             gc.enable()
 
 
-class Lease:
+class Lease(weakref.ref):
     """A reference on a module of a context; `Module.close()` of a load's root lands here.
+
+    The lease is also the weak reference through which the death of its root facade
+    releases it (what ``weakref.finalize`` did, without its per-object Python
+    bookkeeping: an `_Info` record, an index, a registry keyed by the finalizer, ~70
+    interpreter opcodes and a few hundred bytes per load; and one object instead of a
+    lease plus a reference to the facade: issue 8, T8). While it is held, `_facades`
+    keeps it alive (a reference the collector finds only inside the garbage it collects
+    would not call back); `_release_at_exit` releases what is still held when the
+    interpreter exits, newest first, as ``weakref.finalize``'s exit hook did. Compared
+    and hashed by identity, not as a reference to the facade.
 
     Attributes:
         entry: the leased entry.
         pending_init: entries of the load still to initialize (``init=False``).
     """
 
-    __slots__ = ("ctx", "entry", "released", "pending_init", "finalizer")
+    __slots__ = ("ctx", "entry", "released", "pending_init")
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
-    def __init__(self, ctx: LinkContext, entry: Entry) -> None:
+    def __new__(cls, facade: Module, ctx: LinkContext, entry: Entry) -> Lease:
+        return super().__new__(cls, facade, _facade_collected)
+
+    def __init__(self, facade: Module, ctx: LinkContext, entry: Entry) -> None:
+        # (weakref.ref's own __init__ only checks its arguments: __new__ made the reference)
         self.ctx = ctx
         self.entry = entry
         self.released = False
         self.pending_init: Sequence[Entry] = ()  # replaced, never mutated
-        self.finalizer: _FacadeRef | None = None  # releases it if the facade dies
+
+    @property
+    def finalizer(self) -> Lease | None:
+        """This lease while the death of its facade would release it, else None."""
+        return self if self in _facades else None
 
     def _dependency_views(self, facade: Module) -> list[Module]:
         """`facade.dependencies` of the root facade, built on first access: facades of
@@ -222,10 +230,7 @@ class Lease:
     def release_quietly(self) -> list[Entry]:
         """`release` for `Module.close`, which discards the names: the entries unloaded,
         dependencies first."""
-        ref = self.finalizer
-        if ref is not None:
-            self.finalizer = None
-            _facades.pop(id(ref), None)  # released now: nothing to do when the facade dies
+        _facades.pop(self, None)  # released now: nothing to do when the facade dies
         return self.ctx._release(self)
 
     def _collected(self) -> None:
@@ -303,11 +308,17 @@ class LinkContext:
         self.closed = False
         self._busy = 0  # operations under way (they hold `lock`: one thread's)
         self._pending: list[Lease] = []  # leases collected during an operation
-        self.globals: list[Entry] = []
+        # Replaced, never mutated: most contexts (every plain load's) never promote one.
+        self.globals: tuple[Entry, ...] = ()
         self.unique: dict[str, Any] = {}
         self._by_key: dict[str, Entry] = {}
-        self._by_identity: dict[Any, Entry] = {}
-        self._by_module: dict[int, Entry] = {}
+        # File identity -> entry (`_by_identity`) and id(module) -> entry (`_by_module`) in
+        # one dict under both names: identities are tuples, the others ints, so the keys
+        # never collide, and a plain load's context keeps one small dict instead of two
+        # (~220 bytes per load; issue 8, T8).
+        index: dict[Any, Entry] = {}
+        self._by_identity: dict[Any, Entry] = index
+        self._by_module: dict[int, Entry] = index
         self._order: list[Entry] = []  # publication order: dependencies first
 
     def op(self) -> _Op:
@@ -394,20 +405,20 @@ class LinkContext:
         file identity of each entry the context maps (owned), which a later load uses to
         recognize another path or a hard link to the same file."""
         self._order += entries
-        by_key = self._by_key
+        if identities:  # (before the module ids: the dict is shared, see __init__)
+            by_identity = self._by_identity
+            if not by_identity:  # nothing to keep: first come, as setdefault
+                by_identity.update(identities)
+            else:
+                for ident, e in identities.items():
+                    by_identity.setdefault(ident, e)
         # id(e.module) -> e for each entry, in C (no bytecode per entry)
         self._by_module.update(zip(map(id, map(_MODULE_OF, entries)), entries))
+        by_key = self._by_key
         for e in entries:
             by_key.setdefault(e.key, e)
             for key in e.aliases:
                 by_key.setdefault(key, e)
-        if identities:
-            by_identity = self._by_identity
-            if not by_identity:  # nothing to keep: first come, as setdefault
-                by_identity.update(identities)
-                return
-            for ident, e in identities.items():
-                by_identity.setdefault(ident, e)
 
     def add_alias(self, module: Any, key: str) -> None:
         """Make `key` resolve to `module` (a key naming another module is an error)."""
@@ -447,14 +458,11 @@ class LinkContext:
             return self._lease(e)
 
     def _lease(self, e: Entry) -> Module:
-        lease = Lease(self, e)
+        facade = Module(e.module)
+        # The facade keeps the context alive through its lease (`lease.ctx`).
+        lease = facade._owner = facade._deps_of = Lease(facade, self, e)
         e.leases += 1
-        facade = Module(e.module, lease)
-        facade._keep.append(self)
-        facade._deps_of = lease._dependency_views
-        ref = lease.finalizer = _FacadeRef(facade, _facade_collected)
-        ref.lease = lease
-        _facades[id(ref)] = ref
+        _facades[lease] = lease
         if not _exit_state[0]:  # registered with the first lease, as weakref.finalize's
             _exit_state[0] = True
             atexit.register(_release_at_exit)
@@ -496,13 +504,13 @@ class LinkContext:
             e = self.entry_of(module)
             for x in (e, *e.deps):
                 if x not in self.globals:
-                    self.globals.append(x)
+                    self.globals += (x,)
 
     def demote_global(self, module: Any) -> None:
         """Remove the module from the global scope (already-bound references stay)."""
         with self.op():
             e = self.entry_of(module)
-            self.globals = [g for g in self.globals if g is not e]
+            self.globals = tuple(g for g in self.globals if g is not e)
 
     def global_scope(self) -> list[Any]:
         """The providers of the global scope, in order."""
@@ -557,10 +565,9 @@ class LinkContext:
 
     def _detach(self, dead: list[Entry]) -> None:
         if len(dead) == len(self._order):  # everything goes (a plain load's close)
-            self._order, self.globals = [], []
+            self._order, self.globals = [], ()
             self._by_key.clear()
-            self._by_identity.clear()
-            self._by_module.clear()
+            self._by_identity.clear()  # (and `_by_module`: the same dict)
             for e in dead:
                 e.alive = False
             if self.unique:
@@ -570,12 +577,13 @@ class LinkContext:
             return
         ids = {e.id for e in dead}
         self._order = [e for e in self._order if e.id not in ids]
-        self.globals = [g for g in self.globals if g.id not in ids]
+        if self.globals:
+            self.globals = tuple(g for g in self.globals if g.id not in ids)
+        # (`_by_identity` is also `_by_module`: the module ids of `dead` go with it)
         for table in (self._by_key, self._by_identity):
             for k in [k for k, v in table.items() if v.id in ids]:
                 del table[k]
         for e in dead:
-            self._by_module.pop(id(e.module), None)
             e.alive = False
         gone = {id(e.module) for e in dead}
         for name in [n for n, b in self.unique.items() if id(b[3]) in gone]:

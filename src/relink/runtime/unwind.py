@@ -25,7 +25,7 @@ from relink._log import lazy_logger
 from relink.errors import RelinkError
 from relink.runtime import libc as c
 
-__all__ = ["eh_frame_address", "register_frames", "registered_frames"]
+__all__ = ["deregister_frames", "eh_frame_address", "register_frames", "registered_frames"]
 
 log = lazy_logger(__name__)
 
@@ -152,7 +152,8 @@ def _locate(state: Any) -> int | None:
 def register_frames(state: Any) -> bool:
     """Register `state`'s ``.eh_frame`` with the host unwinder; False if it has none.
 
-    The release hook (deregistration) is appended to ``state.extras``. Where the
+    The address is recorded in ``state.frames``: the state's release deregisters it
+    (`deregister_frames`; a plain address, not a hook object per module). Where the
     ``.eh_frame`` is, relative to the load base, is a property of the file: it is cached
     with the file's parsed metadata, so a repeated load pays only the registration.
     """
@@ -173,23 +174,14 @@ def register_frames(state: Any) -> bool:
         start = image.base + offset
     (_functions or _libgcc())[0](start)  # libgcc locks its own object list
     _registered[start] = image.source  # its label, made when someone lists them
-    state.extras.append(_Deregister(start))
+    state.frames = start
     return True
 
 
-class _Deregister:
-    """Release hook of one registered ``.eh_frame``: deregisters it (once). One per loaded
-    module, kept while it is loaded: a slotted object is a third of a closure's size."""
-
-    __slots__ = ("start",)
-
-    def __init__(self, start: int) -> None:
-        self.start = start
-
-    def __call__(self) -> None:
-        start = self.start
-        if _registered.pop(start, None) is not None:
-            _functions[1](start)  # made by the registration (`_libgcc`)
+def deregister_frames(start: int) -> None:
+    """Deregister the ``.eh_frame`` at `start` (once; a second call does nothing)."""
+    if _registered.pop(start, None) is not None:
+        _functions[1](start)  # made by the registration (`_libgcc`)
 
 
 def registered_frames() -> dict[int, str]:
