@@ -133,7 +133,7 @@ def _snapshot(ctx: LinkContext) -> dict[str, Any]:
     return {
         "order": [e.key for e in entries],
         "entries": [(e.key, e.aliases, e.how, e.nodelete, e.owned,
-                     [d.key for d in e.deps], sorted(b.key for b in e.bound.values()),
+                     [d.key for d in e.deps], sorted(b.key for b in e.bound),
                      [type(k).__name__ for k in e.keep],
                      repr(e.search)) for e in entries],
         "keys": sorted(ctx._by_key),

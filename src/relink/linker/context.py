@@ -43,8 +43,8 @@ __all__ = ["Entry", "Lease", "LinkContext", "LinkContextError"]
 
 log = lazy_logger(__name__)
 _ids = itertools.count(1)
-_NO_BOUND: Mapping[int, Entry] = MappingProxyType({})  # `Entry.bound` of most entries
 _MODULE_OF = attrgetter("module")
+_NO_UNIQUE: Mapping[str, Any] = MappingProxyType({})  # `LinkContext.unique` of most contexts
 
 
 class LinkContextError(LinkerError):
@@ -68,7 +68,7 @@ class Entry:
             state borrowed from another context.
         key: canonical key; `aliases` more keys resolving to it.
         deps: providers of its DT_NEEDED entries, in order (entries of this context).
-        bound: entries its relocations bound symbols to, by id.
+        bound: entries its relocations bound symbols to (no repeats).
         keep: objects outside the context it must keep alive (foreign providers).
         owned: the context maps / unmaps it (False for host, foreign and borrowed).
         how: how it was found ("RUNPATH of x", "host-provided"…), for `deps` output.
@@ -93,7 +93,7 @@ class Entry:
         self.key = key
         self.aliases: tuple[str, ...] = ()
         self.deps: Sequence[Entry] = ()
-        self.bound: Mapping[int, Entry] = _NO_BOUND
+        self.bound: tuple[Entry, ...] = ()
         self.keep: tuple[Any, ...] = ()
         self.leases = 0
         self.pinned = False
@@ -310,7 +310,9 @@ class LinkContext:
         self._pending: list[Lease] = []  # leases collected during an operation
         # Replaced, never mutated: most contexts (every plain load's) never promote one.
         self.globals: tuple[Entry, ...] = ()
-        self.unique: dict[str, Any] = {}
+        # GNU_UNIQUE name -> binding; an empty shared mapping until a load binds one
+        # (made by `PreparedLoad._publish`).
+        self.unique: Mapping[str, Any] = _NO_UNIQUE
         self._by_key: dict[str, Entry] = {}
         # File identity -> entry (`_by_identity`) and id(module) -> entry (`_by_module`) in
         # one dict under both names: identities are tuples, the others ints, so the keys
@@ -370,7 +372,7 @@ class LinkContext:
 
     def bindings(self, module: Any) -> list[Module]:
         """Modules its relocations bound symbols to (they stay loaded while it does)."""
-        return [d.view() for d in self.entry_of(module).bound.values()]
+        return [d.view() for d in self.entry_of(module).bound]
 
     def how_found(self, module: Any) -> str:
         """Why the module was chosen when first needed ("RUNPATH of x", "ld.so.cache"…)."""
@@ -549,7 +551,7 @@ class LinkContext:
                 continue
             seen.add(e.id)
             stack.extend(e.deps)
-            stack.extend(e.bound.values())
+            stack.extend(e.bound)
         return seen
 
     def _collect(self) -> list[Entry]:
@@ -573,7 +575,7 @@ class LinkContext:
             if self.unique:
                 gone = {id(e.module) for e in dead}
                 for name in [n for n, b in self.unique.items() if id(b[3]) in gone]:
-                    del self.unique[name]
+                    del self.unique[name]  # type: ignore[attr-defined]
             return
         ids = {e.id for e in dead}
         self._order = [e for e in self._order if e.id not in ids]
@@ -587,7 +589,7 @@ class LinkContext:
             e.alive = False
         gone = {id(e.module) for e in dead}
         for name in [n for n, b in self.unique.items() if id(b[3]) in gone]:
-            del self.unique[name]  # a GNU_UNIQUE definition that is no longer mapped
+            del self.unique[name]  # type: ignore[attr-defined]  # no longer mapped
         # An alias of an unloaded module falls back to another module that claimed it.
         for e in self._order:
             for key in (e.key, *e.aliases):
@@ -609,7 +611,7 @@ class LinkContext:
                 log.exception("releasing %s failed", st.name)
         for e in dead:
             e.deps = ()
-            e.bound = _NO_BOUND
+            e.bound = ()
             e.keep = ()
 
     def _initialize_pending(self, lease: Lease) -> None:

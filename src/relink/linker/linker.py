@@ -492,7 +492,7 @@ class PreparedLoad(GraphBuilder):
         """Record the providers `e`'s relocations bound to: entries (of the context or
         of this load) become edges that keep them loaded, other objects are kept."""
         by_module, staged = self.ctx._by_module, self.staged
-        bound: dict[int, Entry] = {}
+        bound: dict[Entry, None] = {}
         keep: list[Any] = []
         for prov in used:
             pid = id(prov)
@@ -504,11 +504,11 @@ class PreparedLoad(GraphBuilder):
                     continue
                 # Published before this load: must still be at publish.
                 self.touched[dep.id] = dep
-            bound[dep.id] = dep
+            bound[dep] = None
         if self.interpose_map:
             keep.extend(self.keepers.values())
         if bound:
-            e.bound = {**e.bound, **bound} if e.bound else bound
+            e.bound = tuple(dict.fromkeys((*e.bound, *bound))) if e.bound else tuple(bound)
         if keep:
             e.keep = (*e.keep, *keep)
 
@@ -546,8 +546,10 @@ class PreparedLoad(GraphBuilder):
                 by_key[name] = e
                 if name != e.key and name not in e.aliases:
                     e.aliases += (name,)
+        if self.unique and not isinstance(ctx.unique, dict):
+            ctx.unique = {}  # the first GNU_UNIQUE binding of this context
         for name, binding in self.unique.items():
-            ctx.unique.setdefault(name, binding)
+            ctx.unique.setdefault(name, binding)  # type: ignore[attr-defined]
             prov = ctx._by_module.get(id(binding[3]))
             if prov is not None:
                 prov.nodelete = True
@@ -588,7 +590,7 @@ class PreparedLoad(GraphBuilder):
             new_ids = {e.id for e in self.new}
             published = [e for e in ctx._order if e.id in new_ids]
             users = [u.name for u in ctx._order if u.id not in new_ids and any(
-                d.id in new_ids for d in (*u.deps, *u.bound.values()))]
+                d.id in new_ids for d in (*u.deps, *u.bound))]
             if published and users:
                 raise LinkContextError(
                     f"cannot roll back: {', '.join(sorted(set(users)))} now depend on "

@@ -70,7 +70,7 @@ class _Module:
         self.nodelete = e.nodelete
         self.search = e.search
         self.deps = tuple(index[d.id] for d in e.deps)
-        self.bound = tuple(index[i] for i in e.bound)
+        self.bound = tuple(index[b.id] for b in e.bound)
         self.keep = e.keep
         self.program = program
         st = e.module
@@ -259,7 +259,7 @@ def _relocate(load: PreparedLoad, t: Template) -> None:
         order.append(e)
         st = e.module
         if deps:
-            e.deps = list(map(new.__getitem__, deps))
+            e.deps = tuple(map(new.__getitem__, deps))
         if program is not None:
             replay_module(st, program, [*bases, st.image.base, 0])
         else:  # TLS, COPY, IFUNC...: the generic loop, the binder replaying its plan
@@ -272,7 +272,7 @@ def _relocate(load: PreparedLoad, t: Template) -> None:
         st.image.finish_protection()
         register_frames(st)
         if bound:
-            e.bound = {new[j].id: new[j] for j in bound}
+            e.bound = tuple(map(new.__getitem__, bound))
         if keep:
             e.keep = keep
     load._init_order = load._init_new = order
