@@ -44,6 +44,11 @@ PT_DYNAMIC, PT_INTERP, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME = 2, 3, 7, 0x6474E5
 PF_X, PF_W, PF_R = 1, 2, 4
 
 
+# (AddressView ranges, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME's p_vaddr or None)
+_Layout = tuple[Sequence[tuple[int, int, int]], ProgramHeader | None, ProgramHeader | None,
+                int | None]
+
+
 class ParsedMetadata:
     """Everything the loader reads from a file before relocating it (base-independent).
 
@@ -76,6 +81,12 @@ class ParsedMetadata:
         self.programs: dict[tuple[object, ...], object] = {}
         # How a later load maps it (relink.segments.Recipe), once the first load has.
         self.recipe: Any = None
+        # Checked by the first load of a file mapped with a view (base-independent):
+        # (AddressView ranges, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME's p_vaddr or None).
+        self.layout: _Layout | None = None
+        # (page size, [(offset from the region's start, size, prot)]): the mprotect
+        # calls `Image.finish_protection` makes for every load of the file.
+        self.protection: tuple[int, list[tuple[int, int, int]]] | None = None
 
 
 _CACHE_LIMIT = 128
@@ -165,9 +176,9 @@ class Image:
     # A plain class, not a @dataclass: importing dataclasses costs a first load ~10 ms.
     # Slots: one image per loaded module, kept as long as it is loaded (issue 8, T8).
     __slots__ = ("source", "header", "phdrs", "loads", "spec", "mapper", "region", "base",
-                 "span_vaddr", "_view", "_view_parts", "dynamic", "symbols", "tls", "relro",
+                 "span_vaddr", "_view", "dynamic", "symbols", "tls", "relro",
                  "eh_frame_hdr", "page_size", "_protections", "_segments_final",
-                 "keep_writable", "parsed", "__weakref__")
+                 "_keep_writable", "parsed", "__weakref__")
 
     def __init__(self, source: ElfSource, header: ElfHeader, phdrs: list[ProgramHeader],
                  loads: list[ProgramHeader], spec: ArchSpec, mapper: Mapper, region: Region,
@@ -178,9 +189,8 @@ class Image:
                  protections: Sequence[tuple[int, int, int]] | None = None,
                  _segments_final: bool = False,
                  keep_writable: list[tuple[int, int]] | None = None,
-                 parsed: ParsedMetadata | None = None,
-                 view_parts: tuple[memoryview, Sequence[tuple[int, int, int]]] | None = None
-                 ) -> None:
+                 parsed: ParsedMetadata | None = None) -> None:
+        # A reload of a cached file is built by `_reloaded` instead (same slots).
         self.source = source
         self.header = header
         self.phdrs = phdrs
@@ -190,9 +200,9 @@ class Image:
         self.region = region
         self.base = base
         self.span_vaddr = span_vaddr
-        # The AddressView, or (buffer, ranges) to make it from on first use (`view`).
-        self._view = view
-        self._view_parts = view_parts
+        # The AddressView, or (a reload) the region's memoryview to make it from on
+        # first use with the cached layout's ranges (`view`).
+        self._view: AddressView | memoryview | None = view
         self.dynamic = dynamic
         self.symbols = symbols
         self.tls = tls
@@ -204,23 +214,31 @@ class Image:
         self._protections: Sequence[tuple[int, int, int]] = \
             [] if protections is None else protections
         self._segments_final = _segments_final
-        # (runtime address, size) ranges PT_GNU_RELRO must leave writable (lazy PLT slots).
-        self.keep_writable: list[tuple[int, int]] = \
-            [] if keep_writable is None else keep_writable
+        # (runtime address, size) ranges PT_GNU_RELRO must leave writable (lazy PLT
+        # slots); None until someone asks for the list (`keep_writable`).
+        self._keep_writable = keep_writable
         self.parsed = parsed
 
     @property
     def view(self) -> AddressView:
-        """Bounds-checked reads of the image by link-time address. A file mapped by its
-        recipe gets it on first use: a reload finds its tables cached and never reads
-        through it. The buffer is the region's own view, released with the region."""
+        """Bounds-checked reads of the image by link-time address. A reload of a cached
+        file gets it on first use: it finds its tables cached and never reads through
+        it. The buffer is the region's own view, released with the region."""
         aview = self._view
-        if aview is None:
-            assert self._view_parts is not None
-            buf, ranges = self._view_parts
-            aview = self._view = AddressView(buf, ranges, self.source.label)
-            self._view_parts = None
+        if type(aview) is not AddressView:
+            assert isinstance(aview, memoryview) and self.parsed is not None \
+                and self.parsed.layout is not None
+            aview = self._view = AddressView(aview, self.parsed.layout[0], self.source.label)
         return aview
+
+    @property
+    def keep_writable(self) -> list[tuple[int, int]]:
+        """(runtime address, size) ranges `protect_relro` must leave writable (lazy PLT
+        slots); made on first use (most images never have any)."""
+        keep = self._keep_writable
+        if keep is None:
+            keep = self._keep_writable = []
+        return keep
 
     @property
     def protections(self) -> list[tuple[int, int, int]]:
@@ -284,7 +302,7 @@ class Image:
     def finish_protection(self) -> None:
         """Apply each segment's exact p_flags, then make PT_GNU_RELRO read-only."""
         parsed = self.parsed
-        if self._segments_final or self.keep_writable or parsed is None:
+        if self._segments_final or self._keep_writable or parsed is None:
             self.protect_segments()
             self.protect_relro()
             return
@@ -292,15 +310,16 @@ class Image:
         # region's start: computed once, replayed after.
         region = self.region
         start = region.start
-        key = f"protection@{self.page_size:#x}"
-        steps = parsed.facts.get(key)
-        if steps is None:
+        cached = parsed.protection
+        if cached is not None and cached[0] == self.page_size:
+            steps = cached[1]
+        else:
             steps = [(addr - start, size, prot)
                      for addr, size, prot in (*self._segment_fixes(), *self._relro_pages())]
             if parsed.complete:
-                parsed.facts[key] = steps
+                parsed.protection = (self.page_size, steps)
         protect = region.protect
-        for off, size, prot in steps:  # type: ignore[attr-defined]
+        for off, size, prot in steps:
             protect(start + off, size, prot)
         self._segments_final = True
 
@@ -324,7 +343,8 @@ class Image:
             raise ElfParseError("PT_GNU_RELRO lies outside the module's mapping",
                                 file=self.label, what="PT_GNU_RELRO")
         return [(lo, hi - lo, PROT_READ)
-                for lo, hi in _subtract_pages(start, end, self.keep_writable, self.page_size)]
+                for lo, hi in _subtract_pages(start, end, self._keep_writable or [],
+                                              self.page_size)]
 
     def release(self) -> None:
         self.region.release()
@@ -357,8 +377,24 @@ def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
         ElfParseError, ArchMismatchError, UnsupportedError, MappingError.
     """
     page = mapper.page_size
-    key = _cache_key(src, page)
-    parsed = _cached(key, src)
+    stamp = src.stamp
+    parsed: ParsedMetadata | None = None
+    if stamp is not None:
+        # A file: keyed by identity and stamp, its content is never compared (the
+        # common case, so `_cache_key` and `_cached` inlined).
+        file_key = ("file", src.identity, stamp, page)
+        key: tuple[object, ...] | None = file_key
+        hit = _parse_cache.get(file_key)
+        if hit is not None:
+            try:
+                _parse_cache.move_to_end(file_key)  # least recently used goes first
+            except KeyError:
+                pass  # evicted by another thread meanwhile: the hit is still good
+            if hit[0].complete:
+                parsed = hit[0]
+    else:
+        key = _cache_key(src, page)
+        parsed = _cached(key, src)
     if parsed is not None:
         want = expect if expect is not None else (host_spec() if mapper.native else None)
         if want is None or want is parsed.spec:
@@ -399,19 +435,17 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
     view: memoryview | None
     protections: Sequence[tuple[int, int, int]]
     if fd is not None:  # mapped from the file, by its recipe of mapping calls
-        recipe = recipe_for(parsed, mapper.page_size)
-        lo, page = recipe.lo, recipe.page
-        region, view, protections = map_recipe(recipe, mapper, fd,
-                                               lo if fixed else address, fixed)
-        layout: Any = parsed.facts.get("image_layout") if parsed.complete else None
-        if layout is not None and view is not None:
+        page = mapper.page_size
+        recipe = parsed.recipe
+        if recipe is None or recipe.page != page:
+            recipe = recipe_for(parsed, page)
+        lo = recipe.lo
+        region, view = map_recipe(recipe, mapper, fd, lo if fixed else address, fixed)
+        protections = recipe.protections  # offsets: Image makes them absolute if asked
+        layout = parsed.layout
+        if layout is not None and view is not None and parsed.complete:
             # Loaded before: its layout and headers were checked then.
-            ranges, tls, relro, ehf = layout
-            base = region.start - lo
-            return Image(src, parsed.header, parsed.phdrs, parsed.loads, parsed.spec, mapper,
-                         region, base, lo, None, parsed.dynamic, parsed.symbols, tls, relro,
-                         (base + ehf.p_vaddr) if ehf is not None else None, page,
-                         protections, parsed=parsed, view_parts=(view, ranges))
+            return _reloaded(src, parsed, mapper, region, view, recipe, layout)
     else:  # bytes: anonymous memory, copied into
         page = mapper.page_size
         mask = ~(page - 1)
@@ -432,6 +466,42 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
         raise
     if not parsed.complete:
         _remember(key, src, parsed)
+    return image
+
+
+_new_image = object.__new__
+
+
+def _reloaded(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
+              view: memoryview, recipe: Any, layout: _Layout) -> Image:
+    """The `Image` of a cached file just mapped by its recipe (the path of every load
+    after the first): every field is the cached metadata's or the region's, so the
+    slots are filled here without `Image.__init__`'s argument passing and defaults.
+    The AddressView is made from `view` on first use. Must set every slot
+    `Image.__init__` sets (a test checks)."""
+    image: Image = _new_image(Image)
+    base = region.start - recipe.lo
+    image.source = src
+    image.header = parsed.header
+    image.phdrs = parsed.phdrs
+    image.loads = parsed.loads
+    image.spec = parsed.spec
+    image.mapper = mapper
+    image.region = region
+    image.base = base
+    image.span_vaddr = recipe.lo
+    image._view = view
+    image.dynamic = parsed.dynamic
+    image.symbols = parsed.symbols
+    image.tls = layout[1]
+    image.relro = layout[2]
+    eh_frame_at = layout[3]
+    image.eh_frame_hdr = base + eh_frame_at if eh_frame_at is not None else None
+    image.page_size = recipe.page
+    image._protections = recipe.protections
+    image._segments_final = False
+    image._keep_writable = None
+    image.parsed = parsed
     return image
 
 
@@ -463,11 +533,11 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
     table (parsed now unless cached) and special program headers, checked."""
     eh, phdrs, spec = parsed.header, parsed.phdrs, parsed.spec
     base = region.start - lo
-    layout = parsed.facts.get("image_layout") if parsed.complete else None
+    layout = parsed.layout if parsed.complete else None
+    eh_frame_at: int | None
     if layout is not None:
         # A file loaded before: its segment ranges and special headers were checked then.
-        ranges: list[tuple[int, int, int]]
-        ranges, tls, relro, ehf = layout  # type: ignore[misc]
+        ranges, tls, relro, eh_frame_at = layout
         aview = AddressView(view, ranges, src.label) if view is not None else \
             AddressView.for_file(src.data, phdrs, src.label)
         dynamic, symbols = parsed.dynamic, parsed.symbols
@@ -487,12 +557,13 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
                     symbols = SymbolTable(aview, dynamic, eh.elf_class)
             parsed.dynamic, parsed.symbols = dynamic, symbols
         tls, relro, ehf = special_headers(phdrs, aview, lo, region.size, src.label)
+        eh_frame_at = ehf.p_vaddr if ehf is not None else None
         if view is not None:
             # Base-independent: the next load of this file reuses it (once it is cached).
-            parsed.facts["image_layout"] = (aview.ranges, tls, relro, ehf)
+            parsed.layout = (aview.ranges, tls, relro, eh_frame_at)
     return Image(source=src, header=eh, phdrs=phdrs, loads=parsed.loads, spec=spec,
                  mapper=mapper,
                  region=region, base=base, span_vaddr=lo, view=aview, dynamic=dynamic,
                  symbols=symbols, tls=tls, relro=relro,
-                 eh_frame_hdr=(base + ehf.p_vaddr) if ehf is not None else None,
+                 eh_frame_hdr=(base + eh_frame_at) if eh_frame_at is not None else None,
                  page_size=page, protections=protections, parsed=parsed)

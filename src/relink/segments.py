@@ -98,15 +98,21 @@ class Recipe:
             first one starts it from the file: then mapping the whole span from there is
             the reservation and the first segment at once (ld.so's trick); else None.
         maps: (offset, length, file offset, prot) of every segment's file pages;
-            maps_after_first: the same without the first segment's.
+            map_columns: the same as columns ((offsets), (lengths), (file offsets),
+            (prots)), which `HostRegion.map_files` hands to mmap inside C;
+            maps_after_first: map_columns without the first segment's.
         tails: (offset, length, page offset, prot) of the zeroed rest of a segment's last
             file page, prot None when that page is writable anyway.
+        zero_slices: when every tail's page is writable already (the usual case),
+            (slice of the span, zero bytes of its length) per tail, so a load with a view
+            zeroes each with one slice assignment; None otherwise.
         anons: (offset, length, prot) of anonymous (bss) pages.
         protections: (offset, size, prot) per segment as mapped.
     """
 
-    __slots__ = ("page", "span", "lo", "first", "maps", "maps_after_first", "tails",
-                 "anons", "protections")
+    __slots__ = ("page", "span", "lo", "first", "maps", "map_columns", "maps_after_first",
+                 "tails",
+                 "zero_slices", "anons", "protections")
 
     def __init__(self, page: int, span: int, lo: int, first: tuple[int, int] | None,
                  maps: list[tuple[int, int, int, int]],
@@ -114,8 +120,19 @@ class Recipe:
                  anons: list[tuple[int, int, int]],
                  protections: tuple[tuple[int, int, int], ...]) -> None:
         self.page, self.span, self.lo, self.first = page, span, lo, first
-        self.maps, self.maps_after_first = maps, maps[1:] if first is not None else maps
+        self.maps = maps
+        self.map_columns = _columns(maps)
+        self.maps_after_first = _columns(maps[1:]) if first is not None else self.map_columns
         self.tails, self.anons, self.protections = tails, anons, protections
+        # A tail is less than a page (segment_plan), so ZEROS always covers it.
+        self.zero_slices: tuple[tuple[slice, memoryview], ...] | None = tuple(
+            (slice(at, at + length), ZEROS[:length]) for at, length, _, _ in tails) \
+            if all(keep is None for _, _, _, keep in tails) else None
+
+
+def _columns(maps: list[tuple[int, int, int, int]]) -> tuple[tuple[int, ...], ...]:
+    """Rows of mapping calls as columns (four empty ones for no rows)."""
+    return tuple(zip(*maps)) if maps else ((), (), (), ())
 
 
 def recipe_for(parsed: Any, page: int) -> Recipe:
@@ -149,42 +166,67 @@ def recipe_for(parsed: Any, page: int) -> Recipe:
 
 
 def map_recipe(recipe: Recipe, mapper: Mapper, fd: int, address: int | None = None,
-               fixed: bool = False
-               ) -> tuple[Region, memoryview | None, tuple[tuple[int, int, int], ...]]:
-    """Map a file-backed image by its recipe: (region, its view or None, protections as
-    mapped, in offsets from the region's start). `address` / `fixed` are `reserve`'s
-    (a hint, or ET_EXEC's exact place). Nothing stays mapped if a call fails."""
-    reserve_file = getattr(mapper, "reserve_file", None)
-    if recipe.first is not None and reserve_file is not None and address is None \
-            and not fixed:
-        region = reserve_file(recipe.span, fd, *recipe.first)
-        maps = recipe.maps_after_first
-    else:
-        region = mapper.reserve(recipe.span, address=address, fixed=fixed)
-        maps = recipe.maps
-    try:
-        start = region.start
-        map_files = getattr(region, "map_files", None)  # HostRegion's: one loop
-        if map_files is not None:
-            map_files(fd, maps)
+               fixed: bool = False) -> tuple[Region, memoryview | None]:
+    """Map a file-backed image by its recipe: (region, its view or None); the
+    protections as mapped are ``recipe.protections``, in offsets from the region's
+    start. `address` / `fixed` are `reserve`'s (a hint, or ET_EXEC's exact place).
+    Nothing stays mapped if a call fails."""
+    first = recipe.first
+    maps: tuple[tuple[int, ...], ...] | None = recipe.map_columns
+    region: Region | None = None
+    if first is not None and address is None and not fixed:
+        # ld.so's trick. HostMapper makes the reservation and every other file mapping
+        # in one call (most of a reload's mapping work), other mappers in two.
+        map_file_span = getattr(mapper, "map_file_span", None)
+        if map_file_span is not None:
+            region = map_file_span(recipe.span, fd, first[0], first[1],
+                                   recipe.maps_after_first)
+            maps = None  # all mapped
         else:
-            for at, length, offset, prot in maps:
-                region.map_file(start + at, length, fd, offset, prot)
-        view = region.view()
-        for at, length, page_at, keep in recipe.tails:
-            # Zero the rest of the last file page (it holds whatever follows the data);
-            # a read-only page is made writable just for that.
-            if keep is not None:
-                region.protect(start + page_at, at + length - page_at, keep | PROT_WRITE)
-            if view is not None:
-                view[at:at + length] = ZEROS[:length]
+            reserve_file = getattr(mapper, "reserve_file", None)
+            if reserve_file is not None:
+                region = reserve_file(recipe.span, fd, *first)
+                maps = recipe.maps_after_first
+    if region is None:
+        region = mapper.reserve(recipe.span, address=address, fixed=fixed)
+    try:
+        if maps is not None:
+            map_files = getattr(region, "map_files", None)  # HostRegion's: one call
+            if map_files is not None:
+                map_files(fd, *maps)
             else:
-                region.write(start + at, bytes(length))
-            if keep is not None:
-                region.protect(start + page_at, at + length - page_at, keep)
-        for at, length, prot in recipe.anons:
-            region.map_anon(start + at, length, prot)
+                start = region.start
+                for at, length, offset, prot in zip(*maps):
+                    region.map_file(start + at, length, fd, offset, prot)
+        view = region.view()
+        zero_slices = recipe.zero_slices
+        if view is not None and zero_slices is not None:
+            # Zero the rest of each segment's last file page (it holds whatever follows
+            # the data in the file); those pages are writable already.
+            for where, zeros in zero_slices:
+                view[where] = zeros
+        else:
+            _zero_tails(recipe, region, view)
+        if recipe.anons:
+            start = region.start
+            for at, length, prot in recipe.anons:
+                region.map_anon(start + at, length, prot)
     except BaseException:
         region.release()
         raise
-    return region, view, recipe.protections  # offsets: Image makes them absolute if asked
+    return region, view
+
+
+def _zero_tails(recipe: Recipe, region: Region, view: memoryview | None) -> None:
+    """Zero the rest of each segment's last file page (it holds whatever follows the
+    data); a read-only page is made writable just for that."""
+    start = region.start
+    for at, length, page_at, keep in recipe.tails:
+        if keep is not None:
+            region.protect(start + page_at, at + length - page_at, keep | PROT_WRITE)
+        if view is not None:
+            view[at:at + length] = ZEROS[:length]
+        else:
+            region.write(start + at, bytes(length))
+        if keep is not None:
+            region.protect(start + page_at, at + length - page_at, keep)

@@ -166,21 +166,18 @@ def host_regions(monkeypatch: pytest.MonkeyPatch) -> RegionTracker:
     """Record the host regions relink reserves during the test (anonymous rw-p pages
     are indistinguishable from the interpreter's heap in /proc/self/maps)."""
     tracker = RegionTracker()
-    original, original_file = HostMapper.reserve, HostMapper.reserve_file
-
-    def reserve(self: HostMapper, size: int, **kw: Any) -> HostRegion:
-        region = original(self, size, **kw)
-        tracker.regions.append(region)
-        return region
-
-    def reserve_file(self: HostMapper, *args: Any) -> HostRegion:
-        region = original_file(self, *args)
-        tracker.regions.append(region)
-        return region
-
-    monkeypatch.setattr(HostMapper, "reserve", reserve)
-    monkeypatch.setattr(HostMapper, "reserve_file", reserve_file)
+    # Every HostMapper method that creates a region.
+    for name in ("reserve", "reserve_file", "map_file_span"):
+        monkeypatch.setattr(HostMapper, name, _tracked(getattr(HostMapper, name), tracker))
     return tracker
+
+
+def _tracked(original: Any, tracker: RegionTracker) -> Any:
+    def method(self: HostMapper, *args: Any, **kw: Any) -> HostRegion:
+        region = original(self, *args, **kw)
+        tracker.regions.append(region)
+        return region
+    return method
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+from itertools import compress, repeat
+from operator import ne
 
 from relink.errors import MappingError
 from relink.runtime import libc as c
@@ -24,6 +26,22 @@ def _fail(op: str, addr: int, size: int) -> MappingError:
     err = ctypes.get_errno()
     return MappingError(f"{op}({addr:#x}, {size:#x}) failed: {c.errno_message(err)}",
                         op=op, errno=err, address=addr)
+
+
+def _map_columns(start: int, fd: int, ats: tuple[int, ...], sizes: tuple[int, ...],
+                 offsets: tuple[int, ...], prots: tuple[int, ...]) -> None:
+    """mmap ``sizes[i]`` bytes of `fd` at ``offsets[i]`` to ``start + ats[i]`` (MAP_FIXED,
+    ``prots[i]``) for each i, stopping at the first failure (MappingError).
+
+    The calls are made by ``map`` inside C (no bytecode per segment, which is most of
+    what a reload's mapping costs): `compress` pulls one comparison of mmap's result
+    with the address asked for at a time and stops at the first mismatch, so nothing
+    is mapped after a failure and errno is still that call's."""
+    addrs = [*map(start.__add__, ats)]
+    results = map(c.mmap, addrs, sizes, prots, repeat(_FILE_FIXED), repeat(fd), offsets)
+    failed = next(compress(zip(addrs, sizes), map(ne, results, addrs)), None)
+    if failed is not None:
+        raise _fail("mmap", *failed)
 
 
 class HostRegion:
@@ -42,14 +60,11 @@ class HostRegion:
         if c.mmap(addr, size, prot, _FILE_FIXED, fd, offset) != addr:
             raise _fail("mmap", addr, size)
 
-    def map_files(self, fd: int, maps: list[tuple[int, int, int, int]]) -> None:
-        """`map_file` for each (offset from `start`, length, file offset, prot): the
-        other segments of a file mapped by its recipe, in one loop."""
-        mmap = c.mmap  # looked up per call: tests replace it to inject failures
-        start = self.start
-        for at, size, offset, prot in maps:
-            if mmap(start + at, size, prot, _FILE_FIXED, fd, offset) != start + at:
-                raise _fail("mmap", start + at, size)
+    def map_files(self, fd: int, ats: tuple[int, ...], sizes: tuple[int, ...],
+                  offsets: tuple[int, ...], prots: tuple[int, ...]) -> None:
+        """`map_file` for each segment given as columns (offset from `start`, length,
+        file offset, prot): the other segments of a file mapped by its recipe."""
+        _map_columns(self.start, fd, ats, sizes, offsets, prots)
 
     def map_anon(self, addr: int, size: int, prot: int) -> None:
         if c.mmap(addr, size, prot, _ANON_FIXED, -1, 0) != addr:
@@ -122,3 +137,29 @@ class HostMapper:
         if got is None or got == c.MAP_FAILED:
             raise _fail("mmap", 0, size)
         return HostRegion(got, size)
+
+    def map_file_span(self, size: int, fd: int, offset: int, prot: int,
+                      maps: tuple[tuple[int, ...], ...]) -> HostRegion:
+        """`reserve_file`, then `HostRegion.map_files` of `maps` (columns) over it, in
+        one call: how a file whose segments tile its span is mapped (the loader's
+        recipe). The region's view is made now: the loader zeroes and relocates
+        through it. Nothing stays mapped if a call fails."""
+        mmap = c.mmap  # looked up per call: tests replace it to inject failures
+        got = mmap(None, size, prot, c.MAP_PRIVATE, fd, offset)
+        if got is None or got == c.MAP_FAILED:
+            raise _fail("mmap", 0, size)
+        region = HostRegion(got, size)
+        try:
+            # `_map_columns`, inlined (every reload of a file comes here).
+            ats, sizes, offsets, prots = maps
+            addrs = [*map(got.__add__, ats)]
+            results = map(mmap, addrs, sizes, prots, repeat(_FILE_FIXED), repeat(fd),
+                          offsets)
+            failed = next(compress(zip(addrs, sizes), map(ne, results, addrs)), None)
+            if failed is not None:
+                raise _fail("mmap", *failed)
+            region._view = c.memoryview_at(got, size)
+        except BaseException:
+            region.release()
+            raise
+        return region
