@@ -54,7 +54,9 @@ class ParsedMetadata:
 
     Cached per file identity and stamp (dev, inode, size, mtime_ns, ctime_ns) — or per
     content for memory inputs — so loading the same unchanged file again skips parsing.
-    A file rewritten in place gets a new stamp and is parsed afresh.
+    A file rewritten in place gets a new stamp and is parsed afresh. The page size is
+    part of the key: one ParsedMetadata only ever serves mappers of one page size, so
+    what it keeps about the mapped layout needs no page-size key of its own.
     """
 
     # A plain class, not a @dataclass: importing dataclasses costs a first load ~10 ms.
@@ -84,9 +86,9 @@ class ParsedMetadata:
         # Checked by the first load of a file mapped with a view (base-independent):
         # (AddressView ranges, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME's p_vaddr or None).
         self.layout: _Layout | None = None
-        # (page size, [(offset from the region's start, size, prot)]): the mprotect
-        # calls `Image.finish_protection` makes for every load of the file.
-        self.protection: tuple[int, list[tuple[int, int, int]]] | None = None
+        # (offset from the region's start, size, prot) of the mprotect calls
+        # `Image.finish_protection` makes for every load of the file.
+        self.protection: list[tuple[int, int, int]] | None = None
 
 
 _CACHE_LIMIT = 128
@@ -190,7 +192,7 @@ class Image:
                  _segments_final: bool = False,
                  keep_writable: list[tuple[int, int]] | None = None,
                  parsed: ParsedMetadata | None = None) -> None:
-        # A reload of a cached file is built by `_reloaded` instead (same slots).
+        # A reload of a cached file is built by `_reload` instead (same slots).
         self.source = source
         self.header = header
         self.phdrs = phdrs
@@ -310,14 +312,12 @@ class Image:
         # region's start: computed once, replayed after.
         region = self.region
         start = region.start
-        cached = parsed.protection
-        if cached is not None and cached[0] == self.page_size:
-            steps = cached[1]
-        else:
+        steps = parsed.protection
+        if steps is None:
             steps = [(addr - start, size, prot)
                      for addr, size, prot in (*self._segment_fixes(), *self._relro_pages())]
             if parsed.complete:
-                parsed.protection = (self.page_size, steps)
+                parsed.protection = steps
         protect = region.protect
         for off, size, prot in steps:
             protect(start + off, size, prot)
@@ -398,6 +398,9 @@ def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
     if parsed is not None:
         want = expect if expect is not None else (host_spec() if mapper.native else None)
         if want is None or want is parsed.spec:
+            fd = src.fd
+            if fd is not None and parsed.layout is not None:
+                return _reload(src, parsed, mapper, address, fd)
             return _map_parsed(src, parsed, mapper, address, key)
     eh = parse_header(src)
     if eh.e_type == ET_REL:
@@ -442,10 +445,6 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
         lo = recipe.lo
         region, view = map_recipe(recipe, mapper, fd, lo if fixed else address, fixed)
         protections = recipe.protections  # offsets: Image makes them absolute if asked
-        layout = parsed.layout
-        if layout is not None and view is not None and parsed.complete:
-            # Loaded before: its layout and headers were checked then.
-            return _reloaded(src, parsed, mapper, region, view, recipe, layout)
     else:  # bytes: anonymous memory, copied into
         page = mapper.page_size
         mask = ~(page - 1)
@@ -472,15 +471,30 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
 _new_image = object.__new__
 
 
-def _reloaded(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,
-              view: memoryview, recipe: Any, layout: _Layout) -> Image:
-    """The `Image` of a cached file just mapped by its recipe (the path of every load
-    after the first): every field is the cached metadata's or the region's, so the
-    slots are filled here without `Image.__init__`'s argument passing and defaults.
-    The AddressView is made from `view` on first use. Must set every slot
-    `Image.__init__` sets (a test checks)."""
+def _reload(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address: int | None,
+            fd: int) -> Image:
+    """Map a cached file whose first load checked its layout, by its recipe (the path of
+    every load after the first). With a view (host memory), every field of the `Image`
+    is the cached metadata's or the region's, so its slots are filled here without
+    `Image.__init__`'s argument passing and defaults (a test checks they are all set);
+    its AddressView is made from the view on first use."""
+    page = mapper.page_size
+    recipe = parsed.recipe
+    if recipe is None or recipe.page != page:
+        recipe = recipe_for(parsed, page)
+    fixed = parsed.header.e_type == ET_EXEC
+    lo = recipe.lo
+    region, view = map_recipe(recipe, mapper, fd, lo if fixed else address, fixed)
+    if view is None:  # a backend without host memory: its Region reads and writes
+        try:
+            return _populate(src, parsed, mapper, region, None, lo, page, recipe.protections)
+        except BaseException:
+            region.release()
+            raise
+    layout = parsed.layout
+    assert layout is not None
     image: Image = _new_image(Image)
-    base = region.start - recipe.lo
+    base = region.start - lo
     image.source = src
     image.header = parsed.header
     image.phdrs = parsed.phdrs
@@ -489,7 +503,7 @@ def _reloaded(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
     image.mapper = mapper
     image.region = region
     image.base = base
-    image.span_vaddr = recipe.lo
+    image.span_vaddr = lo
     image._view = view
     image.dynamic = parsed.dynamic
     image.symbols = parsed.symbols
@@ -497,7 +511,7 @@ def _reloaded(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
     image.relro = layout[2]
     eh_frame_at = layout[3]
     image.eh_frame_hdr = base + eh_frame_at if eh_frame_at is not None else None
-    image.page_size = recipe.page
+    image.page_size = page
     image._protections = recipe.protections
     image._segments_final = False
     image._keep_writable = None

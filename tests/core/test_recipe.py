@@ -69,7 +69,7 @@ _PER_FILE = ("header", "phdrs", "loads", "spec", "dynamic", "symbols", "tls", "r
 
 
 def test_reload_image_has_every_slot_of_the_first() -> None:
-    """`loader._reloaded` fills the slots without `Image.__init__`: each must be set, and
+    """`loader._reload` fills the slots without `Image.__init__`: each must be set, and
     hold what the first (generic) load computed, relative to the base."""
     from relink.elf.view import AddressView
     from relink.loader import Image, clear_parse_cache

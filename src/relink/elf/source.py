@@ -127,10 +127,6 @@ class ElfSource:
                                op="open")
         return fd, True
 
-    def detach_fd(self) -> None:
-        """Close the fd once the image is mapped (ld.so keeps none either); later reads
-        reopen the path and check it is still the same, unchanged file."""
-        self.close()
 
     def read(self, offset: int, size: int) -> bytes:
         """Read exactly `size` bytes at `offset` or raise `ElfParseError`."""
@@ -175,26 +171,43 @@ class ElfSource:
             fd, self.fd = self.fd, None
             os.close(fd)
 
+    # Close the fd once the image is mapped (ld.so keeps none either); later reads
+    # reopen the path and check it is still the same, unchanged file. `close` itself:
+    # no wrapper frame on every load.
+    detach_fd = close
+
     def __repr__(self) -> str:
         return f"<ElfSource {self.label!r} {self.size} bytes>"
 
 
+_new_source = object.__new__
+
+
 def _from_fd(fd: int, path: str | None, owns: bool) -> ElfSource:
+    """The `ElfSource` of an open fd (closed here on failure if `owns`). Every file
+    load comes here: the slots are filled directly, as `ElfSource.__init__` would."""
     try:
         st = os.fstat(fd)
     except OSError as exc:
+        if owns:
+            os.close(fd)
         raise MappingError(f"cannot stat: {exc.strerror}", file=path, op="fstat",
                            errno=exc.errno) from exc
     if st.st_mode & _S_IFMT != _S_IFREG:
         if owns:
             os.close(fd)
         raise ElfParseError("not a regular file", file=path)
-    name = path.rpartition("/")[2] if path else f"fd:{fd}"
-    size = st.st_size
-    return ElfSource(name=name, path=path, fd=fd, size=size,
-                     identity=_identity(SourceIdentity, ("file", st.st_dev, st.st_ino)),
-                     data=None, stamp=(size, st.st_mtime_ns, st.st_ctime_ns),
-                     owns_fd=owns)
+    src: ElfSource = _new_source(ElfSource)
+    src.name = path.rpartition("/")[2] if path else f"fd:{fd}"
+    src.path = path
+    src.fd = fd
+    src.size = size = st.st_size
+    src.identity = _identity(SourceIdentity, ("file", st.st_dev, st.st_ino))
+    src.stamp = (size, st.st_mtime_ns, st.st_ctime_ns)
+    src._data = None
+    src._owns_fd = owns
+    src._head = None
+    return src
 
 
 def _open_path(path: str) -> ElfSource:
@@ -211,7 +224,7 @@ def _open_path(path: str) -> ElfSource:
                            errno=22) from exc
     # O_NONBLOCK has no effect on the regular files _from_fd accepts: no need to
     # clear it (one system call less per file).
-    return _from_fd(fd, path, owns=True)
+    return _from_fd(fd, path, True)
 
 
 def open_source(source: SourceLike, *, name: str | None = None) -> ElfSource:
