@@ -44,11 +44,6 @@ PT_DYNAMIC, PT_INTERP, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME = 2, 3, 7, 0x6474E5
 PF_X, PF_W, PF_R = 1, 2, 4
 
 
-# (AddressView ranges, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME's p_vaddr or None)
-_Layout = tuple[Sequence[tuple[int, int, int]], ProgramHeader | None, ProgramHeader | None,
-                int | None]
-
-
 class ParsedMetadata:
     """Everything the loader reads from a file before relocating it (base-independent).
 
@@ -83,9 +78,8 @@ class ParsedMetadata:
         self.programs: dict[tuple[object, ...], object] = {}
         # How a later load maps it (relink.segments.Recipe), once the first load has.
         self.recipe: Any = None
-        # Checked by the first load of a file mapped with a view (base-independent):
-        # (AddressView ranges, PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME's p_vaddr or None).
-        self.layout: _Layout | None = None
+        # The first load's, once it has checked it (with a view: `ranges` is set).
+        self.layout: ImageLayout | None = None
         # (offset from the region's start, size, prot) of the mprotect calls
         # `Image.finish_protection` makes for every load of the file.
         self.protection: list[tuple[int, int, int]] | None = None
@@ -167,6 +161,31 @@ def _remember(key: tuple[object, ...] | None, src: ElfSource, parsed: ParsedMeta
             _headers.clear()
 
 
+class ImageLayout:
+    """What every load of one file (at one page size) shares: its headers, the span's
+    link-time start, the special program headers and (once a mapped load has checked
+    them) the AddressView ranges. Kept as ``parsed.layout``; an `Image` reads these
+    through properties, so a reload stores one reference instead of seven fields.
+    Never mutated once shared (the relocation of each load writes only the image)."""
+
+    __slots__ = ("header", "phdrs", "loads", "span_vaddr", "page_size", "tls", "relro",
+                 "eh_frame_at", "ranges")
+
+    def __init__(self, header: ElfHeader, phdrs: list[ProgramHeader],
+                 loads: list[ProgramHeader], span_vaddr: int, page_size: int,
+                 tls: ProgramHeader | None, relro: ProgramHeader | None,
+                 eh_frame_at: int | None) -> None:
+        self.header = header
+        self.phdrs = phdrs
+        self.loads = loads
+        self.span_vaddr = span_vaddr
+        self.page_size = page_size
+        self.tls = tls
+        self.relro = relro
+        self.eh_frame_at = eh_frame_at  # PT_GNU_EH_FRAME's link-time address
+        self.ranges: Sequence[tuple[int, int, int]] | None = None
+
+
 class Image:
     """A mapped image (Relink's raw image), before and after relocation.
 
@@ -177,9 +196,11 @@ class Image:
 
     # A plain class, not a @dataclass: importing dataclasses costs a first load ~10 ms.
     # Slots: one image per loaded module, kept as long as it is loaded (issue 8, T8).
-    __slots__ = ("source", "header", "phdrs", "loads", "spec", "mapper", "region", "base",
-                 "span_vaddr", "_view", "dynamic", "symbols", "tls", "relro",
-                 "eh_frame_hdr", "page_size", "_protections", "_segments_final",
+    # The fields every load of a file shares (header, phdrs, loads, span_vaddr,
+    # page_size, relro, eh_frame_hdr) are properties over `_layout`: they are not read on
+    # a reload's path, so it does not pay a store per field.
+    __slots__ = ("source", "spec", "mapper", "region", "base", "_view", "dynamic",
+                 "symbols", "tls", "_layout", "_protections", "_segments_final",
                  "_keep_writable", "parsed", "__weakref__")
 
     def __init__(self, source: ElfSource, header: ElfHeader, phdrs: list[ProgramHeader],
@@ -194,23 +215,18 @@ class Image:
                  parsed: ParsedMetadata | None = None) -> None:
         # A reload of a cached file is built by `_reload` instead (same slots).
         self.source = source
-        self.header = header
-        self.phdrs = phdrs
-        self.loads = loads
         self.spec = spec
         self.mapper = mapper
         self.region = region
         self.base = base
-        self.span_vaddr = span_vaddr
+        self._layout = ImageLayout(header, phdrs, loads, span_vaddr, page_size, tls, relro,
+                                   None if eh_frame_hdr is None else eh_frame_hdr - base)
         # The AddressView, or (a reload) the region's memoryview to make it from on
         # first use with the cached layout's ranges (`view`).
         self._view: AddressView | memoryview | None = view
         self.dynamic = dynamic
         self.symbols = symbols
         self.tls = tls
-        self.relro = relro
-        self.eh_frame_hdr = eh_frame_hdr
-        self.page_size = page_size
         # (address, size, prot) per segment as mapped; a sequence of offsets from the
         # region's start (a mapping recipe's) is made absolute only if someone asks.
         self._protections: Sequence[tuple[int, int, int]] = \
@@ -228,10 +244,42 @@ class Image:
         it. The buffer is the region's own view, released with the region."""
         aview = self._view
         if type(aview) is not AddressView:
-            assert isinstance(aview, memoryview) and self.parsed is not None \
-                and self.parsed.layout is not None
-            aview = self._view = AddressView(aview, self.parsed.layout[0], self.source.label)
+            ranges = self._layout.ranges
+            assert isinstance(aview, memoryview) and ranges is not None
+            aview = self._view = AddressView(aview, ranges, self.source.label)
         return aview
+
+    @property
+    def header(self) -> ElfHeader:
+        return self._layout.header
+
+    @property
+    def phdrs(self) -> list[ProgramHeader]:
+        return self._layout.phdrs
+
+    @property
+    def loads(self) -> list[ProgramHeader]:
+        """The PT_LOAD program headers, in address order."""
+        return self._layout.loads
+
+    @property
+    def span_vaddr(self) -> int:
+        """Link-time address of the region's first byte."""
+        return self._layout.span_vaddr
+
+    @property
+    def page_size(self) -> int:
+        return self._layout.page_size
+
+    @property
+    def relro(self) -> ProgramHeader | None:
+        return self._layout.relro
+
+    @property
+    def eh_frame_hdr(self) -> int | None:
+        """Runtime address of PT_GNU_EH_FRAME, or None."""
+        at = self._layout.eh_frame_at
+        return None if at is None else self.base + at
 
     @property
     def keep_writable(self) -> list[tuple[int, int]]:
@@ -494,24 +542,16 @@ def _reload(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address: int
     layout = parsed.layout
     assert layout is not None
     image: Image = _new_image(Image)
-    base = region.start - lo
     image.source = src
-    image.header = parsed.header
-    image.phdrs = parsed.phdrs
-    image.loads = parsed.loads
     image.spec = parsed.spec
     image.mapper = mapper
     image.region = region
-    image.base = base
-    image.span_vaddr = lo
+    image.base = region.start - lo
     image._view = view
     image.dynamic = parsed.dynamic
     image.symbols = parsed.symbols
-    image.tls = layout[1]
-    image.relro = layout[2]
-    eh_frame_at = layout[3]
-    image.eh_frame_hdr = base + eh_frame_at if eh_frame_at is not None else None
-    image.page_size = page
+    image.tls = layout.tls
+    image._layout = layout
     image._protections = recipe.protections
     image._segments_final = False
     image._keep_writable = None
@@ -549,13 +589,14 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
     base = region.start - lo
     layout = parsed.layout if parsed.complete else None
     eh_frame_at: int | None
-    if layout is not None:
+    if layout is not None and layout.ranges is not None:
         # A file loaded before: its segment ranges and special headers were checked then.
-        ranges, tls, relro, eh_frame_at = layout
-        aview = AddressView(view, ranges, src.label) if view is not None else \
+        aview = AddressView(view, layout.ranges, src.label) if view is not None else \
             AddressView.for_file(src.data, phdrs, src.label)
         dynamic, symbols = parsed.dynamic, parsed.symbols
+        tls, relro, eh_frame_at = layout.tls, layout.relro, layout.eh_frame_at
     else:
+        layout = None
         if view is not None:
             aview = AddressView.for_image(view, lo, phdrs, src.label)
         else:
@@ -572,12 +613,16 @@ def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Re
             parsed.dynamic, parsed.symbols = dynamic, symbols
         tls, relro, ehf = special_headers(phdrs, aview, lo, region.size, src.label)
         eh_frame_at = ehf.p_vaddr if ehf is not None else None
-        if view is not None:
-            # Base-independent: the next load of this file reuses it (once it is cached).
-            parsed.layout = (aview.ranges, tls, relro, eh_frame_at)
-    return Image(source=src, header=eh, phdrs=phdrs, loads=parsed.loads, spec=spec,
-                 mapper=mapper,
-                 region=region, base=base, span_vaddr=lo, view=aview, dynamic=dynamic,
-                 symbols=symbols, tls=tls, relro=relro,
-                 eh_frame_hdr=(base + eh_frame_at) if eh_frame_at is not None else None,
-                 page_size=page, protections=protections, parsed=parsed)
+    image = Image(source=src, header=eh, phdrs=phdrs, loads=parsed.loads, spec=spec,
+                  mapper=mapper,
+                  region=region, base=base, span_vaddr=lo, view=aview, dynamic=dynamic,
+                  symbols=symbols, tls=tls, relro=relro,
+                  eh_frame_hdr=(base + eh_frame_at) if eh_frame_at is not None else None,
+                  page_size=page, protections=protections, parsed=parsed)
+    if layout is not None:
+        image._layout = layout  # the file's, shared (an equal one was just made)
+    elif view is not None:
+        # Base-independent: the next load of this file reuses it (once it is cached).
+        image._layout.ranges = aview.ranges
+        parsed.layout = image._layout
+    return image
