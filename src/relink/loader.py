@@ -438,8 +438,7 @@ def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
                 _parse_cache.move_to_end(file_key)  # least recently used goes first
             except KeyError:
                 pass  # evicted by another thread meanwhile: the hit is still good
-            if hit[0].complete:
-                parsed = hit[0]
+            parsed = hit[0]  # complete: `_remember` sets that before it caches one
     else:
         key = _cache_key(src, page)
         parsed = _cached(key, src)

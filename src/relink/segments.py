@@ -172,32 +172,34 @@ def map_recipe(recipe: Recipe, mapper: Mapper, fd: int, address: int | None = No
     start. `address` / `fixed` are `reserve`'s (a hint, or ET_EXEC's exact place).
     Nothing stays mapped if a call fails."""
     first = recipe.first
-    maps: tuple[tuple[int, ...], ...] | None = recipe.map_columns
-    region: Region | None = None
-    if first is not None and address is None and not fixed:
-        # ld.so's trick. HostMapper makes the reservation and every other file mapping
-        # in one call (most of a reload's mapping work), other mappers in two.
+    if address is None and not fixed and first is not None:
+        # ld.so's trick. HostMapper makes the reservation, every other file mapping and
+        # (when no page needs its protection changed for it, the usual case) the zeroed
+        # tails in one call: most of a reload's mapping work. Other mappers in steps.
         map_file_span = getattr(mapper, "map_file_span", None)
-        if map_file_span is not None:
-            region = map_file_span(recipe.span, fd, first[0], first[1],
-                                   recipe.maps_after_first)
-            maps = None  # all mapped
-        else:
-            reserve_file = getattr(mapper, "reserve_file", None)
-            if reserve_file is not None:
-                region = reserve_file(recipe.span, fd, *first)
-                maps = recipe.maps_after_first
+        if map_file_span is not None and recipe.zero_slices is not None:
+            spanned: Region = map_file_span(recipe.span, fd, first[0], first[1],
+                                            recipe.maps_after_first, recipe.zero_slices)
+            if recipe.anons:
+                _map_anons(recipe, spanned)
+            return spanned, spanned.view()
+    maps = recipe.map_columns
+    region: Region | None = None
+    if address is None and not fixed and first is not None:
+        reserve_file = getattr(mapper, "reserve_file", None)
+        if reserve_file is not None:
+            region = reserve_file(recipe.span, fd, *first)
+            maps = recipe.maps_after_first
     if region is None:
         region = mapper.reserve(recipe.span, address=address, fixed=fixed)
     try:
-        if maps is not None:
-            map_files = getattr(region, "map_files", None)  # HostRegion's: one call
-            if map_files is not None:
-                map_files(fd, *maps)
-            else:
-                start = region.start
-                for at, length, offset, prot in zip(*maps):
-                    region.map_file(start + at, length, fd, offset, prot)
+        map_files = getattr(region, "map_files", None)  # HostRegion's: one call
+        if map_files is not None:
+            map_files(fd, *maps)
+        else:
+            start = region.start
+            for at, length, offset, prot in zip(*maps):
+                region.map_file(start + at, length, fd, offset, prot)
         view = region.view()
         zero_slices = recipe.zero_slices
         if view is not None and zero_slices is not None:
@@ -208,13 +210,23 @@ def map_recipe(recipe: Recipe, mapper: Mapper, fd: int, address: int | None = No
         else:
             _zero_tails(recipe, region, view)
         if recipe.anons:
-            start = region.start
-            for at, length, prot in recipe.anons:
-                region.map_anon(start + at, length, prot)
+            _map_anons(recipe, region)
     except BaseException:
         region.release()
         raise
     return region, view
+
+
+def _map_anons(recipe: Recipe, region: Region) -> None:
+    """Map the anonymous (bss) pages past the file's; the region is released if one
+    fails."""
+    try:
+        start = region.start
+        for at, length, prot in recipe.anons:
+            region.map_anon(start + at, length, prot)
+    except BaseException:
+        region.release()
+        raise
 
 
 def _zero_tails(recipe: Recipe, region: Region, view: memoryview | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterable
 from itertools import compress, repeat
 from operator import ne
 
@@ -139,11 +140,14 @@ class HostMapper:
         return HostRegion(got, size)
 
     def map_file_span(self, size: int, fd: int, offset: int, prot: int,
-                      maps: tuple[tuple[int, ...], ...]) -> HostRegion:
-        """`reserve_file`, then `HostRegion.map_files` of `maps` (columns) over it, in
-        one call: how a file whose segments tile its span is mapped (the loader's
-        recipe). The region's view is made now: the loader zeroes and relocates
-        through it. Nothing stays mapped if a call fails."""
+                      maps: tuple[tuple[int, ...], ...],
+                      zero: Iterable[tuple[slice, memoryview]] = ()) -> HostRegion:
+        """`reserve_file`, then `HostRegion.map_files` of `maps` (columns) over it, then
+        each (slice of the span, bytes) in `zero` written (the zeroed tails of the
+        segments' last file pages, writable already), in one call: how a file whose
+        segments tile its span is mapped (the loader's recipe). The region's view is
+        made now: the loader relocates through it. Nothing stays mapped if a call
+        fails."""
         mmap = c.mmap  # looked up per call: tests replace it to inject failures
         got = mmap(None, size, prot, c.MAP_PRIVATE, fd, offset)
         if got is None or got == c.MAP_FAILED:
@@ -158,7 +162,9 @@ class HostMapper:
             failed = next(compress(zip(addrs, sizes), map(ne, results, addrs)), None)
             if failed is not None:
                 raise _fail("mmap", *failed)
-            region._view = c.memoryview_at(got, size)
+            view = region._view = c.memoryview_at(got, size)
+            for where, data in zero:
+                view[where] = data
         except BaseException:
             region.release()
             raise
