@@ -98,9 +98,7 @@ class Recipe:
             first one starts it from the file: then mapping the whole span from there is
             the reservation and the first segment at once (ld.so's trick); else None.
         maps: (offset, length, file offset, prot) of every segment's file pages;
-            map_columns: the same as columns ((offsets), (lengths), (file offsets),
-            (prots)), which `HostRegion.map_files` hands to mmap inside C;
-            maps_after_first: map_columns without the first segment's.
+            maps_after_first: the same without the first segment's.
         tails: (offset, length, page offset, prot) of the zeroed rest of a segment's last
             file page, prot None when that page is writable anyway.
         zero_slices: when every tail's page is writable already (the usual case),
@@ -110,8 +108,7 @@ class Recipe:
         protections: (offset, size, prot) per segment as mapped.
     """
 
-    __slots__ = ("page", "span", "lo", "first", "maps", "map_columns", "maps_after_first",
-                 "tails",
+    __slots__ = ("page", "span", "lo", "first", "maps", "maps_after_first", "tails",
                  "zero_slices", "anons", "protections")
 
     def __init__(self, page: int, span: int, lo: int, first: tuple[int, int] | None,
@@ -120,19 +117,12 @@ class Recipe:
                  anons: list[tuple[int, int, int]],
                  protections: tuple[tuple[int, int, int], ...]) -> None:
         self.page, self.span, self.lo, self.first = page, span, lo, first
-        self.maps = maps
-        self.map_columns = _columns(maps)
-        self.maps_after_first = _columns(maps[1:]) if first is not None else self.map_columns
+        self.maps, self.maps_after_first = maps, maps[1:] if first is not None else maps
         self.tails, self.anons, self.protections = tails, anons, protections
         # A tail is less than a page (segment_plan), so ZEROS always covers it.
         self.zero_slices: tuple[tuple[slice, memoryview], ...] | None = tuple(
             (slice(at, at + length), ZEROS[:length]) for at, length, _, _ in tails) \
             if all(keep is None for _, _, _, keep in tails) else None
-
-
-def _columns(maps: list[tuple[int, int, int, int]]) -> tuple[tuple[int, ...], ...]:
-    """Rows of mapping calls as columns (four empty ones for no rows)."""
-    return tuple(zip(*maps)) if maps else ((), (), (), ())
 
 
 def recipe_for(parsed: Any, page: int) -> Recipe:
@@ -183,7 +173,7 @@ def map_recipe(recipe: Recipe, mapper: Mapper, fd: int, address: int | None = No
             if recipe.anons:
                 _map_anons(recipe, spanned)
             return spanned, spanned.view()
-    maps = recipe.map_columns
+    maps = recipe.maps
     region: Region | None = None
     if address is None and not fixed and first is not None:
         reserve_file = getattr(mapper, "reserve_file", None)
@@ -193,12 +183,12 @@ def map_recipe(recipe: Recipe, mapper: Mapper, fd: int, address: int | None = No
     if region is None:
         region = mapper.reserve(recipe.span, address=address, fixed=fixed)
     try:
-        map_files = getattr(region, "map_files", None)  # HostRegion's: one call
+        map_files = getattr(region, "map_files", None)  # HostRegion's: one loop
         if map_files is not None:
-            map_files(fd, *maps)
+            map_files(fd, maps)
         else:
             start = region.start
-            for at, length, offset, prot in zip(*maps):
+            for at, length, offset, prot in maps:
                 region.map_file(start + at, length, fd, offset, prot)
         view = region.view()
         zero_slices = recipe.zero_slices

@@ -103,19 +103,19 @@ def test_recipe_zero_slices_only_when_every_tail_page_is_writable() -> None:
     assert writable.zero_slices is not None
     (where, zeros), = writable.zero_slices
     assert (where, bytes(zeros)) == (slice(4100, 8192), bytes(ZEROS[:4092]))
-    assert writable.map_columns == ((0,), (8192,), (0,), (3,))
-    assert writable.maps_after_first is writable.map_columns
+    assert writable.maps_after_first is writable.maps
     read_only = Recipe(4096, 8192, 0, (0, 1), [(0, 4096, 0, 1), (4096, 4096, 4096, 1)],
                        [(4100, 4092, 4096, 1)], [], ((0, 4096, 1), (4096, 4096, 1)))
     assert read_only.zero_slices is None  # made writable, zeroed, restored: _zero_tails
-    assert read_only.maps_after_first == ((4096,), (4096,), (4096,), (1,))
+    assert read_only.maps_after_first == [(4096, 4096, 4096, 1)]
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3])
 def test_map_file_span_failure_leaves_nothing_mapped(fail_at: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """HostMapper.map_file_span maps the rest of the span inside C: the first failing
-    call ends it (no further mmap), with that call's errno, and the span is unmapped."""
+    """HostMapper.map_file_span maps the rest of the span in one call: the first
+    failing mmap ends it (no further one), with that call's errno, and the span is
+    unmapped."""
     import errno
     import os
 
@@ -140,7 +140,7 @@ def test_map_file_span_failure_leaves_nothing_mapped(fail_at: int,
         return real_munmap(addr, size)  # type: ignore[no-any-return]
 
     page = HostMapper.page_size
-    maps = ((page, 2 * page), (page, page), (0, 0), (1, 1))
+    maps = [(page, page, 0, 1), (2 * page, page, 0, 1)]
     fd = os.open(lib, os.O_RDONLY)
     try:
         monkeypatch.setattr(libc, "mmap", mmap)
