@@ -27,16 +27,21 @@ from relink.elf.source import ElfSource
 from relink.elf.symbols import SymbolTable
 from relink.elf.view import AddressView
 from relink.errors import ArchMismatchError, ElfParseError, UnsupportedError
-from relink.memory import PROT_READ, PROT_WRITE, Mapper, Region
+from relink.memory import PROT_READ, Mapper, Region
 from relink.segments import (
+    ImageLayout,
+    copy_segments,
     map_recipe,
     prot_of,
     recipe_for,
     special_headers,
+    subtract_pages,
 )
 
-__all__ = ["Image", "ParsedMetadata", "cached_header", "clear_parse_cache", "map_image",
-           "prot_of"]
+_subtract_pages = subtract_pages  # its old name (tests/lazy)
+
+__all__ = ["Image", "ImageLayout", "ParsedMetadata", "cached_header", "clear_parse_cache",
+           "map_image", "prot_of"]
 
 _log = lazy_logger(__name__)
 ET_REL, ET_EXEC, ET_DYN = 1, 2, 3
@@ -159,31 +164,6 @@ def _remember(key: tuple[object, ...] | None, src: ElfSource, parsed: ParsedMeta
             _parse_cache.popitem(last=False)
         if len(_headers) > 4 * _CACHE_LIMIT:
             _headers.clear()
-
-
-class ImageLayout:
-    """What every load of one file (at one page size) shares: its headers, the span's
-    link-time start, the special program headers and (once a mapped load has checked
-    them) the AddressView ranges. Kept as ``parsed.layout``; an `Image` reads these
-    through properties, so a reload stores one reference instead of seven fields.
-    Never mutated once shared (the relocation of each load writes only the image)."""
-
-    __slots__ = ("header", "phdrs", "loads", "span_vaddr", "page_size", "tls", "relro",
-                 "eh_frame_at", "ranges")
-
-    def __init__(self, header: ElfHeader, phdrs: list[ProgramHeader],
-                 loads: list[ProgramHeader], span_vaddr: int, page_size: int,
-                 tls: ProgramHeader | None, relro: ProgramHeader | None,
-                 eh_frame_at: int | None) -> None:
-        self.header = header
-        self.phdrs = phdrs
-        self.loads = loads
-        self.span_vaddr = span_vaddr
-        self.page_size = page_size
-        self.tls = tls
-        self.relro = relro
-        self.eh_frame_at = eh_frame_at  # PT_GNU_EH_FRAME's link-time address
-        self.ranges: Sequence[tuple[int, int, int]] | None = None
 
 
 class Image:
@@ -391,22 +371,11 @@ class Image:
             raise ElfParseError("PT_GNU_RELRO lies outside the module's mapping",
                                 file=self.label, what="PT_GNU_RELRO")
         return [(lo, hi - lo, PROT_READ)
-                for lo, hi in _subtract_pages(start, end, self._keep_writable or [],
+                for lo, hi in subtract_pages(start, end, self._keep_writable or [],
                                               self.page_size)]
 
     def release(self) -> None:
         self.region.release()
-
-
-def _subtract_pages(start: int, end: int, keep: list[tuple[int, int]],
-                    page: int) -> list[tuple[int, int]]:
-    """Page ranges of ``[start, end)`` not touching any (address, size) in `keep`."""
-    out = [(start, end)] if end > start else []
-    for addr, size in keep:
-        lo, hi = addr & ~(page - 1), (addr + size + page - 1) & ~(page - 1)
-        out = [piece for s, e in out
-               for piece in ((s, min(e, lo)), (max(s, hi), e)) if piece[1] > piece[0]]
-    return out
 
 
 def map_image(src: ElfSource, *, mapper: Mapper, expect: ArchSpec | None = None,
@@ -501,7 +470,7 @@ def _map_parsed(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address:
         region = mapper.reserve(hi - lo, address=lo if fixed else address, fixed=fixed)
         try:
             view = region.view()
-            protections = _copy_segments(src.data, parsed.loads, region, view, lo, page)
+            protections = copy_segments(src.data, parsed.loads, region, view, lo, page)
         except BaseException:
             region.release()
             raise
@@ -556,27 +525,6 @@ def _reload(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, address: int
     image._keep_writable = None
     image.parsed = parsed
     return image
-
-
-def _copy_segments(data: memoryview, loads: list[ProgramHeader], region: Region,
-                   view: memoryview | None, lo: int, page: int) -> list[tuple[int, int, int]]:
-    """Map each PT_LOAD of a memory input as anonymous pages and copy its bytes in;
-    returns the protections as mapped (read-write until `Image.finish_protection`)."""
-    mask = ~(page - 1)
-    base = region.start - lo
-    protections: list[tuple[int, int, int]] = []
-    for ph in loads:
-        seg_start = (base + ph.p_vaddr) & mask
-        seg_end = (base + ph.p_vaddr + ph.p_memsz + page - 1) & mask
-        region.map_anon(seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE)
-        chunk = data[ph.p_offset:ph.p_offset + ph.p_filesz]
-        if view is not None:
-            at = base + ph.p_vaddr - region.start
-            view[at:at + len(chunk)] = chunk
-        else:
-            region.write(base + ph.p_vaddr, chunk)
-        protections.append((seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE))
-    return protections
 
 
 def _populate(src: ElfSource, parsed: ParsedMetadata, mapper: Mapper, region: Region,

@@ -7,19 +7,22 @@ pages make up each segment), ld.so's reservation trick (when the segments tile t
 mapping the whole span from the first segment's file offset reserves it and maps that
 segment in one system call), and the *recipe*: the exact list of mapping calls, zero
 tails and protections every file-backed load of the file makes, run by `map_recipe`.
+Also the `ImageLayout` every mapped load of a file shares, the RELRO page arithmetic
+(`subtract_pages`) and the copy of a memory input's segments (`copy_segments`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from relink.elf.header import ProgramHeader
+from relink.elf.header import ElfHeader, ProgramHeader
 from relink.elf.view import AddressView
 from relink.errors import ElfParseError
 from relink.memory import PROT_EXEC, PROT_READ, PROT_WRITE, Mapper, Region
 
-__all__ = ["ZEROS", "Recipe", "map_recipe", "prot_of", "recipe_for", "segment_plan",
-           "special_headers"]
+__all__ = ["ZEROS", "ImageLayout", "Recipe", "copy_segments", "map_recipe", "prot_of",
+           "recipe_for", "segment_plan", "special_headers", "subtract_pages"]
 
 PT_TLS, PT_GNU_RELRO, PT_GNU_EH_FRAME = 7, 0x6474E552, 0x6474E550
 PF_X, PF_W, PF_R = 1, 2, 4
@@ -232,3 +235,60 @@ def _zero_tails(recipe: Recipe, region: Region, view: memoryview | None) -> None
             region.write(start + at, bytes(length))
         if keep is not None:
             region.protect(start + page_at, at + length - page_at, keep)
+
+
+class ImageLayout:
+    """What every load of one file (at one page size) shares: its headers, the span's
+    link-time start, the special program headers and (once a mapped load has checked
+    them) the AddressView ranges. Kept as ``parsed.layout``; an `Image` reads these
+    through properties, so a reload stores one reference instead of seven fields.
+    Never mutated once shared (the relocation of each load writes only the image)."""
+
+    __slots__ = ("header", "phdrs", "loads", "span_vaddr", "page_size", "tls", "relro",
+                 "eh_frame_at", "ranges")
+
+    def __init__(self, header: ElfHeader, phdrs: list[ProgramHeader],
+                 loads: list[ProgramHeader], span_vaddr: int, page_size: int,
+                 tls: ProgramHeader | None, relro: ProgramHeader | None,
+                 eh_frame_at: int | None) -> None:
+        self.header = header
+        self.phdrs = phdrs
+        self.loads = loads
+        self.span_vaddr = span_vaddr
+        self.page_size = page_size
+        self.tls = tls
+        self.relro = relro
+        self.eh_frame_at = eh_frame_at  # PT_GNU_EH_FRAME's link-time address
+        self.ranges: Sequence[tuple[int, int, int]] | None = None
+
+
+def subtract_pages(start: int, end: int, keep: list[tuple[int, int]],
+                    page: int) -> list[tuple[int, int]]:
+    """Page ranges of ``[start, end)`` not touching any (address, size) in `keep`."""
+    out = [(start, end)] if end > start else []
+    for addr, size in keep:
+        lo, hi = addr & ~(page - 1), (addr + size + page - 1) & ~(page - 1)
+        out = [piece for s, e in out
+               for piece in ((s, min(e, lo)), (max(s, hi), e)) if piece[1] > piece[0]]
+    return out
+
+
+def copy_segments(data: memoryview, loads: list[ProgramHeader], region: Region,
+                   view: memoryview | None, lo: int, page: int) -> list[tuple[int, int, int]]:
+    """Map each PT_LOAD of a memory input as anonymous pages and copy its bytes in;
+    returns the protections as mapped (read-write until `Image.finish_protection`)."""
+    mask = ~(page - 1)
+    base = region.start - lo
+    protections: list[tuple[int, int, int]] = []
+    for ph in loads:
+        seg_start = (base + ph.p_vaddr) & mask
+        seg_end = (base + ph.p_vaddr + ph.p_memsz + page - 1) & mask
+        region.map_anon(seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE)
+        chunk = data[ph.p_offset:ph.p_offset + ph.p_filesz]
+        if view is not None:
+            at = base + ph.p_vaddr - region.start
+            view[at:at + len(chunk)] = chunk
+        else:
+            region.write(base + ph.p_vaddr, chunk)
+        protections.append((seg_start, seg_end - seg_start, PROT_READ | PROT_WRITE))
+    return protections
