@@ -263,7 +263,7 @@ class ImageLayout:
 
 
 def subtract_pages(start: int, end: int, keep: list[tuple[int, int]],
-                    page: int) -> list[tuple[int, int]]:
+                   page: int) -> list[tuple[int, int]]:
     """Page ranges of ``[start, end)`` not touching any (address, size) in `keep`."""
     out = [(start, end)] if end > start else []
     for addr, size in keep:
@@ -274,7 +274,7 @@ def subtract_pages(start: int, end: int, keep: list[tuple[int, int]],
 
 
 def copy_segments(data: memoryview, loads: list[ProgramHeader], region: Region,
-                   view: memoryview | None, lo: int, page: int) -> list[tuple[int, int, int]]:
+                  view: memoryview | None, lo: int, page: int) -> list[tuple[int, int, int]]:
     """Map each PT_LOAD of a memory input as anonymous pages and copy its bytes in;
     returns the protections as mapped (read-write until `Image.finish_protection`)."""
     mask = ~(page - 1)
