@@ -137,13 +137,30 @@ def _snapshot(ctx: LinkContext) -> dict[str, Any]:
                      [type(k).__name__ for k in e.keep],
                      repr(e.search)) for e in entries],
         "keys": sorted(ctx._by_key),
+        # file identity -> entry (another path to a mapped file finds it)
+        "identities": sorted(e.key for k, e in ctx._by_identity.items()
+                             if not isinstance(k, int)),
         "words": words,
         "scopes": [[getattr(p, "name", repr(p)) for p in getattr(s, "scope", [])]
                    for s in states],
         "init": [[rel(f) for f in getattr(s, "init_funcs", [])] for s in states],
         "fini": [[rel(f) for f in getattr(s, "fini_funcs", [])] for s in states],
         "state": [str(getattr(s, "state", "")) for s in states],
+        "pages": {name: _pages(lo, hi) for lo, hi, name in spans},  # RELRO protected
     }
+
+
+def _pages(lo: int, hi: int) -> list[tuple[int, int, str]]:
+    """The mappings of [lo, hi) in /proc/self/maps: (start, end) relative to lo, and
+    their permissions."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            start, end = (int(x, 16) for x in span.split("-"))
+            if start < hi and end > lo:
+                out.append((max(start, lo) - lo, min(end, hi) - lo, perms))
+    return out
 
 
 def test_a_replayed_load_is_the_normal_load(chain: Path, replays: _Counting) -> None:

@@ -11,8 +11,9 @@ checks only what those decisions depend on:
 
 * each dependency name is resolved again by `default_resolve` - the host policy's
   verdict and the search (remembered resolutions are re-checked by it: a library
-  appearing in an earlier directory wins) - and must give the same file or host
-  library;
+  appearing in an earlier directory wins) - and must give the same host library, or
+  the same path, found the same way (`how_found`), naming the same file;
+* the process scope is searched (`Linker.process_scope`) as it was;
 * each file must have the recorded identity (device, inode) and stamp (size, mtime_ns,
   ctime_ns), and map to the very `ParsedMetadata` object the template's relocation
   programs were compiled from.
@@ -26,7 +27,8 @@ resolution bookkeeping. Anything different makes the load take the normal stages
 
 Only plain loads are recorded or replayed: an absolute path into an empty context, a
 native linker without custom resolvers, observers or lazy binding, no per-load key,
-scope, interposition or observers, no GNU_UNIQUE binding - see
+scope, interposition or observers, no GNU_UNIQUE binding, no dependency found by a
+relative path (its $ORIGIN and aliases depend on the working directory) - see
 `relink.linker.linker.template_root` and `record`. This module is imported by the first
 load that can be recorded (the second plain load of a root), not by a process that
 loads each root once.
@@ -89,25 +91,28 @@ class _Module:
 class Template:
     """The decisions of one load of `root` (see the module docstring)."""
 
-    __slots__ = ("root", "modules", "edges", "order", "_root_check", "_checks", "_builds",
-                 "_relocs")
+    __slots__ = ("root", "modules", "edges", "order", "process_scope", "_root_check",
+                 "_checks", "_builds", "_relocs")
 
     def __init__(self, root: str, modules: tuple[_Module, ...],
-                 edges: tuple[tuple[str, int, Any, tuple[Any, ...], int], ...],
-                 order: tuple[int, ...]) -> None:
+                 edges: tuple[tuple[str, int, Any, tuple[Any, ...], int, str | None, str],
+                              ...],
+                 order: tuple[int, ...], process_scope: bool) -> None:
         self.root = root
         self.modules = modules  # in the load's breadth-first order (`PreparedLoad.new`)
-        # (needed, owner index, owner search info, its loader chain, target index), in
-        # the order the load resolved them (an owner always before its edges).
+        # (needed, owner index, owner search info, its loader chain, target index, the
+        # path found (None: host), how it was found), in the order the load resolved them
+        # (an owner always before its edges). The path is the edge's own: the same file
+        # may be reached under several names (a symlink, a hard link, a path).
         self.edges = edges
         self.order = order  # relocation and initialization order (dependencies first)
+        self.process_scope = process_scope  # the scope's tail (`scope_tail`) depends on it
         # The same facts as flat tuples, in the order `replay` reads them (unpacking a
         # tuple costs one instruction, reading an attribute one per field).
         self._root_check = (modules[0].identity, modules[0].stamp)
-        self._checks = tuple((needed, search, chain, target, modules[target].host,
-                              modules[target].path,
-                              (modules[target].identity, modules[target].stamp))
-                             for needed, _, search, chain, target in edges)
+        self._checks = tuple((needed, search, chain, target, modules[target].host, path,
+                              how, (modules[target].identity, modules[target].stamp))
+                             for needed, _, search, chain, target, path, how in edges)
         self._builds = tuple((m.host, m.key, m.aliases, m.how, m.loader, m.nodelete,
                               m.search, m.parsed) for m in modules)
         self._relocs = tuple((i, modules[i].program, modules[i].deps, modules[i].bound,
@@ -144,8 +149,15 @@ def record(load: PreparedLoad, root: str) -> Template | None:
         target = load.names.get(needed)
         if target is None or found.kind not in ("path", "host"):
             return None
-        edges.append((needed, index[owner.id], owner.search, chain, index[target.id]))
-    return Template(root, tuple(modules), tuple(edges), tuple(index[e.id] for e in order))
+        path = None
+        if found.kind == "path":
+            path = found.value
+            if path[:1] != "/":  # relative to the working directory, which may change
+                return None
+        edges.append((needed, index[owner.id], owner.search, chain, index[target.id], path,
+                      found.how))
+    return Template(root, tuple(modules), tuple(edges), tuple(index[e.id] for e in order),
+                    bool(load.linker.process_scope))
 
 
 def replay(load: PreparedLoad, t: Template) -> bool:
@@ -161,22 +173,24 @@ def replay(load: PreparedLoad, t: Template) -> bool:
     sources: list[ElfSource | None] = [None] * len(t.modules)
     linker = load.linker
     search_config, host = linker.search, linker.host
+    if bool(linker.process_scope) is not t.process_scope:
+        return _abandon(load, sources, template=t)
     try:
         root = sources[0] = open_source(t.root)
         if (root.identity, root.stamp) != t._root_check:
-            return _abandon(load, sources)
+            return _abandon(load, sources, template=t)
         acceptor = load._acceptor()
-        for needed, search, chain, target, lib, path, check in t._checks:
+        for needed, search, chain, target, lib, path, how, check in t._checks:
             found = default_resolve(needed, search, chain, search=search_config, host=host,
                                     acceptor=acceptor)
             if lib is not None:
                 if found.value is not lib:  # (a path or missing Found has another value)
-                    return _abandon(load, sources, found.source)
+                    return _abandon(load, sources, found.source, t)
                 continue
             src = found.source
-            if found.kind != "path" or found.value != path or src is None \
-                    or (src.identity, src.stamp) != check:
-                return _abandon(load, sources, src)
+            if found.kind != "path" or found.value != path or found.how != how \
+                    or src is None or (src.identity, src.stamp) != check:
+                return _abandon(load, sources, src, t)
             if sources[target] is None:
                 sources[target] = src
             else:  # another name for a file this load has (matched by identity)
@@ -191,7 +205,9 @@ def replay(load: PreparedLoad, t: Template) -> bool:
 
 
 def _abandon(load: PreparedLoad, sources: list[ElfSource | None],
-             extra: ElfSource | None = None) -> bool:
+             extra: ElfSource | None = None, template: Template | None = None) -> bool:
+    if template is not None:
+        _forget(load, template)  # outdated: the normal stages may record another
     for src in sources:
         if src is not None:
             src.close()
@@ -201,6 +217,13 @@ def _abandon(load: PreparedLoad, sources: list[ElfSource | None],
         load.acceptor.close()
         load.acceptor = None
     return False
+
+
+def _forget(load: PreparedLoad, t: Template) -> None:
+    """Drop `t` from its linker's table (unless another template replaced it meanwhile)."""
+    templates = load.linker._templates
+    if templates.get(t.root) is t:
+        templates.pop(t.root, None)
 
 
 def _build(load: PreparedLoad, t: Template, sources: list[ElfSource | None]) -> None:
@@ -226,6 +249,9 @@ def _build(load: PreparedLoad, t: Template, sources: list[ElfSource | None]) -> 
                           nodelete=nodelete, search=search)
                 idents[src.identity] = e
                 if image.parsed is not parsed:
+                    # Its metadata were evicted and parsed again: the template's programs
+                    # belong to the old objects and can never apply again.
+                    _forget(load, t)
                     new.append(e)  # rolled back with the others
                     staged[id(e.module)] = e
                     raise Stale(key)  # re-parsed meanwhile: its programs may not apply

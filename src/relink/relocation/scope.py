@@ -58,6 +58,9 @@ class Binder:
     _provs: Sequence[Any] = ()  # plan position -> provider (made when first needed)
     _plan_key: tuple[Any, ...] | None = None
     _unique_hit = False
+    # Bound to another module's IFUNC: the resolver's answer may lie outside that module
+    # (another module, the host), so it is no value relative to the provider's bias.
+    _ifunc_hit = False
 
     def __init__(self, module: ModuleState, scope: Sequence[Any], *,
                  unique: dict[str, Binding] | None = None,
@@ -135,7 +138,7 @@ class Binder:
     def remember(self) -> None:
         """Record this module's resolutions for the next load of the same files."""
         key = self._plan_key
-        if key is None or self._unique_hit:
+        if key is None or self._unique_hit or self._ifunc_hit:
             return
         parsed = self.module.image.parsed
         if parsed is None or key in parsed.bind_plans:
@@ -227,6 +230,7 @@ class Binder:
                     # until this module's code is executable.
                     addr = prov.resolve_ifunc(addr)
                     stype = 2
+                    self._ifunc_hit = True
                 binding = (addr, size, stype, prov)
                 if self._is_unique(prov, name, version):
                     self._unique_hit = True
