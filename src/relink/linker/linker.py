@@ -283,7 +283,7 @@ class Linker:
                 made = warm.record(load, path)
                 if made is not None:
                     templates = self._templates
-                    if len(templates) >= warm.MAX_TEMPLATES:
+                    if len(templates) >= warm.MAX_TEMPLATES and path not in templates:
                         templates.clear()
                     templates[path] = made
             return root
