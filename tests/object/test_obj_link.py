@@ -19,6 +19,7 @@ from relink.errors import (
     ElfParseError,
     LinkerError,
     RelinkError,
+    RelocationOverflowError,
     UnknownSymbolError,
     UnsupportedError,
 )
@@ -156,7 +157,15 @@ def test_scope_shared_object_and_synthetic_module() -> None:
 
 def test_symbols_mapping_and_resolve_hook() -> None:
     asked: list[str] = []
-    value = ctypes.c_int(5)
+    # The object reads both variables with 32-bit PC-relative fields (GCC's PIE code): the
+    # image is placed within 2 GiB of them, which needs them within 2 GiB of each other.
+    # Two separate ctypes objects can land in heap arenas farther apart than that (seen
+    # in long test runs): one buffer holds both.
+    both = (ctypes.c_long * 2)()
+    value = ctypes.c_int.from_buffer(both, 0)
+    value.value = 5
+    data = ctypes.c_long.from_buffer(both, 8)
+    data.value = 3
 
     def hook(name: str) -> int | None:
         asked.append(name)
@@ -165,9 +174,34 @@ def test_symbols_mapping_and_resolve_hook() -> None:
     with relink.load_object(obj("scoped.c"), symbols={
             "provider_fn": (lambda v: v + 1, ctypes.c_int, ctypes.c_int),
             "py_callback": (lambda v: 0, ctypes.c_int, ctypes.c_int),
-            "py_data": ctypes.c_long(3)}, resolve=hook, host=False) as mod:
+            "py_data": data}, resolve=hook, host=False) as mod:
         assert mod.function("scoped_sum", ctypes.c_int, ctypes.c_int)(1) == 2 + 5 + 0 + 3
     assert asked == ["provider_value"]
+
+
+def test_data_out_of_pc32_reach_says_how_to_fix() -> None:
+    """Two variables 2+ GiB apart read by 32-bit PC-relative fields: no placement reaches
+    both; the error says so and names the fix."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    far = libc.mmap(0x100000000, 4096, 3, 0x22, -1, 0)  # a hint: 4 GiB, RW, private anon
+    assert far and far != ctypes.c_void_p(-1).value
+    try:
+        near = ctypes.c_long(3)
+        if abs(ctypes.addressof(near) - far) < 1 << 33:
+            pytest.skip("the heap is within 8 GiB of the low mapping here")
+        with pytest.raises(RelocationOverflowError) as exc:
+            relink.load_object(obj("scoped.c"), symbols={
+                "provider_fn": (lambda v: v + 1, ctypes.c_int, ctypes.c_int),
+                "py_callback": (lambda v: 0, ctypes.c_int, ctypes.c_int),
+                "py_data": near, "provider_value": far}, host=False)
+        assert exc.value.symbol in {"py_data", "provider_value"}
+        assert any("-fPIC" in n for n in exc.value.__notes__)
+    finally:
+        libc.munmap(far, 4096)
 
 
 def test_unresolved_symbol_names_what_was_searched() -> None:

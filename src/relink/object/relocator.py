@@ -334,8 +334,15 @@ class Relocator:
         try:
             field.apply(buf, off, value)
         except FieldOverflow as exc:
-            raise RelocationOverflowError(**self._error_args(oi, rs, k), value=exc.value,
-                                          bits=exc.bits, signed=exc.signed) from None
+            err = RelocationOverflowError(**self._error_args(oi, rs, k), value=exc.value,
+                                          bits=exc.bits, signed=exc.signed)
+            if formula.endswith("-P") and exc.bits <= 32:
+                err.add_note("relink: the target is more than 2 GiB from the code, out of "
+                             "reach of a 32-bit PC-relative field (non-PIC code; GCC's PIE "
+                             "code reads extern data this way too): compile the object "
+                             "with -fPIC, or provide the data within 2 GiB of the other "
+                             "targets")
+            raise err from None
 
     def _got(self, key: Any, oi: int, rs: Any, k: int) -> int:
         off = self.lay.got.get(key)
