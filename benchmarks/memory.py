@@ -12,14 +12,19 @@ Per library: `--libraries` copies of libbase.so are loaded and kept (200: with f
 the Python allocator's arena granularity moves the figure by a KiB either way), then the
 growth of /proc/self/maps entries and RSS (from /proc/self/statm, so relink's Python objects count
 too) is divided by the count. relink loads the same file each time (every plain
-``relink.load`` is an independent copy); dlopen loads uniquely named copies.
+``relink.load`` is an independent copy); dlopen loads uniquely named copies. Each side
+runs in fresh child processes of its own (three each, alternating; medians).
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -53,44 +58,60 @@ def _snapshot() -> tuple[int, int, int]:
     return maps_count(), rss_kib(), fd_count()
 
 
-def per_library(n: int = 50, progress: Progress = _common.progress) -> list[Result]:
-    """Mappings, RSS (KiB) and open fds per loaded copy of libbase.so, relink vs dlopen."""
+def _grow(side: str, n: int, tmp: Path) -> tuple[float, float, float]:
+    """(mappings, RSS KiB, fds) added per library by `n` loads of `side` in this process.
+
+    Both sides prepare alike (relink imported and warmed, one dlopen + dlclose done), so
+    the only difference between two children is the loads measured."""
     base = build_chain() / "libbase.so"
     data = base.read_bytes()
     relink.load(base).close()  # warm: imports, parse cache, host symbol caches
-    with tempfile.TemporaryDirectory(prefix="relink-mem-") as tmp:
-        copies = [soname_copy(data, "libbase.so", f"{i:04d}", Path(tmp) / f"{i}.so")
-                  for i in range(n + 1)]
-        h = ctypes.CDLL(str(copies[n]))._handle
-        dlclose(h)
-        m0, r0, f0 = _snapshot()
-        mods = []
-        for i in range(n):
-            mods.append(relink.load(base))
-            progress("T8 relink copies", i + 1, n)
-        m1, r1, f1 = _snapshot()
-        for m in mods:
-            m.close()
-        del mods
-        m2, r2, f2 = _snapshot()
-        handles = []
-        for i in range(n):
-            handles.append(ctypes.CDLL(str(copies[i]))._handle)
-            progress("T8 dlopen copies", i + 1, n)
-        m3, r3, f3 = _snapshot()
-        for h in handles:
-            dlclose(h)
-    extra = {"libraries": n, "file": str(base),
-             "raw mapping growth (relink, dlopen)": (m1 - m0, m3 - m2)}
+    copies = [soname_copy(data, "libbase.so", f"{i:04d}", tmp / f"{i}.so")
+              for i in range(n + 1)]
+    dlclose(ctypes.CDLL(str(copies[n]))._handle)
+    m0, r0, f0 = _snapshot()
+    kept: list[object] = []
+    for i in range(n):
+        kept.append(relink.load(base) if side == "relink" else
+                    ctypes.CDLL(str(copies[i]))._handle)
+    m1, r1, f1 = _snapshot()
+    return (m1 - m0) / n, (r1 - r0) / n, (f1 - f0) / n
+
+
+def per_library(n: int = 50, progress: Progress = _common.progress,
+                rounds: int = 3) -> list[Result]:
+    """Mappings, RSS (KiB) and open fds per loaded copy of libbase.so, relink vs dlopen.
+
+    Each side is measured in a fresh child process of its own (`rounds` per side,
+    alternating; medians): in one process the second side's allocations land in what
+    the first side freed, and the figure then depends on which side ran first (and even
+    on how the interpreter's modules were loaded), not only on the libraries."""
+    runs: dict[str, list[tuple[float, float, float]]] = {"relink": [], "dlopen": []}
+    done = 0
+    for _ in range(rounds):
+        for side in ("relink", "dlopen"):
+            out = subprocess.run([sys.executable, __file__, "--side", side,
+                                  "--libraries", str(n)], capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(f"T8 {side} child failed:\n{out.stderr[-2000:]}")
+            runs[side].append(tuple(json.loads(out.stdout.strip().splitlines()[-1])))
+            done += 1
+            progress("T8 per library (child processes)", done, 2 * rounds)
+    med = {side: [statistics.median(v[k] for v in vals) for k in range(3)]
+           for side, vals in runs.items()}
+    extra = {"libraries": n, "file": str(build_chain() / "libbase.so"),
+             "child processes per side": rounds,
+             "runs (maps, rss_kib, fds per library)": runs}
+    rel, dl = med["relink"], med["dlopen"]
     return [
         # A library has a whole number of mappings: one more or fewer over the batch is
         # the allocators (glibc malloc / pymalloc arenas coming and going), not a library.
-        Result("mappings per small library", round((m1 - m0) / n, 2), round((m3 - m2) / n, 2),
+        Result("mappings per small library", round(rel[0], 2), round(dl[0], 2),
                "dlopen copies", 1.0, "T8", extra=extra, unit="maps"),
-        Result("RSS per small library", (r1 - r0) / n, (r3 - r2) / n, "dlopen copies",
+        Result("RSS per small library", round(rel[1], 2), round(dl[1], 2), "dlopen copies",
                1.0, "T8", extra=extra, unit="KiB"),
         # Not a T8 target (dlopen holds none, so the ratio is undefined): shown as facts.
-        Result("open fds per small library", (f1 - f0) / n, (f3 - f2) / n, "dlopen copies",
+        Result("open fds per small library", rel[2], dl[2], "dlopen copies",
                None, "T8", extra=extra, unit="fds"),
     ]
 
@@ -147,7 +168,13 @@ def main() -> None:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--libraries", type=int, default=200)
     p.add_argument("--cycles", type=int, default=10000)
+    p.add_argument("--side", choices=("relink", "dlopen"),
+                   help="internal: measure one side in this process, print JSON")
     a = p.parse_args()
+    if a.side:
+        with tempfile.TemporaryDirectory(prefix="relink-mem-") as tmp:
+            print(json.dumps(_grow(a.side, a.libraries, Path(tmp))))
+        return
     results = per_library(5 if a.quick else a.libraries)
     grow, samples = cycles(100 if a.quick else a.cycles, 20 if a.quick else 500)
     results += grow
