@@ -48,8 +48,10 @@ def run_stress(libs: Sequence[Path], shared: Path, *, threads: int = 8, ops: int
                mode: str = "shared", seed: int = 0, timeout: float = 600.0) -> StressResult:
     """Run `ops` load/call/close operations spread over `threads` threads."""
     result = StressResult()
+    # "plain": every operation a `relink.load(path)` of its own (a fresh context each,
+    # the shared default linker: repeated roots replay their load templates).
     contexts = [relink.LinkContext(f"stress-{mode}-{i}") for i in range(threads)] \
-        if mode == "separate" else [relink.LinkContext(f"stress-{mode}")] * threads
+        if mode in ("separate", "plain") else [relink.LinkContext(f"stress-{mode}")] * threads
     per = -(-ops // threads)
     lock = threading.Lock()
     start = threading.Barrier(threads)
@@ -63,7 +65,7 @@ def run_stress(libs: Sequence[Path], shared: Path, *, threads: int = 8, ops: int
         try:
             for i in range(per):
                 path = rng.choice(pool)
-                mod = ctx.load(path)
+                mod = relink.load(str(path)) if mode == "plain" else ctx.load(path)
                 try:
                     problem = _call(mod, tid * 1_000_000 + i)
                 finally:
