@@ -22,14 +22,13 @@ four stages; `Linker.prepare` returns a `PreparedLoad` to drive them one by one.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from relink.arch import host_spec
 from relink.linker import callbacks
 from relink.linker.context import Entry, LinkContext, LinkContextError
-from relink.linker.prepare import GraphBuilder, search_info
+from relink.linker.prepare import GraphBuilder, scope_tail, search_info, template_root
 from relink.linker.resolvers import (
     Acceptor,
 )
@@ -40,7 +39,7 @@ from relink.relocation.dynamic import Fallback, TlsHooks, relocate_module
 from relink.relocation.scope import Binder
 from relink.relocation.versioncheck import check_version_needs
 from relink.runtime.executor import Executor, NativeExecutor
-from relink.runtime.host import PROCESS, HostPolicy
+from relink.runtime.host import HostPolicy
 from relink.state import ModuleState, State
 
 if TYPE_CHECKING:
@@ -289,38 +288,11 @@ class Linker:
             return root
 
 
-def template_root(load: PreparedLoad, source: Any) -> str | None:
-    """The root path when this load may be recorded or replayed from a load template
-    (relink.linker.warm), else None: a plain load of an absolute path into an empty
-    context by a native linker without custom resolvers, observers or lazy binding."""
-    if type(source) is not str:
-        if not isinstance(source, os.PathLike):
-            return None
-        source = os.fspath(source)
-        if type(source) is not str:
-            return None
-    linker = load.linker
-    ctx = load.ctx
-    if (source[:1] != "/" or load.key is not None or load.name is not None
-            or load.caller is not None or load.extra or load.interpose_map is not None
-            or load.observers or linker.resolvers or linker.lazy
-            or not linker.mapper.native or ctx._order or ctx.globals or ctx.unique):
-        return None
-    return source
-
-
 def _warm() -> Any:
     """relink.linker.warm, imported by the first load that can use or make a template."""
     from relink.linker import warm
 
     return warm
-
-
-def scope_tail(linker: Linker) -> list[Any]:
-    """What every scope of a load ends with: the process (``dlsym(RTLD_DEFAULT)``), or a
-    foreign backend's runtime providers."""
-    return [PROCESS] if linker.process_scope and linker.mapper.native else \
-        list(getattr(linker.mapper, "providers", ()))
 
 
 class PreparedLoad(GraphBuilder):

@@ -28,6 +28,7 @@ from relink.linker.resolvers import (
 from relink.linker.search import ModuleSearchInfo
 from relink.loader import map_image
 from relink.module import Module, SyntheticModule
+from relink.runtime.host import PROCESS
 from relink.state import ModuleState
 
 __all__ = ["GraphBuilder", "search_info"]
@@ -52,6 +53,33 @@ def _search_info(name: str, path: str | None, rpath: str | None, runpath: str | 
     # Pure (abspath of the same string, immutable result), and paid on every load.
     return ModuleSearchInfo.from_dynamic(name, path, rpath=rpath, runpath=runpath,
                                          nodeflib=nodeflib)
+
+
+def scope_tail(linker: Any) -> list[Any]:
+    """What every scope of a load ends with: the process (``dlsym(RTLD_DEFAULT)``), or a
+    foreign backend's runtime providers."""
+    return [PROCESS] if linker.process_scope and linker.mapper.native else \
+        list(getattr(linker.mapper, "providers", ()))
+
+
+def template_root(load: Any, source: Any) -> str | None:
+    """The root path when this load may be recorded or replayed from a load template
+    (relink.linker.warm), else None: a plain load of an absolute path into an empty
+    context by a native linker without custom resolvers, observers or lazy binding."""
+    if type(source) is not str:
+        if not isinstance(source, os.PathLike):
+            return None
+        source = os.fspath(source)
+        if type(source) is not str:
+            return None
+    linker = load.linker
+    ctx = load.ctx
+    if (source[:1] != "/" or load.key is not None or load.name is not None
+            or load.caller is not None or load.extra or load.interpose_map is not None
+            or load.observers or linker.resolvers or linker.lazy
+            or not linker.mapper.native or ctx._order or ctx.globals or ctx.unique):
+        return None
+    return source
 
 
 def _is_source(obj: Any) -> bool:

@@ -29,7 +29,7 @@ Only plain loads are recorded or replayed: an absolute path into an empty contex
 native linker without custom resolvers, observers or lazy binding, no per-load key,
 scope, interposition or observers, no GNU_UNIQUE binding, no dependency found by a
 relative path (its $ORIGIN and aliases depend on the working directory) - see
-`relink.linker.linker.template_root` and `record`. This module is imported by the first
+`relink.linker.prepare.template_root` and `record`. This module is imported by the first
 load that can be recorded (the second plain load of a root), not by a process that
 loads each root once.
 """
@@ -269,7 +269,8 @@ def _build(load: PreparedLoad, t: Template, sources: list[ElfSource | None]) -> 
 
 def _relocate(load: PreparedLoad, t: Template) -> None:
     """Stage 2 by the recorded programs: scope, biases, protection, frames, bindings."""
-    from relink.linker.linker import _register_frames, scope_tail
+    from relink.linker.linker import _register_frames
+    from relink.linker.prepare import scope_tail
 
     new = load.new
     load.stage = "relocating"
