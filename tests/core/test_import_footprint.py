@@ -58,13 +58,17 @@ print(json.dumps({"modules": modules, "after_import": after_import, "listed": li
 """
 
 
-def _child_modules(leaf: Path) -> dict[str, list[str]]:
+def _fresh_python(code: str, *args: str) -> str:
+    """Run `code` in a fresh interpreter (no site, this checkout's relink); its stdout."""
     src = str(Path(relink.__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=src)
-    proc = subprocess.run([sys.executable, "-S", "-c", _CHILD, str(leaf)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-S", "-c", code, *args], capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, PYTHONPATH=src))
     assert proc.returncode == 0, proc.stderr
-    result: dict[str, list[str]] = json.loads(proc.stdout)
+    return proc.stdout
+
+
+def _child_modules(leaf: Path) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = json.loads(_fresh_python(_CHILD, str(leaf)))
     return result
 
 
@@ -114,10 +118,7 @@ def test_dlerror_reports_the_first_failure_of_a_fresh_process() -> None:
     code = ("from relink.runtime import libc as c\n"
             "assert not c.dlopen(b'/nonexistent/libnothing.so', c.RTLD_NOW)\n"
             "assert b'libnothing' in c.dlerror()\n")
-    src = str(Path(relink.__file__).resolve().parents[1])
-    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True,
-                          text=True, timeout=60, env=dict(os.environ, PYTHONPATH=src))
-    assert proc.returncode == 0, proc.stderr
+    _fresh_python(code)
 
 
 def test_default_tls_runtime_is_imported_by_the_first_module_that_needs_it() -> None:
@@ -127,10 +128,7 @@ def test_default_tls_runtime_is_imported_by_the_first_module_that_needs_it() -> 
             "assert 'relink.runtime.tls' not in sys.modules\n"
             "assert callable(Linker().tls.tlsdesc_undefweak)\n"
             "assert 'relink.runtime.tls' in sys.modules\n")
-    src = str(Path(relink.__file__).resolve().parents[1])
-    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True,
-                          text=True, timeout=60, env=dict(os.environ, PYTHONPATH=src))
-    assert proc.returncode == 0, proc.stderr
+    _fresh_python(code)
 
 
 @pytest.mark.parametrize("name", [

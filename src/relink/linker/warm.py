@@ -248,17 +248,15 @@ def _build(load: PreparedLoad, t: Template, sources: list[ElfSource | None]) -> 
                           loader=entries[loader] if loader >= 0 else None,
                           nodelete=nodelete, search=search)
                 idents[src.identity] = e
-                if image.parsed is not parsed:
-                    # Its metadata were evicted and parsed again: the template's programs
-                    # belong to the old objects and can never apply again.
-                    _forget(load, t)
-                    new.append(e)  # rolled back with the others
-                    staged[id(e.module)] = e
-                    raise Stale(key)  # re-parsed meanwhile: its programs may not apply
             e.aliases = aliases
             entries.append(e)
-            new.append(e)
+            new.append(e)  # (from here a failure rolls it back with the others)
             staged[id(e.module)] = e
+            if lib is None and image.parsed is not parsed:
+                # Its metadata were evicted and parsed again: the template's programs
+                # belong to the old objects and can never apply again.
+                _forget(load, t)
+                raise Stale(key)
     finally:
         for src in sources:
             if src is not None:

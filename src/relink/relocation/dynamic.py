@@ -248,9 +248,7 @@ def replay_module(state: ModuleState, program: Program, biases: list[int]) -> No
     identities and parsed metadata), the image is mapped writable where it writes.
     """
     image = state.image
-    parsed = image.parsed
-    cached = parsed.tables if parsed is not None else None
-    relr = cached[1] if cached is not None else image.relocation_tables()[1]
+    relr = image.relocation_tables()[1]  # (cached with the file's metadata)
     region = image.region
     view = region.view()
     assert view is not None  # host memory (a template is made only for native loads)
